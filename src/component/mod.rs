@@ -1,1 +1,5 @@
-//! component
+//! The component: tracker state machine, publisher and the service loop.
+
+pub mod publisher;
+pub mod service;
+pub mod tracker;

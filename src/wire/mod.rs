@@ -1,1 +1,141 @@
-//! wire
+//! Payloads and stanzas on the wire: building and parsing, no I/O, no state.
+
+pub mod adhoc;
+pub mod forms;
+pub mod presence;
+pub mod pubsub;
+pub mod status;
+pub mod time;
+pub mod user;
+
+/// Namespaces used by pubpresence.
+pub mod ns {
+    pub const COMPONENT_ACCEPT: &str = "jabber:component:accept";
+    pub const CLIENT: &str = "jabber:client";
+    pub const USER: &str = "urn:pubpresence:0";
+    pub const DATA: &str = "jabber:x:data";
+    pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+    pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+    pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    pub const PING: &str = "urn:xmpp:ping";
+    pub const DELAY: &str = "urn:xmpp:delay";
+    pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const STREAMS: &str = "http://etherx.jabber.org/streams";
+    pub const XMPP_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const PRIVILEGE_1: &str = "urn:xmpp:privilege:1";
+    pub const PRIVILEGE_2: &str = "urn:xmpp:privilege:2";
+    pub const USER_STATS: &str = "http://jabber.org/protocol/admin#user-stats";
+    pub const ONLINE_USERS_LIST: &str = "http://jabber.org/protocol/admin#get-online-users-list";
+}
+
+use xmpp_parsers::minidom::Element;
+
+/// The error carried by an `<iq type='error'/>` (or any stanza error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StanzaError {
+    /// The defined condition, e.g. `item-not-found`.
+    pub condition: String,
+    /// The error type attribute (`cancel`, `modify`, `auth`, `wait`).
+    pub kind: String,
+    /// Human-readable text, if the server sent some.
+    pub text: Option<String>,
+    /// An application-specific condition (e.g. pubsub's `precondition-not-met`).
+    pub app: Option<String>,
+}
+
+impl std::fmt::Display for StanzaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.condition)?;
+        if let Some(app) = &self.app {
+            write!(f, " ({app})")?;
+        }
+        if let Some(t) = &self.text {
+            write!(f, ": {t}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StanzaError {
+    /// Reads the `<error/>` child of a stanza of type `error`.
+    pub fn from_stanza(stanza: &Element) -> StanzaError {
+        let mut out = StanzaError {
+            condition: "undefined-condition".into(),
+            kind: String::new(),
+            text: None,
+            app: None,
+        };
+        let Some(err) = stanza.children().find(|c| c.name() == "error") else {
+            return out;
+        };
+        out.kind = err.attr("type").unwrap_or_default().to_string();
+        for c in err.children() {
+            if c.ns() == ns::STANZAS {
+                if c.name() == "text" {
+                    out.text = Some(c.text());
+                } else {
+                    out.condition = c.name().to_string();
+                }
+            } else {
+                out.app = Some(c.name().to_string());
+            }
+        }
+        out
+    }
+}
+
+/// Builds an `<error/>` reply to `stanza` (swapping to/from), for IQs the
+/// component does not handle and stanzas it refuses.
+pub fn error_reply(stanza: &Element, kind: &str, condition: &str) -> Element {
+    let mut b = Element::builder(stanza.name(), stanza.ns()).a("type", "error");
+    if let Some(id) = stanza.attr("id") {
+        b = b.a("id", id);
+    }
+    if let Some(from) = stanza.attr("from") {
+        b = b.a("to", from);
+    }
+    if let Some(to) = stanza.attr("to") {
+        b = b.a("from", to);
+    }
+    b.append(
+        Element::builder("error", stanza.ns())
+            .a("type", kind)
+            .append(Element::builder(condition, ns::STANZAS).build())
+            .build(),
+    )
+    .build()
+}
+
+/// An IQ of the given type with one payload child.
+pub fn iq(kind: &str, from: &str, to: &str, id: &str, payload: Option<Element>) -> Element {
+    let mut b = Element::builder("iq", ns::COMPONENT_ACCEPT)
+        .a("type", kind)
+        .a("id", id)
+        .a("to", to);
+    if !from.is_empty() {
+        b = b.a("from", from);
+    }
+    if let Some(p) = payload {
+        b = b.append(p);
+    }
+    b.build()
+}
+
+/// Builder shorthand: minidom 0.19 wants attribute names as `NcName`; ours
+/// are all literals, so a failed conversion is a programming error.
+pub trait Attr {
+    fn a<V: xmpp_parsers::minidom::IntoAttributeValue>(self, name: &'static str, v: V) -> Self;
+}
+
+impl Attr for xmpp_parsers::minidom::ElementBuilder {
+    fn a<V: xmpp_parsers::minidom::IntoAttributeValue>(self, name: &'static str, v: V) -> Self {
+        #[allow(clippy::expect_used)]
+        let name = xmpp_parsers::minidom::rxml::NcName::try_from(name)
+            .expect("attribute names in pubpresence are valid literals");
+        self.attr(name, v)
+    }
+}

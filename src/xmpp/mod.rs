@@ -1,1 +1,7 @@
-//! xmpp
+//! The XML stream: connecting, reading stanzas robustly, matching IQs.
+
+pub mod iq;
+pub mod stream;
+
+pub use iq::{IqError, Pending};
+pub use stream::{connect_component, ConnectError, Connection, Disconnect};

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine: installs what the tests
+# need (Prosody from Debian's packages), then format, lint and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian's package may start a system-wide Prosody; the tests start their own
+# on free loopback ports and never touch it.
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"

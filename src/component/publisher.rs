@@ -1,0 +1,310 @@
+//! Everything the component asks of the server: pubsub writes and node
+//! set-up, and the XEP-0133 admin commands (online users, user-stats).
+
+use crate::wire::adhoc::{self, Session};
+use crate::wire::status::{self, ServiceStatus};
+use crate::wire::user::UserItem;
+use crate::wire::{ns, pubsub};
+use crate::xmpp::{Connection, IqError};
+use std::collections::HashSet;
+use xmpp_parsers::minidom::Element;
+
+/// Node names (SPEC §1 `[nodes]`).
+#[derive(Debug, Clone)]
+pub struct NodeNames {
+    pub live: String,
+    pub active: String,
+    pub status: String,
+}
+
+/// A failure worth one clear line that tells the operator what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{what} on node {node:?} of {service}: {err}{hint}")]
+    Refused {
+        what: &'static str,
+        node: String,
+        service: String,
+        err: IqError,
+        hint: &'static str,
+    },
+}
+
+impl SetupError {
+    /// Refusals a retry will not fix (permissions, unsupported models).
+    pub fn is_fatal(&self) -> bool {
+        let SetupError::Refused { err, .. } = self;
+        matches!(
+            err.condition(),
+            Some("forbidden")
+                | Some("not-authorized")
+                | Some("feature-not-implemented")
+                | Some("not-acceptable")
+                | Some("not-allowed")
+        )
+    }
+}
+
+fn hint(err: &IqError) -> &'static str {
+    match err.condition() {
+        Some("forbidden") | Some("not-authorized") | Some("not-allowed") => {
+            " (the component needs the right to create and configure nodes: on Prosody put its JID \
+             in the global `admins`; on ejabberd give it the pubsub access rules)"
+        }
+        Some("feature-not-implemented") | Some("not-acceptable") => {
+            " (the pubsub service refused this configuration: check [access] model and, on \
+             Prosody, `pubsub_max_items` on the pubsub component)"
+        }
+        _ => "",
+    }
+}
+
+/// The pubsub side: one service, three nodes, over one connection.
+#[derive(Clone)]
+pub struct Publisher {
+    pub conn: Connection,
+    pub service: String,
+    pub nodes: NodeNames,
+}
+
+impl Publisher {
+    async fn pubsub_iq(&self, kind: &str, payload: Element) -> Result<Element, IqError> {
+        self.conn.iq(kind, &self.service, payload).await
+    }
+
+    /// Publishes the service status (creating the status node if missing).
+    pub async fn publish_status(
+        &self,
+        st: ServiceStatus,
+        instance: Option<&str>,
+    ) -> Result<(), IqError> {
+        let payload = || {
+            pubsub::publish(
+                &self.nodes.status,
+                Some("current"),
+                status::to_element(st, instance),
+            )
+        };
+        match self.pubsub_iq("set", payload()).await {
+            Err(e) if e.condition() == Some("item-not-found") => {
+                self.create(&self.nodes.status, self.status_config("open"))
+                    .await?;
+                self.pubsub_iq("set", payload()).await.map(|_| ())
+            }
+            r => r.map(|_| ()),
+        }
+    }
+
+    fn base_config(&self, access_model: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("pubsub#access_model", access_model.to_string()),
+            ("pubsub#deliver_payloads", "1".into()),
+            ("pubsub#publish_model", "publishers".into()),
+        ]
+    }
+
+    fn status_config(&self, access_model: &str) -> Element {
+        let mut c = self.base_config(access_model);
+        c.push(("pubsub#persist_items", "1".into()));
+        c.push(("pubsub#max_items", "1".into()));
+        c.push((
+            "pubsub#send_last_published_item",
+            "on_sub_and_presence".into(),
+        ));
+        pubsub::config_form(&c)
+    }
+
+    fn live_config(&self, access_model: &str) -> Element {
+        let mut c = self.base_config(access_model);
+        c.push(("pubsub#persist_items", "0".into()));
+        c.push(("pubsub#send_last_published_item", "never".into()));
+        pubsub::config_form(&c)
+    }
+
+    fn active_config(&self, access_model: &str) -> Element {
+        let mut c = self.base_config(access_model);
+        c.push(("pubsub#persist_items", "1".into()));
+        c.push(("pubsub#max_items", "max".into()));
+        c.push(("pubsub#send_last_published_item", "never".into()));
+        c.push(("pubsub#notify_retract", "1".into()));
+        pubsub::config_form(&c)
+    }
+
+    async fn create(&self, node: &str, config: Element) -> Result<(), IqError> {
+        match self.pubsub_iq("set", pubsub::create(node, config)).await {
+            // Created meanwhile (a second instance, a retry): fine.
+            Err(e) if e.condition() == Some("conflict") => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    /// Creates each node if missing and (re)configures it; applies access.
+    pub async fn setup_nodes(
+        &self,
+        access_model: &str,
+        members: &[String],
+    ) -> Result<(), SetupError> {
+        let plan = [
+            (&self.nodes.status, self.status_config(access_model)),
+            (&self.nodes.live, self.live_config(access_model)),
+            (&self.nodes.active, self.active_config(access_model)),
+        ];
+        for (node, config) in plan {
+            let refused = |what, err: IqError| SetupError::Refused {
+                what,
+                node: node.clone(),
+                service: self.service.clone(),
+                hint: hint(&err),
+                err,
+            };
+            match self
+                .pubsub_iq("set", pubsub::configure(node, config.clone()))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.condition() == Some("item-not-found") => {
+                    tracing::info!(node = %node, "creating node");
+                    self.create(node, config)
+                        .await
+                        .map_err(|e| refused("creating", e))?;
+                }
+                Err(e) => return Err(refused("configuring", e)),
+            }
+            if access_model == "whitelist" {
+                self.apply_members(node, members)
+                    .await
+                    .map_err(|e| refused("setting members", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_members(&self, node: &str, members: &[String]) -> Result<(), IqError> {
+        let current = self
+            .pubsub_iq("get", pubsub::affiliations_get(node))
+            .await?;
+        let current = pubsub::parse_affiliations(&current);
+        let wanted: HashSet<&str> = members.iter().map(String::as_str).collect();
+        let mut changes: Vec<(String, &str)> = Vec::new();
+        for (jid, aff) in &current {
+            if aff == "member" && !wanted.contains(jid.as_str()) {
+                changes.push((jid.clone(), "none"));
+            }
+        }
+        for m in members {
+            if !current.iter().any(|(j, a)| j == m && a == "member") {
+                changes.push((m.clone(), "member"));
+            }
+        }
+        if !changes.is_empty() {
+            tracing::info!(node, changes = changes.len(), "updating node members");
+            self.pubsub_iq("set", pubsub::affiliations_set(node, &changes))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The items on active. Items that are not a readable `<user/>` whose id
+    /// is its full JID are returned apart (to be retracted).
+    pub async fn active_items(&self) -> Result<(Vec<UserItem>, Vec<String>), IqError> {
+        let res = self
+            .pubsub_iq("get", pubsub::items(&self.nodes.active))
+            .await?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (id, payload) in pubsub::parse_items(&res) {
+            match payload.as_ref().and_then(UserItem::from_element) {
+                Some(item) if item.fulljid == id => good.push(item),
+                _ => bad.push(id),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    pub async fn set_active(&self, item: &UserItem) -> Result<(), IqError> {
+        self.pubsub_iq(
+            "set",
+            pubsub::publish(&self.nodes.active, Some(&item.fulljid), item.to_element()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn retract_active(&self, fulljid: &str) -> Result<(), IqError> {
+        match self
+            .pubsub_iq("set", pubsub::retract(&self.nodes.active, fulljid))
+            .await
+        {
+            // Already gone: the goal is reached.
+            Err(e) if e.condition() == Some("item-not-found") => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    pub async fn publish_live(&self, item: &UserItem) -> Result<(), IqError> {
+        self.pubsub_iq(
+            "set",
+            pubsub::publish(&self.nodes.live, None, item.to_element()),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Runs an admin command in two steps (execute, then submit the form with
+/// the session id), as both Prosody and ejabberd accept.
+async fn admin_command(
+    conn: &Connection,
+    domain: &str,
+    node: &str,
+    submit: impl Fn(Option<&str>) -> Element,
+) -> Result<Element, IqError> {
+    let first = conn.iq("set", domain, adhoc::execute(node)).await?;
+    let sessionid = adhoc::reply(&first)
+        .and_then(|r| r.sessionid)
+        .map(str::to_string);
+    conn.iq("set", domain, submit(sessionid.as_deref())).await
+}
+
+/// Bare JIDs of every user with at least one session (Prosody's
+/// get-online-users-list).
+pub async fn online_users(conn: &Connection, domain: &str) -> Result<Vec<String>, IqError> {
+    let res = admin_command(
+        conn,
+        domain,
+        ns::ONLINE_USERS_LIST,
+        adhoc::online_users_submit,
+    )
+    .await?;
+    Ok(adhoc::reply(&res)
+        .and_then(|r| r.form)
+        .map(adhoc::parse_online_users)
+        .unwrap_or_default())
+}
+
+/// The sessions of one user with their addresses (user-stats).
+pub async fn user_stats(
+    conn: &Connection,
+    domain: &str,
+    bare: &str,
+) -> Result<Vec<Session>, IqError> {
+    let res = admin_command(conn, domain, ns::USER_STATS, |sid| {
+        adhoc::user_stats_submit(sid, bare)
+    })
+    .await?;
+    Ok(adhoc::reply(&res)
+        .and_then(|r| r.form)
+        .map(adhoc::parse_user_stats)
+        .unwrap_or_default())
+}
+
+/// What to tell the operator when an admin command is refused.
+pub fn admin_hint(err: &IqError) -> &'static str {
+    match err.condition() {
+        Some("forbidden") | Some("not-authorized") | Some("item-not-found") | Some("service-unavailable") => {
+            "the component needs admin rights on the server: on Prosody add its JID to the global \
+             `admins` and enable `admin_adhoc`; on ejabberd grant it `configure` access with mod_configure"
+        }
+        _ => "",
+    }
+}

@@ -1,0 +1,631 @@
+//! The service: connection with backoff, start-up (SPEC §5), the event loop
+//! that feeds the tracker and executes its actions, and clean shutdown.
+
+use super::publisher::{self, NodeNames, Publisher, SetupError};
+use super::tracker::{Action, Change, Tracker};
+use crate::wire::presence::{self, PresenceKind};
+use crate::wire::status::ServiceStatus;
+use crate::wire::user::UserItem;
+use crate::wire::{self, ns, time, Attr};
+use crate::xmpp::stream::result_for;
+use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use xmpp_parsers::minidom::Element;
+
+/// What the service needs to run (built from the config file by the CLI).
+#[derive(Clone)]
+pub struct ServiceConfig {
+    pub jid: String,
+    pub servers: Vec<String>,
+    pub secret: String,
+    pub domain: String,
+    pub pubsub: String,
+    pub nodes: NodeNames,
+    pub access_model: String,
+    pub members: Vec<String>,
+    pub probe_timeout: Duration,
+    pub iq_timeout: Duration,
+    pub instance: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("jid", &self.jid)
+            .field("servers", &self.servers)
+            .field("secret", &"***")
+            .field("domain", &self.domain)
+            .field("pubsub", &self.pubsub)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Connect(ConnectError),
+    #[error("{0}")]
+    Setup(SetupError),
+}
+
+enum Outcome {
+    Shutdown,
+    Lost(String),
+    Fatal(RunError),
+}
+
+/// Capped exponential backoff for reconnects.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn take(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Runs the component until `shutdown` turns true (then exits cleanly) or a
+/// fatal error (wrong secret, a refused node configuration).
+pub async fn run(cfg: ServiceConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let mut backoff = Backoff::new();
+    let mut attempt = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let addr = &cfg.servers[attempt % cfg.servers.len()];
+        attempt += 1;
+        tracing::info!(server = %addr, jid = %cfg.jid, "connecting");
+        let connected = tokio::select! {
+            r = connect_component(addr, &cfg.jid, &cfg.secret, cfg.iq_timeout) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match connected {
+            Err(e) if e.is_fatal() => return Err(RunError::Connect(e)),
+            Err(e) => {
+                let d = backoff.take();
+                tracing::warn!("{e}; retrying in {d:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Ok((conn, inbound, task)) => {
+                tracing::info!(server = %addr, "connected");
+                let since = Instant::now();
+                let outcome = run_session(&cfg, conn, inbound, task, &mut shutdown).await;
+                match outcome {
+                    Outcome::Shutdown => return Ok(()),
+                    Outcome::Fatal(e) => return Err(e),
+                    Outcome::Lost(reason) => {
+                        if since.elapsed() > Duration::from_secs(30) {
+                            backoff.reset();
+                        }
+                        let d = backoff.take();
+                        tracing::warn!("connection lost: {reason}; reconnecting in {d:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => {}
+                            _ = shutdown.changed() => return Ok(()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What start-up found: active's items and the server's sessions' IPs.
+struct Discovery {
+    active: Vec<UserItem>,
+    ips: HashMap<String, String>,
+    users: usize,
+}
+
+enum Done {
+    Ip { fulljid: String, ip: String },
+    Written { fulljid: String, ok: bool },
+    Status(ServiceStatus, Result<(), IqError>),
+    Discovered(Result<Discovery, StartupError>),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    #[error("{0}")]
+    Setup(SetupError),
+    #[error("{what}: {err}")]
+    Iq { what: String, err: IqError },
+}
+
+struct Session<'a> {
+    cfg: &'a ServiceConfig,
+    conn: Connection,
+    publisher: Publisher,
+    tracker: Tracker,
+    status: ServiceStatus,
+    /// Users who receive our presence (they have us in their roster).
+    contacts: HashSet<String>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        cfg: &'a ServiceConfig,
+        conn: Connection,
+    ) -> (Session<'a>, mpsc::UnboundedReceiver<Done>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let publisher = Publisher {
+            conn: conn.clone(),
+            service: cfg.pubsub.clone(),
+            nodes: cfg.nodes.clone(),
+        };
+        (
+            Session {
+                cfg,
+                conn,
+                publisher,
+                tracker: Tracker::new(),
+                status: ServiceStatus::Init,
+                contacts: HashSet::new(),
+                done_tx,
+            },
+            done_rx,
+        )
+    }
+}
+
+/// One connected session: runs until shutdown, loss of the connection or a
+/// fatal error.
+async fn run_session(
+    cfg: &ServiceConfig,
+    conn: Connection,
+    mut inbound: mpsc::UnboundedReceiver<Element>,
+    task: tokio::task::JoinHandle<Disconnect>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let (mut s, mut done_rx) = Session::new(cfg, conn);
+    s.start_discovery();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                s.shutdown().await;
+                task.abort();
+                return Outcome::Shutdown;
+            }
+            el = inbound.recv() => match el {
+                Some(el) => s.handle_stanza(el),
+                None => {
+                    let reason = match task.await {
+                        Ok(r) => r.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Outcome::Lost(reason);
+                }
+            },
+            Some(done) = done_rx.recv() => {
+                if let Done::Discovered(_) = &done {
+                    // Presences the server sent before answering our
+                    // barrier are in `inbound` already: apply them first.
+                    while let Ok(el) = inbound.try_recv() {
+                        s.handle_stanza(el);
+                    }
+                }
+                if let Some(outcome) = s.handle_done(done) {
+                    task.abort();
+                    return outcome;
+                }
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    fn own_presence(&self, to: &str, kind: Option<&str>) -> Element {
+        let show = (kind.is_none() && self.status != ServiceStatus::Online).then_some("dnd");
+        presence::build(&self.cfg.jid, to, kind, show)
+    }
+
+    fn send(&self, el: Element) {
+        // A send fails only when the connection is gone; the loop sees that.
+        let _ = self.conn.send(el);
+    }
+
+    /// Steps 2–4 of SPEC §5, in a task; the result comes back as `Discovered`.
+    fn start_discovery(&self) {
+        let cfg = self.cfg.clone();
+        let publisher = self.publisher.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let r = discover(&cfg, &publisher).await;
+            let _ = tx.send(Done::Discovered(r));
+        });
+    }
+
+    fn handle_stanza(&mut self, el: Element) {
+        match el.name() {
+            "presence" => self.handle_presence(&el),
+            "iq" => self.handle_iq(&el),
+            "message" => {
+                if el.children().any(|c| {
+                    c.is("privilege", ns::PRIVILEGE_1) || c.is("privilege", ns::PRIVILEGE_2)
+                }) {
+                    tracing::info!("the server granted privileges (XEP-0356)");
+                }
+            }
+            other => tracing::debug!(name = other, "ignoring unknown element"),
+        }
+    }
+
+    fn handle_presence(&mut self, el: &Element) {
+        let p = match presence::parse(el) {
+            Ok(p) => p,
+            Err(e) => {
+                let from = el.attr("from").unwrap_or("?");
+                tracing::warn!(from = %truncate(from), "ignored a presence: {e}");
+                return;
+            }
+        };
+        let bare = p.from.to_bare().to_string();
+        let local = p.from.domain().as_str() == self.cfg.domain;
+        match p.kind {
+            PresenceKind::Subscribe => {
+                self.send(presence::build(
+                    &self.cfg.jid,
+                    &bare,
+                    Some("subscribed"),
+                    None,
+                ));
+                self.send(presence::build(
+                    &self.cfg.jid,
+                    &bare,
+                    Some("subscribe"),
+                    None,
+                ));
+                self.send(self.own_presence(&bare, None));
+                self.contacts.insert(bare);
+            }
+            PresenceKind::Unsubscribe => {
+                self.send(presence::build(
+                    &self.cfg.jid,
+                    &bare,
+                    Some("unsubscribed"),
+                    None,
+                ));
+                self.contacts.remove(&bare);
+            }
+            PresenceKind::Probe => {
+                let to = p.from.to_string();
+                self.send(self.own_presence(&to, None));
+            }
+            PresenceKind::Subscribed | PresenceKind::Unsubscribed => {}
+            PresenceKind::Error(e) => tracing::debug!(from = %p.from, "presence error: {e}"),
+            PresenceKind::Available(status) => {
+                let Ok(full) = p.from.try_as_full() else {
+                    return;
+                };
+                if !local {
+                    return;
+                }
+                if self.contacts.insert(bare.clone()) && self.status == ServiceStatus::Online {
+                    // First sign of this user since we came online: make
+                    // sure they know we are.
+                    self.send(self.own_presence(&bare, None));
+                }
+                let at = if self.tracker.is_running() {
+                    time::now()
+                } else {
+                    p.delay.unwrap_or_else(time::now)
+                };
+                let acts =
+                    self.tracker
+                        .presence(&full.to_string(), &bare, Change::Available(status), at);
+                self.execute(acts);
+            }
+            PresenceKind::Unavailable => {
+                let Ok(full) = p.from.try_as_full() else {
+                    return;
+                };
+                if !local {
+                    return;
+                }
+                let acts = self.tracker.presence(
+                    &full.to_string(),
+                    &bare,
+                    Change::Unavailable,
+                    time::now(),
+                );
+                self.execute(acts);
+            }
+        }
+    }
+
+    fn handle_iq(&mut self, el: &Element) {
+        match el.attr("type") {
+            Some("get") | Some("set") => {}
+            _ => return, // an answer nobody waits for any more
+        }
+        let payload = el.children().next();
+        let reply = match payload {
+            Some(p) if el.attr("type") == Some("get") && p.is("ping", ns::PING) => {
+                result_for(el, None)
+            }
+            Some(p)
+                if el.attr("type") == Some("get")
+                    && p.is("query", ns::DISCO_INFO)
+                    && p.attr("node").is_none() =>
+            {
+                result_for(el, Some(disco_info()))
+            }
+            _ => wire::error_reply(el, "cancel", "service-unavailable"),
+        };
+        self.send(reply);
+    }
+
+    fn handle_done(&mut self, done: Done) -> Option<Outcome> {
+        match done {
+            Done::Ip { fulljid, ip } => {
+                let acts = self.tracker.ip_learned(&fulljid, ip);
+                self.execute(acts);
+            }
+            Done::Written { fulljid, ok } => {
+                let acts = self.tracker.done(&fulljid, ok);
+                self.execute(acts);
+            }
+            Done::Status(st, Ok(())) => {
+                if st == ServiceStatus::Online && self.status != ServiceStatus::Online {
+                    self.status = ServiceStatus::Online;
+                    tracing::info!(
+                        connections = self.tracker.len(),
+                        "online: active is up to date"
+                    );
+                    for c in self.contacts.clone() {
+                        self.send(self.own_presence(&c, None));
+                    }
+                }
+            }
+            Done::Status(st, Err(e)) => {
+                return Some(Outcome::Lost(format!(
+                    "publishing status {} failed: {e}",
+                    st.as_str()
+                )));
+            }
+            Done::Discovered(Ok(d)) => {
+                tracing::info!(
+                    users = d.users,
+                    sessions = d.ips.len(),
+                    tracked = self.tracker.len(),
+                    on_active = d.active.len(),
+                    "start-up discovery done, reconciling"
+                );
+                let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
+                self.execute(acts);
+            }
+            Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
+                return Some(Outcome::Fatal(RunError::Setup(e)));
+            }
+            Done::Discovered(Err(e)) => {
+                return Some(Outcome::Lost(format!("start-up failed: {e}")))
+            }
+        }
+        None
+    }
+
+    /// Runs the tracker's actions, each in its own task; results come back
+    /// through `done_tx`. Order per connection is the tracker's business: it
+    /// never has two actions of one connection in flight.
+    fn execute(&self, actions: Vec<Action>) {
+        for action in actions {
+            let tx = self.done_tx.clone();
+            let publisher = self.publisher.clone();
+            let domain = self.cfg.domain.clone();
+            let instance = self.cfg.instance.clone();
+            tokio::spawn(async move {
+                let done = match action {
+                    Action::FetchIp { fulljid, name } => {
+                        let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
+                        let ip = match publisher::user_stats(&publisher.conn, &domain, &name).await
+                        {
+                            Ok(sessions) => sessions
+                                .into_iter()
+                                .find(|s| s.resource == resource)
+                                .map(|s| s.ip)
+                                .unwrap_or_default(),
+                            Err(e) => {
+                                tracing::warn!(user = %name, "user-stats failed: {e}; publishing without an IP. {}", publisher::admin_hint(&e));
+                                String::new()
+                            }
+                        };
+                        Done::Ip { fulljid, ip }
+                    }
+                    Action::SetActive { item } => {
+                        let r = publisher.set_active(&item).await;
+                        log_write_error("publishing on active", &item.fulljid, &r);
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: r.is_ok(),
+                        }
+                    }
+                    Action::RetractActive { fulljid } => {
+                        let r = publisher.retract_active(&fulljid).await;
+                        log_write_error("retracting from active", &fulljid, &r);
+                        Done::Written {
+                            fulljid,
+                            ok: r.is_ok(),
+                        }
+                    }
+                    Action::PublishLive { item } => {
+                        let r = publisher.publish_live(&item).await;
+                        log_write_error("publishing on live", &item.fulljid, &r);
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: r.is_ok(),
+                        }
+                    }
+                    Action::ReconcileDone => {
+                        let r = publisher
+                            .publish_status(ServiceStatus::Online, instance.as_deref())
+                            .await;
+                        Done::Status(ServiceStatus::Online, r)
+                    }
+                };
+                let _ = tx.send(done);
+            });
+        }
+    }
+
+    /// SIGTERM/SIGINT: `offline` on status, unavailable to our contacts,
+    /// close the stream (SPEC §1).
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down: publishing offline");
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.publisher
+                .publish_status(ServiceStatus::Offline, self.cfg.instance.as_deref()),
+        )
+        .await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::warn!("could not publish offline before exiting");
+        }
+        for c in &self.contacts {
+            self.send(presence::build(&self.cfg.jid, c, Some("unavailable"), None));
+        }
+        self.conn.close().await;
+    }
+}
+
+fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>) {
+    let Err(e) = r else { return };
+    let text = e.to_string();
+    if text.contains("quota")
+        || matches!(
+            e.condition(),
+            Some("resource-constraint") | Some("policy-violation")
+        )
+    {
+        tracing::error!(
+            "{what} {fulljid} refused: {e}. Active cannot hold every connection: raise \
+             `pubsub_max_items` and `storage_archive_item_limit` on Prosody's pubsub component \
+             (ejabberd: `max_items_node`)"
+        );
+    } else {
+        tracing::error!("{what} {fulljid} failed: {e}");
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+fn disco_info() -> Element {
+    Element::builder("query", ns::DISCO_INFO)
+        .append(
+            Element::builder("identity", ns::DISCO_INFO)
+                .a("category", "component")
+                .a("type", "presence")
+                .a("name", "pubpresence")
+                .build(),
+        )
+        .append(
+            Element::builder("feature", ns::DISCO_INFO)
+                .a("var", ns::DISCO_INFO)
+                .build(),
+        )
+        .append(
+            Element::builder("feature", ns::DISCO_INFO)
+                .a("var", ns::PING)
+                .build(),
+        )
+        .build()
+}
+
+/// SPEC §5 steps 2–4: `init`, nodes, then who is connected (admin listing,
+/// user-stats, probes) and what active holds.
+async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discovery, StartupError> {
+    let iq_err = |what: &str| {
+        let what = what.to_string();
+        move |err| StartupError::Iq { what, err }
+    };
+    publisher
+        .publish_status(ServiceStatus::Init, cfg.instance.as_deref())
+        .await
+        .map_err(iq_err("publishing init on the status node"))?;
+    publisher
+        .setup_nodes(&cfg.access_model, &cfg.members)
+        .await
+        .map_err(StartupError::Setup)?;
+    let conn = &publisher.conn;
+    let users = publisher::online_users(conn, &cfg.domain)
+        .await
+        .map_err(|err| {
+            tracing::error!(
+                "listing online users failed: {err}. {}",
+                publisher::admin_hint(&err)
+            );
+            StartupError::Iq {
+                what: "listing online users".into(),
+                err,
+            }
+        })?;
+    // Probes first: their answers arrive as ordinary presences while the
+    // user-stats requests are in flight.
+    for u in &users {
+        let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+    }
+    let stats = futures::stream::iter(users.iter().cloned())
+        .map(|u| async move {
+            let r = publisher::user_stats(conn, &cfg.domain, &u).await;
+            (u, r)
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut ips = HashMap::new();
+    for (user, r) in stats {
+        match r {
+            Ok(sessions) => {
+                for s in sessions {
+                    ips.insert(format!("{user}/{}", s.resource), s.ip);
+                }
+            }
+            Err(e) => tracing::warn!(%user, "user-stats failed: {e}"),
+        }
+    }
+    // A round trip behind the probes: the server answers in order, so once
+    // this returns every probe answer has been received. Bounded either way.
+    let barrier = Element::builder("ping", ns::PING).build();
+    if let Err(e) = conn
+        .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
+        .await
+    {
+        tracing::debug!("probe barrier: {e}");
+    }
+    let (active, bad) = publisher
+        .active_items()
+        .await
+        .map_err(iq_err("fetching the items of active"))?;
+    for id in bad {
+        tracing::info!(item = %truncate(&id), "retracting an unreadable item from active");
+        let _ = publisher.retract_active(&id).await;
+    }
+    Ok(Discovery {
+        active,
+        ips,
+        users: users.len(),
+    })
+}

@@ -1,0 +1,250 @@
+//! XEP-0060 requests and notifications, as payloads of IQs and messages.
+
+use super::Attr;
+use super::{forms, ns};
+use xmpp_parsers::minidom::Element;
+
+const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+
+fn pubsub(ns: &str, child: Element) -> Element {
+    Element::builder("pubsub", ns).append(child).build()
+}
+
+/// Publishes `payload` as item `id` (server-assigned when None).
+pub fn publish(node: &str, id: Option<&str>, payload: Element) -> Element {
+    let mut item = Element::builder("item", ns::PUBSUB);
+    if let Some(id) = id {
+        item = item.a("id", id);
+    }
+    pubsub(
+        ns::PUBSUB,
+        Element::builder("publish", ns::PUBSUB)
+            .a("node", node)
+            .append(item.append(payload).build())
+            .build(),
+    )
+}
+
+/// Retracts item `id`, notifying subscribers.
+pub fn retract(node: &str, id: &str) -> Element {
+    pubsub(
+        ns::PUBSUB,
+        Element::builder("retract", ns::PUBSUB)
+            .a("node", node)
+            .a("notify", "true")
+            .append(Element::builder("item", ns::PUBSUB).a("id", id).build())
+            .build(),
+    )
+}
+
+/// A node configuration form from (field, value) pairs.
+pub fn config_form(fields: &[(&str, String)]) -> Element {
+    let fields: Vec<(&str, Vec<String>)> =
+        fields.iter().map(|(k, v)| (*k, vec![v.clone()])).collect();
+    forms::build("submit", Some(NODE_CONFIG), &fields)
+}
+
+/// Creates `node` with a configuration.
+pub fn create(node: &str, config: Element) -> Element {
+    Element::builder("pubsub", ns::PUBSUB)
+        .append(
+            Element::builder("create", ns::PUBSUB)
+                .a("node", node)
+                .build(),
+        )
+        .append(
+            Element::builder("configure", ns::PUBSUB)
+                .append(config)
+                .build(),
+        )
+        .build()
+}
+
+/// Owner request: configure `node`.
+pub fn configure(node: &str, config: Element) -> Element {
+    pubsub(
+        ns::PUBSUB_OWNER,
+        Element::builder("configure", ns::PUBSUB_OWNER)
+            .a("node", node)
+            .append(config)
+            .build(),
+    )
+}
+
+/// Requests every item of `node`.
+pub fn items(node: &str) -> Element {
+    pubsub(
+        ns::PUBSUB,
+        Element::builder("items", ns::PUBSUB)
+            .a("node", node)
+            .build(),
+    )
+}
+
+/// Subscribes `jid` to `node`.
+pub fn subscribe(node: &str, jid: &str) -> Element {
+    pubsub(
+        ns::PUBSUB,
+        Element::builder("subscribe", ns::PUBSUB)
+            .a("node", node)
+            .a("jid", jid)
+            .build(),
+    )
+}
+
+/// Owner request: the node's affiliations.
+pub fn affiliations_get(node: &str) -> Element {
+    pubsub(
+        ns::PUBSUB_OWNER,
+        Element::builder("affiliations", ns::PUBSUB_OWNER)
+            .a("node", node)
+            .build(),
+    )
+}
+
+/// Owner request: set affiliations (`member`, `none`, ...).
+pub fn affiliations_set(node: &str, changes: &[(String, &str)]) -> Element {
+    let mut b = Element::builder("affiliations", ns::PUBSUB_OWNER).a("node", node);
+    for (jid, aff) in changes {
+        b = b.append(
+            Element::builder("affiliation", ns::PUBSUB_OWNER)
+                .a("jid", jid.as_str())
+                .a("affiliation", *aff)
+                .build(),
+        );
+    }
+    pubsub(ns::PUBSUB_OWNER, b.build())
+}
+
+/// (jid, affiliation) pairs from an affiliations result.
+pub fn parse_affiliations(iq: &Element) -> Vec<(String, String)> {
+    iq.children()
+        .filter(|c| c.name() == "pubsub")
+        .flat_map(|p| p.children().filter(|c| c.name() == "affiliations"))
+        .flat_map(|a| a.children().filter(|c| c.name() == "affiliation"))
+        .filter_map(|a| {
+            Some((
+                a.attr("jid")?.to_string(),
+                a.attr("affiliation")?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// (item id, first payload child) pairs from an items result.
+pub fn parse_items(iq: &Element) -> Vec<(String, Option<Element>)> {
+    iq.children()
+        .filter(|c| c.is("pubsub", ns::PUBSUB))
+        .flat_map(|p| p.children().filter(|c| c.name() == "items"))
+        .flat_map(|i| i.children().filter(|c| c.name() == "item"))
+        .map(|item| {
+            (
+                item.attr("id").unwrap_or_default().to_string(),
+                item.children().next().cloned(),
+            )
+        })
+        .collect()
+}
+
+/// What a pubsub notification message says about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Items published: (id, payload).
+    Items {
+        node: String,
+        items: Vec<(String, Option<Element>)>,
+        retracts: Vec<String>,
+    },
+    /// The node was purged (all items gone).
+    Purge { node: String },
+    /// The node was deleted.
+    Delete { node: String },
+}
+
+/// Reads the pubsub events carried by a `<message/>` (none if it is not one).
+pub fn parse_event(msg: &Element) -> Vec<Event> {
+    let mut out = Vec::new();
+    for ev in msg.children().filter(|c| c.is("event", ns::PUBSUB_EVENT)) {
+        for c in ev.children() {
+            let node = c.attr("node").unwrap_or_default().to_string();
+            match c.name() {
+                "items" => {
+                    let mut items = Vec::new();
+                    let mut retracts = Vec::new();
+                    for i in c.children() {
+                        let id = i.attr("id").unwrap_or_default().to_string();
+                        match i.name() {
+                            "item" => items.push((id, i.children().next().cloned())),
+                            "retract" => retracts.push(id),
+                            _ => {}
+                        }
+                    }
+                    out.push(Event::Items {
+                        node,
+                        items,
+                        retracts,
+                    });
+                }
+                "purge" => out.push(Event::Purge { node }),
+                "delete" => out.push(Event::Delete { node }),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_shape() {
+        let p = publish(
+            "presence/active",
+            Some("a@l/r"),
+            Element::bare("user", ns::USER),
+        );
+        assert_eq!(
+            String::from(&p),
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='presence/active'>\
+             <item id='a@l/r'><user xmlns='urn:pubpresence:0'/></item></publish></pubsub>"
+        );
+    }
+
+    #[test]
+    fn event_items_and_retracts() {
+        let m: Element = "<message xmlns='jabber:client' from='pubsub.l'>\
+            <event xmlns='http://jabber.org/protocol/pubsub#event'>\
+            <items node='presence/active'><item id='a@l/r'><user xmlns='urn:pubpresence:0'/></item>\
+            <retract id='b@l/r'/></items></event></message>"
+            .parse()
+            .unwrap();
+        let ev = parse_event(&m);
+        assert_eq!(ev.len(), 1);
+        match &ev[0] {
+            Event::Items {
+                node,
+                items,
+                retracts,
+            } => {
+                assert_eq!(node, "presence/active");
+                assert_eq!(items[0].0, "a@l/r");
+                assert_eq!(items[0].1.as_ref().unwrap().name(), "user");
+                assert_eq!(retracts, &vec!["b@l/r".to_string()]);
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn items_result() {
+        let iq: Element = "<iq xmlns='jabber:client' type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+            <items node='n'><item id='1'><x xmlns='y'/></item><item id='2'/></items></pubsub></iq>"
+            .parse()
+            .unwrap();
+        let items = parse_items(&iq);
+        assert_eq!(items.len(), 2);
+        assert!(items[1].1.is_none());
+    }
+}

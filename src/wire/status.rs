@@ -1,0 +1,74 @@
+//! The status node's payload: the design document's data form (SPEC §4).
+
+use super::{forms, ns};
+use xmpp_parsers::minidom::Element;
+
+pub const STATUS_VAR: &str = "pubpresence#status";
+pub const INSTANCE_VAR: &str = "pubpresence#instance";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceStatus {
+    /// Active is being rebuilt: not up to date.
+    Init,
+    /// Active matches the server.
+    Online,
+    /// Nobody maintains active (clean shutdown).
+    Offline,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Init => "init",
+            ServiceStatus::Online => "online",
+            ServiceStatus::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ServiceStatus> {
+        match s.trim() {
+            "init" => Some(ServiceStatus::Init),
+            "online" => Some(ServiceStatus::Online),
+            "offline" => Some(ServiceStatus::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// The status form, with the instance field where one is configured.
+pub fn to_element(status: ServiceStatus, instance: Option<&str>) -> Element {
+    let mut fields = vec![(STATUS_VAR, vec![status.as_str().to_string()])];
+    if let Some(i) = instance {
+        fields.push((INSTANCE_VAR, vec![i.to_string()]));
+    }
+    forms::build("result", None, &fields)
+}
+
+/// Reads a status item payload: (status, instance).
+pub fn from_element(el: &Element) -> Option<(ServiceStatus, Option<String>)> {
+    if !el.is("x", ns::DATA) {
+        return None;
+    }
+    let status = ServiceStatus::parse(&forms::value(el, STATUS_VAR)?)?;
+    Some((status, forms::value(el, INSTANCE_VAR)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_the_documents_form() {
+        let xml = String::from(&to_element(ServiceStatus::Init, None));
+        assert_eq!(
+            xml,
+            "<x xmlns='jabber:x:data' type='result'><field var='pubpresence#status'>\
+             <value>init</value></field></x>"
+        );
+        let el = to_element(ServiceStatus::Online, Some("a"));
+        assert_eq!(
+            from_element(&el),
+            Some((ServiceStatus::Online, Some("a".into())))
+        );
+    }
+}

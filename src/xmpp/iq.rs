@@ -1,0 +1,129 @@
+//! IQ request/response matching by id (tokio-xmpp offers none for
+//! components): a map of pending ids to oneshot senders.
+
+use crate::wire::StanzaError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use xmpp_parsers::minidom::Element;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IqError {
+    #[error("{0}")]
+    Stanza(StanzaError),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("connection lost before the answer")]
+    Disconnected,
+}
+
+impl IqError {
+    /// The stanza error condition, if the server answered with one.
+    pub fn condition(&self) -> Option<&str> {
+        match self {
+            IqError::Stanza(e) => Some(e.condition.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Outstanding IQs of one connection (or of several: ids are unique).
+#[derive(Clone, Default)]
+pub struct Pending {
+    inner: Arc<Mutex<HashMap<String, oneshot::Sender<Element>>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Pending {
+    /// A fresh id and the receiver its answer will arrive on.
+    pub fn register(&self) -> (String, oneshot::Receiver<Element>) {
+        let id = format!("pp{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    /// Forgets an id whose waiter gave up.
+    pub fn cancel(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Hands a result/error IQ to its waiter. Returns the stanza back when
+    /// nobody waits for it (not an answer of ours).
+    pub fn complete(&self, stanza: Element) -> Option<Element> {
+        if stanza.name() != "iq" {
+            return Some(stanza);
+        }
+        if !matches!(stanza.attr("type"), Some("result") | Some("error")) {
+            return Some(stanza);
+        }
+        let Some(id) = stanza.attr("id") else {
+            return Some(stanza);
+        };
+        let waiter = self.lock().remove(id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(stanza);
+                None
+            }
+            None => Some(stanza),
+        }
+    }
+
+    /// Fails every outstanding request (connection gone).
+    pub fn fail_all(&self) {
+        self.lock().clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Element>>> {
+        // A poisoned map only means a waiter panicked; the map itself is fine.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Turns a received IQ answer into the result payload or the stanza error.
+pub fn into_result(iq: Element) -> Result<Element, IqError> {
+    if iq.attr("type") == Some("error") {
+        Err(IqError::Stanza(StanzaError::from_stanza(&iq)))
+    } else {
+        Ok(iq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn matches_by_id_and_passes_others_on() {
+        let p = Pending::default();
+        let (id, rx) = p.register();
+        let other: Element = "<iq xmlns='jabber:component:accept' type='result' id='zzz'/>"
+            .parse()
+            .unwrap();
+        assert!(p.complete(other).is_some());
+        let get: Element = format!("<iq xmlns='jabber:component:accept' type='get' id='{id}'/>")
+            .parse()
+            .unwrap();
+        assert!(
+            p.complete(get).is_some(),
+            "a request with our id is not an answer"
+        );
+        let ans: Element = format!("<iq xmlns='jabber:component:accept' type='error' id='{id}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+            .parse()
+            .unwrap();
+        assert!(p.complete(ans).is_none());
+        let got = into_result(rx.await.unwrap());
+        assert_eq!(got.unwrap_err().condition(), Some("item-not-found"));
+        assert!(p.is_empty());
+    }
+}

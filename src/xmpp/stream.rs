@@ -1,0 +1,358 @@
+//! The component's XEP-0114 stream.
+//!
+//! Built on tokio-xmpp's low-level `xmlstream` with `minidom::Element` as
+//! the item type, NOT on `tokio_xmpp::Component`: that one ends the stream on
+//! any stanza xmpp-parsers refuses and on the soft read timeout
+//! (notes/xmpp-rs.md), so any user could knock the component off the server
+//! with one bad `<show/>`. Here a stanza is anything well-formed: what it
+//! means is decided per stanza above this layer, and silence is answered with
+//! a ping to the server, never a reconnect.
+
+use super::iq::{into_result, IqError, Pending};
+use crate::wire::{self, ns, Attr};
+use futures::{SinkExt, StreamExt};
+use std::borrow::Cow;
+use std::time::Duration;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
+use xmpp_parsers::minidom::Element;
+
+type Stream = XmlStream<BufStream<TcpStream>, Element>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {addr}: {err}")]
+    Io { addr: String, err: std::io::Error },
+    #[error("the server refused the component secret for {jid} (not-authorized): check the component's secret on both sides")]
+    Auth { jid: String },
+    #[error("another connection is already logged in as {jid} (conflict)")]
+    Conflict { jid: String },
+    #[error("the server closed the stream: {0}")]
+    Stream(String),
+    #[error("no answer from {addr} within {timeout:?} during the handshake")]
+    Timeout { addr: String, timeout: Duration },
+}
+
+impl ConnectError {
+    /// Errors that retrying will not fix.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ConnectError::Auth { .. })
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// We closed it.
+    Closed,
+    /// The server sent a stream error (its condition).
+    StreamError(String),
+    /// The server closed the stream or the socket.
+    Eof,
+    /// An I/O error or hard timeout.
+    Io(String),
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Disconnect::Closed => write!(f, "closed by us"),
+            Disconnect::StreamError(c) => write!(f, "stream error from the server: {c}"),
+            Disconnect::Eof => write!(f, "the server closed the connection"),
+            Disconnect::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+enum Out {
+    Stanza(Element),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle on one live component connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    jid: String,
+    out: mpsc::UnboundedSender<Out>,
+    pending: Pending,
+    iq_timeout: Duration,
+}
+
+impl Connection {
+    /// The component's JID.
+    pub fn jid(&self) -> &str {
+        &self.jid
+    }
+
+    /// Queues a stanza. Fails only when the connection is gone.
+    pub fn send(&self, stanza: Element) -> Result<(), IqError> {
+        self.out
+            .send(Out::Stanza(stanza))
+            .map_err(|_| IqError::Disconnected)
+    }
+
+    /// Sends an IQ of `kind` to `to` with `payload` and waits for its answer.
+    pub async fn iq(&self, kind: &str, to: &str, payload: Element) -> Result<Element, IqError> {
+        self.iq_with_timeout(kind, to, payload, self.iq_timeout)
+            .await
+    }
+
+    pub async fn iq_with_timeout(
+        &self,
+        kind: &str,
+        to: &str,
+        payload: Element,
+        timeout: Duration,
+    ) -> Result<Element, IqError> {
+        let (id, rx) = self.pending.register();
+        let stanza = wire::iq(kind, &self.jid, to, &id, Some(payload));
+        if self.send(stanza).is_err() {
+            self.pending.cancel(&id);
+            return Err(IqError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => into_result(answer),
+            Ok(Err(_)) => Err(IqError::Disconnected),
+            Err(_) => {
+                self.pending.cancel(&id);
+                Err(IqError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Sends the stream footer and waits (bounded) until it is written.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.out.send(Out::Close(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+}
+
+/// Connects to a XEP-0114 listener at `addr`, authenticates as `jid`, and
+/// starts the connection task. Returns the handle, the stream of incoming
+/// stanzas (IQ answers to our requests excluded) and the task, whose result
+/// says why the connection ended.
+pub async fn connect_component(
+    addr: &str,
+    jid: &str,
+    secret: &str,
+    iq_timeout: Duration,
+) -> Result<
+    (
+        Connection,
+        mpsc::UnboundedReceiver<Element>,
+        tokio::task::JoinHandle<Disconnect>,
+    ),
+    ConnectError,
+> {
+    let handshake_timeout = Duration::from_secs(10);
+    let io_err = |err| ConnectError::Io {
+        addr: addr.to_string(),
+        err,
+    };
+    let stream = tokio::time::timeout(handshake_timeout, async {
+        let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+        let _ = tcp.set_nodelay(true);
+        let timeouts = Timeouts {
+            read_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(20),
+        };
+        let mut pending = initiate_stream(
+            BufStream::new(tcp),
+            ns::COMPONENT_ACCEPT,
+            StreamHeader {
+                from: None,
+                to: Some(Cow::Borrowed(jid)),
+                id: None,
+            },
+            timeouts,
+        )
+        .await
+        .map_err(io_err)?;
+        let header = pending.take_header();
+        let id = header
+            .id
+            .ok_or_else(|| ConnectError::Stream("no stream id in the server's header".into()))?;
+        let mut stream: Stream = pending.skip_features();
+        let hs = xmpp_parsers::component::Handshake::from_stream_id_and_password(
+            id.into_owned(),
+            secret,
+        );
+        stream.send(&hs).await.map_err(io_err)?;
+        loop {
+            match stream.next().await {
+                Some(Ok(el)) if el.name() == "handshake" => return Ok(stream),
+                Some(Ok(el)) if el.name() == "error" && el.ns() == ns::STREAMS => {
+                    let cond = stream_error_condition(&el);
+                    return Err(match cond.as_str() {
+                        "not-authorized" => ConnectError::Auth {
+                            jid: jid.to_string(),
+                        },
+                        "conflict" => ConnectError::Conflict {
+                            jid: jid.to_string(),
+                        },
+                        _ => ConnectError::Stream(cond),
+                    });
+                }
+                Some(Ok(el)) => {
+                    tracing::debug!(name = el.name(), "ignoring element before handshake");
+                }
+                Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
+                Some(Err(ReadError::HardError(e))) => return Err(io_err(e)),
+                Some(Err(ReadError::StreamFooterReceived)) | None => {
+                    // Some servers close without a stream error on a bad secret.
+                    return Err(ConnectError::Stream(
+                        "closed during the handshake".to_string(),
+                    ));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        addr: addr.to_string(),
+        timeout: handshake_timeout,
+    })??;
+
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let pending = Pending::default();
+    let conn = Connection {
+        jid: jid.to_string(),
+        out: out_tx,
+        pending: pending.clone(),
+        iq_timeout,
+    };
+    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
+    Ok((conn, in_rx, task))
+}
+
+fn stream_error_condition(el: &Element) -> String {
+    el.children()
+        .find(|c| c.ns() == ns::XMPP_STREAMS && c.name() != "text")
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| "undefined-condition".to_string())
+}
+
+/// The connection task: writes what is queued, reads what arrives, hands IQ
+/// answers to their waiters and everything else to `inbound`.
+async fn run(
+    mut stream: Stream,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    inbound: mpsc::UnboundedSender<Element>,
+    pending: Pending,
+    jid: String,
+) -> Disconnect {
+    let mut keepalive = 0u64;
+    let reason = loop {
+        tokio::select! {
+            msg = out.recv() => {
+                let Some(msg) = msg else { break close(&mut stream).await };
+                match write_batch(&mut stream, msg, &mut out).await {
+                    Ok(None) => {}
+                    Ok(Some(done)) => {
+                        let r = close(&mut stream).await;
+                        let _ = done.send(());
+                        break r;
+                    }
+                    Err(e) => break Disconnect::Io(format!("write failed: {e}")),
+                }
+            }
+            item = stream.next() => match item {
+                Some(Ok(el)) => {
+                    if el.name() == "error" && el.ns() == ns::STREAMS {
+                        break Disconnect::StreamError(stream_error_condition(&el));
+                    }
+                    if let Some(el) = pending.complete(el) {
+                        if inbound.send(el).is_err() {
+                            break close(&mut stream).await;
+                        }
+                    }
+                }
+                Some(Err(ReadError::ParseError(e))) => {
+                    tracing::warn!("skipped an unreadable stanza: {e}");
+                }
+                Some(Err(ReadError::SoftTimeout)) => {
+                    // Silence is normal on a quiet server: make the server
+                    // say something before the hard timeout, never reconnect.
+                    keepalive += 1;
+                    let domain = jid.split_once('.').map(|(_, d)| d).unwrap_or(&jid);
+                    let ping = wire::iq(
+                        "get",
+                        &jid,
+                        domain,
+                        &format!("keepalive{keepalive}"),
+                        Some(Element::builder("ping", ns::PING).build()),
+                    );
+                    if let Err(e) = stream.send(&ping).await {
+                        break Disconnect::Io(format!("keepalive failed: {e}"));
+                    }
+                    tracing::debug!("quiet stream: sent keepalive ping");
+                }
+                Some(Err(ReadError::HardError(e))) => break Disconnect::Io(e.to_string()),
+                Some(Err(ReadError::StreamFooterReceived)) | None => break Disconnect::Eof,
+            }
+        }
+    };
+    pending.fail_all();
+    reason
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch(
+    stream: &mut Stream,
+    first: Out,
+    out: &mut mpsc::UnboundedReceiver<Out>,
+) -> std::io::Result<Option<oneshot::Sender<()>>> {
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(msg) = next.take() {
+        match msg {
+            Out::Stanza(el) => stream.feed(&el).await?,
+            Out::Close(done) => {
+                <Stream as SinkExt<&Element>>::flush(stream).await?;
+                return Ok(Some(done));
+            }
+        }
+        n += 1;
+        if n < 256 {
+            next = out.try_recv().ok();
+        }
+    }
+    <Stream as SinkExt<&Element>>::flush(stream).await?;
+    Ok(None)
+}
+
+async fn close(stream: &mut Stream) -> Disconnect {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        <Stream as SinkExt<&Element>>::close(stream),
+    )
+    .await;
+    Disconnect::Closed
+}
+
+/// An `<iq type='result'/>` answering `request` (for IQs we serve).
+pub fn result_for(request: &Element, payload: Option<Element>) -> Element {
+    let mut b = Element::builder("iq", ns::COMPONENT_ACCEPT).a("type", "result");
+    if let Some(id) = request.attr("id") {
+        b = b.a("id", id);
+    }
+    if let Some(from) = request.attr("from") {
+        b = b.a("to", from);
+    }
+    if let Some(to) = request.attr("to") {
+        b = b.a("from", to);
+    }
+    if let Some(p) = payload {
+        b = b.append(p);
+    }
+    b.build()
+}
