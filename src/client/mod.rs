@@ -1,1 +1,4 @@
 //! client
+pub mod c2s;
+pub mod follow;
+pub mod watch;

@@ -10,12 +10,7 @@ use std::collections::HashSet;
 use xmpp_parsers::minidom::Element;
 
 /// Node names (SPEC §1 `[nodes]`).
-#[derive(Debug, Clone)]
-pub struct NodeNames {
-    pub live: String,
-    pub active: String,
-    pub status: String,
-}
+pub use crate::config::Nodes as NodeNames;
 
 /// A failure worth one clear line that tells the operator what to change.
 #[derive(Debug, thiserror::Error)]

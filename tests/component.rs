@@ -1,0 +1,477 @@
+//! End-to-end tests of the component against a real Prosody (issue 2).
+//! Every test starts its own Prosody on free loopback ports; users connect
+//! from distinct loopback addresses so the published IPs are really checked.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Prosody};
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::user::UserItem;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+const WATCHER: &str = "watcher";
+
+fn config(p: &Prosody) -> String {
+    p.config_toml(&[&format!("{WATCHER}@{}", p.domain)])
+}
+
+/// Starts the component, waits until its nodes exist and it is online, and
+/// subscribes a watcher to all three nodes.
+async fn start(p: &Prosody) -> (Pubpresence, Watcher) {
+    p.register(WATCHER, WATCHER);
+    let pp = Pubpresence::start(&config(p));
+    let mut w = Watcher::connect(p, WATCHER).await;
+    wait_online(&pp, &w).await;
+    w.subscribe_all().await;
+    // The status node sends its last item on subscription.
+    w.wait_until("status online", T, |s| {
+        s.statuses.contains(&ServiceStatus::Online)
+    })
+    .await;
+    (pp, w)
+}
+
+/// Polls the status node until it says online (the nodes may not exist yet).
+async fn wait_online(pp: &Pubpresence, w: &Watcher) {
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "component not online in time; log:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connects `user/resource` from `ip`, subscribes it to the component, and
+/// waits until its item is on active and live (live comes last).
+async fn subscribed_user(p: &Prosody, w: &mut Watcher, user: &str, resource: &str, ip: u8) -> User {
+    p.register(user, user);
+    let u = User::connect(p, user, resource, loopback(ip)).await;
+    u.subscribe_to(&p.component_jid);
+    let jid = u.jid.clone();
+    w.wait_until(&format!("{jid} on live"), T, |s| {
+        s.live.iter().any(|i| i.fulljid == jid)
+    })
+    .await;
+    u
+}
+
+fn statuses_of<'a>(items: impl IntoIterator<Item = &'a UserItem>, jid: &str) -> Vec<&'static str> {
+    items
+        .into_iter()
+        .filter(|i| i.fulljid == jid)
+        .map(st)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_goes_init_then_online_and_probes_follow_it() {
+    let p = Prosody::start();
+    let (mut pp, mut w) = start(&p).await;
+    // Some sessions, so that start-up has work to do.
+    let mut users = Vec::new();
+    for i in 0..10u8 {
+        users.push(subscribed_user(&p, &mut w, &format!("u{i}"), "r", 10 + i).await);
+    }
+    assert!(pp.terminate().success(), "clean exit on SIGTERM");
+    w.wait_status(ServiceStatus::Offline).await;
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config(&p));
+    w.wait_status(ServiceStatus::Init).await;
+    // Probe at once, while the component is still in init.
+    w.c2s
+        .send(presence(Some(&p.component_jid), Some("probe"), None))
+        .expect("probe");
+    let reply = next_presence_from(&mut w, &p.component_jid).await;
+    assert_eq!(
+        show_of(&reply).as_deref(),
+        Some("dnd"),
+        "probe during init: {}",
+        String::from(&reply)
+    );
+    w.wait_status(ServiceStatus::Online).await;
+    w.c2s
+        .send(presence(Some(&p.component_jid), Some("probe"), None))
+        .expect("probe");
+    let reply = loop {
+        let r = next_presence_from(&mut w, &p.component_jid).await;
+        if show_of(&r).is_none() {
+            break r;
+        }
+    };
+    assert_eq!(reply.attr("type"), None, "plain available after online");
+    assert_eq!(
+        w.seen().statuses,
+        vec![ServiceStatus::Init, ServiceStatus::Online]
+    );
+    assert_eq!(w.active().await.len(), 10);
+    drop(pp2);
+}
+
+async fn next_presence_from(w: &mut Watcher, from: &str) -> pubpresence::minidom::Element {
+    loop {
+        let el = tokio::time::timeout(T, w.other.recv())
+            .await
+            .expect("a presence from the component")
+            .expect("watcher connection alive");
+        if el.name() == "presence"
+            && el.attr("from").map(|f| f.split('/').next() == Some(from)) == Some(true)
+        {
+            return el;
+        }
+    }
+}
+
+fn show_of(el: &pubpresence::minidom::Element) -> Option<String> {
+    el.children().find(|c| c.name() == "show").map(|s| s.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_status_changes_and_disconnect() {
+    let p = Prosody::start();
+    let (_pp, mut w) = start(&p).await;
+    let desk = subscribed_user(&p, &mut w, "alice", "desk", 2).await;
+    let phone = User::connect(&p, "alice", "phone", loopback(3)).await;
+    let (dj, pj) = (desk.jid.clone(), phone.jid.clone());
+    w.wait_until("phone on active", T, |s| {
+        s.active_publishes.iter().any(|i| i.fulljid == pj)
+    })
+    .await;
+
+    // Two items, id = full JID, with each connection's own address.
+    let active = w.active().await;
+    assert_eq!(
+        active.keys().cloned().collect::<Vec<_>>(),
+        vec![dj.clone(), pj.clone()]
+    );
+    for (jid, ip) in [(&dj, "127.0.0.2"), (&pj, "127.0.0.3")] {
+        let it = &active[jid];
+        assert_eq!(
+            (it.name.as_str(), st(it), it.ip.as_str()),
+            ("alice@localhost", "online", ip)
+        );
+    }
+    let seen = w.seen();
+    assert_eq!(statuses_of(&seen.live, &dj), vec!["online"]);
+    assert_eq!(statuses_of(&seen.live, &pj), vec!["online"]);
+    w.clear();
+
+    // Each change replaces the item in place and adds one live item.
+    let changes = [Some("away"), Some("xa"), Some("dnd"), Some("chat"), None];
+    for show in changes {
+        desk.show(show);
+    }
+    let want = vec!["away", "xa", "dnd", "chat", "online"];
+    w.wait_until("five live items", T, |s| {
+        statuses_of(&s.live, &dj).len() >= 5
+    })
+    .await;
+    let seen = w.seen();
+    assert_eq!(statuses_of(&seen.live, &dj), want);
+    assert_eq!(statuses_of(&seen.active_publishes, &dj), want);
+    assert!(
+        seen.active_retracts.is_empty(),
+        "no retract for a status change"
+    );
+    assert!(statuses_of(&seen.live, &pj).is_empty());
+    let active = w.active().await;
+    assert_eq!(st(&active[&dj]), "online");
+    assert_eq!(active[&dj].ip, "127.0.0.2");
+    w.clear();
+
+    // A disconnect retracts the item and publishes offline on live.
+    desk.close().await;
+    w.wait_until("offline on live", T, |s| {
+        statuses_of(&s.live, &dj) == ["offline"]
+    })
+    .await;
+    let seen = w.seen();
+    assert_eq!(seen.active_retracts, vec![dj.clone()]);
+    let off = seen.live.iter().find(|i| i.fulljid == dj).cloned().unwrap();
+    assert_eq!(
+        (off.name.as_str(), off.ip.as_str()),
+        ("alice@localhost", "127.0.0.2")
+    );
+    let active = w.active().await;
+    assert_eq!(active.keys().cloned().collect::<Vec<_>>(), vec![pj.clone()]);
+    drop(phone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_older_than_the_component_are_reconciled_without_purge() {
+    let p = Prosody::start();
+    let (mut pp, mut w) = start(&p).await;
+    let mut users = HashMap::new();
+    for (i, name) in ["gone", "changed", "kept", "more"].iter().enumerate() {
+        users.insert(
+            *name,
+            subscribed_user(&p, &mut w, name, "r", 20 + i as u8).await,
+        );
+    }
+    let before = w.active().await;
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+
+    // While the component is down: one session ends, one changes, one user
+    // opens a second connection, and an item for nobody is planted.
+    users.remove("gone").unwrap().close().await;
+    users["changed"].show(Some("xa"));
+    let second = User::connect(&p, "more", "second", loopback(30)).await;
+    let ghost = "ghost@localhost/nowhere";
+    plant(&p, ghost).await;
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config(&p));
+    w.wait_status(ServiceStatus::Online).await;
+    let active = w.active().await;
+    let got: BTreeMap<&str, (&str, &str)> = active
+        .values()
+        .map(|i| (i.fulljid.as_str(), (st(i), i.ip.as_str())))
+        .collect();
+    let want: BTreeMap<&str, (&str, &str)> = [
+        ("changed@localhost/r", ("xa", "127.0.0.21")),
+        ("kept@localhost/r", ("online", "127.0.0.22")),
+        ("more@localhost/r", ("online", "127.0.0.23")),
+        ("more@localhost/second", ("online", "127.0.0.30")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "active at the moment status says online");
+    let seen = w.seen();
+    let mut retracted = seen.active_retracts.clone();
+    retracted.sort();
+    assert_eq!(
+        retracted,
+        vec!["ghost@localhost/nowhere", "gone@localhost/r"],
+        "only stale items retracted"
+    );
+    assert_eq!(seen.purges, 0);
+    // An unchanged session keeps its item as it was (same since, no publish).
+    assert_eq!(active["kept@localhost/r"], before["kept@localhost/r"]);
+    assert!(statuses_of(&seen.active_publishes, "kept@localhost/r").is_empty());
+    assert_eq!(statuses_of(&seen.live, "gone@localhost/r"), vec!["offline"]);
+    drop((pp2, second));
+}
+
+/// Publishes an item on active for a connection that does not exist, as the
+/// server's admin (an earlier run's leftover).
+async fn plant(p: &Prosody, jid: &str) {
+    let (admin, _rx) = pubpresence::client::c2s::connect_as(
+        &format!("admin@{}/plant", p.domain),
+        "admin",
+        p.c2s_addr(),
+        loopback(1),
+    )
+    .await
+    .expect("admin login");
+    let item = UserItem {
+        fulljid: jid.into(),
+        name: jid.split('/').next().unwrap().into(),
+        status: pubpresence::wire::user::Status::Online,
+        ip: "192.0.2.1".into(),
+        since: pubpresence::wire::time::now(),
+    };
+    let iq = iq_set(
+        &p.pubsub_jid,
+        pubpresence::wire::pubsub::publish(ACTIVE, Some(jid), item.to_element()),
+    );
+    admin.iq(iq, T).await.expect("admin may publish on active");
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_flapping_connections_settle_exactly() {
+    use rand_like::Lcg;
+    let p = Prosody::start();
+    let (_pp, mut w) = start(&p).await;
+    let mut conns = Vec::new();
+    for i in 0..10u8 {
+        let name = format!("f{i}");
+        let a = subscribed_user(&p, &mut w, &name, "a", 40 + 2 * i).await;
+        let b = User::connect(&p, &name, "b", loopback(41 + 2 * i)).await;
+        conns.push(a);
+        conns.push(b);
+    }
+    let all: Vec<String> = conns.iter().map(|u| u.jid.clone()).collect();
+    w.wait_until("all 20 on live", T, |s| {
+        all.iter().all(|j| s.live.iter().any(|i| &i.fulljid == j))
+    })
+    .await;
+    w.clear();
+
+    // 200 changes in all, 10 per connection, every connection at once and as
+    // fast as it can: status changes, disconnects and reconnects.
+    let mut tasks = Vec::new();
+    for (n, u) in conns.into_iter().enumerate() {
+        let addr = p.c2s_addr();
+        let domain = p.domain.clone();
+        let component = p.component_jid.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Lcg(n as u64 * 7919 + 1);
+            let (jid, ip) = (u.jid.clone(), u.ip);
+            let (user, resource) = jid.split_once('/').unwrap();
+            let name = user.split('@').next().unwrap().to_string();
+            let resource = resource.to_string();
+            let mut conn = Some(u);
+            let mut expected: Vec<&'static str> = Vec::new();
+            let mut current = "online";
+            for _ in 0..10 {
+                let Some(u) = conn.take() else {
+                    conn = Some(
+                        User::connect_to(addr, &domain, &component, &name, &resource, ip).await,
+                    );
+                    current = "online";
+                    expected.push("online");
+                    continue;
+                };
+                let next =
+                    ["online", "away", "xa", "dnd", "chat", "offline"][(rng.next() % 6) as usize];
+                if next == current {
+                    conn = Some(u);
+                    continue;
+                }
+                if next == "offline" {
+                    u.close().await;
+                } else {
+                    u.show(if next == "online" { None } else { Some(next) });
+                    conn = Some(u);
+                }
+                current = next;
+                expected.push(next);
+            }
+            (jid, conn, expected)
+        }));
+    }
+    let mut expected: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    let mut users = Vec::new();
+    for t in tasks {
+        let (jid, u, e) = t.await.expect("flapping task");
+        expected.insert(jid, e);
+        users.push(u);
+    }
+    let total: usize = expected.values().map(Vec::len).sum();
+    w.wait_until(
+        &format!("{total} live items"),
+        Duration::from_secs(60),
+        |s| s.live.len() >= total,
+    )
+    .await;
+    let seen = w.seen();
+    let mismatched: Vec<String> = expected
+        .iter()
+        .filter(|(jid, want)| &statuses_of(&seen.live, jid) != *want)
+        .map(|(jid, want)| {
+            format!(
+                "{jid}: want {want:?}, live {:?}",
+                statuses_of(&seen.live, jid)
+            )
+        })
+        .collect();
+    assert!(
+        mismatched.is_empty(),
+        "live sequences differ:\n{}",
+        mismatched.join("\n")
+    );
+    assert_eq!(seen.live.len(), total, "nothing published twice");
+
+    // Active equals the server's real sessions, with their final statuses.
+    let (admin, _rx) = pubpresence::client::c2s::connect_as(
+        &format!("admin@{}/check", p.domain),
+        "admin",
+        p.c2s_addr(),
+        loopback(1),
+    )
+    .await
+    .expect("admin login");
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let sessions = common::user_sessions(&admin, &p.domain, &name_refs).await;
+    let active = w.active().await;
+    let active_ips: BTreeMap<String, String> = active
+        .iter()
+        .map(|(k, v)| (k.clone(), v.ip.clone()))
+        .collect();
+    if active_ips != sessions {
+        let seen = w.seen();
+        for jid in sessions.keys().filter(|j| !active_ips.contains_key(*j)) {
+            eprintln!("{jid}: expected {:?}", expected.get(jid));
+            eprintln!("  live {:?}", statuses_of(&seen.live, jid));
+            eprintln!(
+                "  active publishes {:?}",
+                statuses_of(&seen.active_publishes, jid)
+            );
+            eprintln!(
+                "  retracts {}",
+                seen.active_retracts.iter().filter(|r| *r == jid).count()
+            );
+        }
+    }
+    assert_eq!(active_ips, sessions, "active = the server's sessions");
+    for (jid, want) in &expected {
+        let last = *want.last().unwrap_or(&"online");
+        match active.get(jid) {
+            Some(item) => assert_eq!(st(item), last, "final status of {jid}"),
+            None => assert_eq!(last, "offline", "{jid} missing from active"),
+        }
+    }
+    drop(users);
+}
+
+/// A tiny deterministic generator: the test must be reproducible, and a
+/// dependency for six lines is not worth it.
+mod rand_like {
+    pub struct Lcg(pub u64);
+    impl Lcg {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_presence_is_skipped_and_quiet_server_keeps_the_stream() {
+    let p = Prosody::start();
+    let (pp, mut w) = start(&p).await;
+    let u = subscribed_user(&p, &mut w, "mallory", "r", 50).await;
+    w.clear();
+    u.c2s
+        .send_raw("<presence><show>bogus</show></presence>")
+        .await
+        .expect("raw send");
+    u.show(Some("away"));
+    w.wait_until("away on live", T, |s| {
+        statuses_of(&s.live, &u.jid) == ["away"]
+    })
+    .await;
+    assert!(w.seen().statuses.is_empty(), "no restart of start-up");
+    assert!(
+        pp.log_text().contains("ignored a presence"),
+        "the bad presence is logged"
+    );
+
+    // 70 s without any traffic, then a change: still the same stream.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    u.show(Some("dnd"));
+    w.wait_until("dnd on live", T, |s| {
+        statuses_of(&s.live, &u.jid) == ["away", "dnd"]
+    })
+    .await;
+    assert!(
+        w.seen().statuses.is_empty(),
+        "status never went back to init"
+    );
+    assert_eq!(
+        pp.log_text().matches("start-up discovery done").count(),
+        1,
+        "start-up ran once"
+    );
+}
