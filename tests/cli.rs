@@ -83,3 +83,25 @@ fn wrong_secret_exits_non_zero_with_a_clear_line() {
         "last line: {last}"
     );
 }
+
+#[test]
+fn access_model_the_server_refuses_is_a_clear_startup_error() {
+    let p = Prosody::start();
+    // Prosody 0.12 has no `presence` access model.
+    let cfg = p
+        .config_toml(&[])
+        .replace("model = \"whitelist\"", "model = \"presence\"")
+        .replace("members = []\n", "");
+    let mut pp = Pubpresence::start(&cfg);
+    let status = pp.wait(Duration::from_secs(20)).expect("exits by itself");
+    let log = pp.log_text();
+    assert!(!status.success(), "non-zero exit; log:\n{log}");
+    let last = log.trim().lines().last().unwrap_or_default();
+    for part in ["presence/status", "access model presence", "refused"] {
+        assert!(last.contains(part), "names {part:?}: {last}");
+    }
+    assert!(
+        last.contains("feature-not-implemented") || last.contains("not-acceptable"),
+        "the server's answer: {last}"
+    );
+}

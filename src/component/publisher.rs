@@ -4,7 +4,7 @@
 use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
-use crate::wire::{ns, pubsub};
+use crate::wire::{forms, ns, pubsub};
 use crate::xmpp::{Connection, IqError};
 use std::collections::HashSet;
 use xmpp_parsers::minidom::Element;
@@ -15,11 +15,12 @@ pub use crate::config::Nodes as NodeNames;
 /// A failure worth one clear line that tells the operator what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{what} on node {node:?} of {service}: {err}{hint}")]
+    #[error("{what} node {node:?} on {service} (access model {model}) was refused: {err}{hint}")]
     Refused {
         what: &'static str,
         node: String,
         service: String,
+        model: String,
         err: IqError,
         hint: &'static str,
     },
@@ -149,6 +150,7 @@ impl Publisher {
                 what,
                 node: node.clone(),
                 service: self.service.clone(),
+                model: access_model.to_string(),
                 hint: hint(&err),
                 err,
             };
@@ -197,6 +199,21 @@ impl Publisher {
                 .await?;
         }
         Ok(())
+    }
+
+    /// How many items active can hold, as the server reports it: the
+    /// configured `pubsub#max_items`, or for `max` the top of its allowed
+    /// range (Prosody: `pubsub_max_items`). None when the server won't say.
+    pub async fn active_capacity(&self) -> Option<usize> {
+        let res = self
+            .pubsub_iq("get", pubsub::configure_get(&self.nodes.active))
+            .await
+            .ok()?;
+        let form = res
+            .children()
+            .flat_map(|p| p.children())
+            .find_map(forms::find)?;
+        pubsub::max_items(form)
     }
 
     /// The items on active. Items that are not a readable `<user/>` whose id

@@ -134,6 +134,7 @@ pub async fn run(cfg: ServiceConfig, mut shutdown: watch::Receiver<bool>) -> Res
 /// What start-up found: active's items and the server's sessions' IPs.
 struct Discovery {
     active: Vec<UserItem>,
+    capacity: Option<usize>,
     ips: HashMap<String, String>,
     users: usize,
 }
@@ -162,6 +163,9 @@ struct Session<'a> {
     /// Users who receive our presence (they have us in their roster).
     contacts: HashSet<String>,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// How many items active can hold, if the server says.
+    capacity: Option<usize>,
+    over_capacity: bool,
 }
 
 impl<'a> Session<'a> {
@@ -184,6 +188,8 @@ impl<'a> Session<'a> {
                 status: ServiceStatus::Init,
                 contacts: HashSet::new(),
                 done_tx,
+                capacity: None,
+                over_capacity: false,
             },
             done_rx,
         )
@@ -413,8 +419,13 @@ impl Session<'_> {
                     on_active = d.active.len(),
                     "start-up discovery done, reconciling"
                 );
+                if let Some(c) = d.capacity {
+                    tracing::info!("active can hold {c} items");
+                }
+                self.capacity = d.capacity;
                 let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
                 self.execute(acts);
+                self.check_capacity();
             }
             Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
                 return Some(Outcome::Fatal(RunError::Setup(e)));
@@ -424,6 +435,25 @@ impl Session<'_> {
             }
         }
         None
+    }
+
+    /// Says loudly when active cannot hold every tracked connection: the
+    /// server would drop items silently (notes/servers.md), the one failure
+    /// a user of the feed cannot see.
+    fn check_capacity(&mut self) {
+        let Some(cap) = self.capacity else { return };
+        let n = self.tracker.len();
+        if n > cap && !self.over_capacity {
+            self.over_capacity = true;
+            tracing::error!(
+                "{n} connections tracked but active can hold only {cap} items: connections are \
+                 missing from active. Raise `pubsub_max_items` and `storage_archive_item_limit` on \
+                 Prosody's pubsub component (ejabberd: `max_items_node` of mod_pubsub), then restart pubpresence"
+            );
+        } else if n <= cap && self.over_capacity {
+            self.over_capacity = false;
+            tracing::info!("{n} connections tracked: active can hold them all again");
+        }
     }
 
     /// Runs the tracker's actions, each in its own task; results come back
@@ -623,8 +653,10 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         tracing::info!(item = %truncate(&id), "retracting an unreadable item from active");
         let _ = publisher.retract_active(&id).await;
     }
+    let capacity = publisher.active_capacity().await;
     Ok(Discovery {
         active,
+        capacity,
         ips,
         users: users.len(),
     })

@@ -71,6 +71,38 @@ pub fn configure(node: &str, config: Element) -> Element {
     )
 }
 
+/// Owner request: the node's configuration form.
+pub fn configure_get(node: &str) -> Element {
+    pubsub(
+        ns::PUBSUB_OWNER,
+        Element::builder("configure", ns::PUBSUB_OWNER)
+            .a("node", node)
+            .build(),
+    )
+}
+
+/// The item capacity a node configuration form states: `pubsub#max_items`
+/// as a number, or for `max` the top of the range its validation allows.
+pub fn max_items(form: &Element) -> Option<usize> {
+    let field = form
+        .children()
+        .find(|f| f.name() == "field" && f.attr("var") == Some("pubsub#max_items"))?;
+    let value = field
+        .children()
+        .find(|v| v.name() == "value")
+        .map(|v| v.text())?;
+    if let Ok(n) = value.trim().parse() {
+        return Some(n);
+    }
+    field
+        .children()
+        .filter(|v| v.name() == "validate")
+        .flat_map(|v| v.children())
+        .find(|r| r.name() == "range")
+        .and_then(|r| r.attr("max"))
+        .and_then(|m| m.parse().ok())
+}
+
 /// Requests every item of `node`.
 pub fn items(node: &str) -> Element {
     pubsub(
@@ -235,6 +267,23 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn capacity_from_the_config_form() {
+        let f: Element = "<x xmlns='jabber:x:data' type='form'><field var='pubsub#max_items'>\
+            <validate xmlns='http://jabber.org/protocol/xdata-validate' datatype='pubsub:integer-or-max'>\
+            <range min='1' max='256'/></validate><value>max</value></field></x>"
+            .parse()
+            .unwrap();
+        assert_eq!(max_items(&f), Some(256));
+        let f: Element =
+            "<x xmlns='jabber:x:data'><field var='pubsub#max_items'><value>10</value></field></x>"
+                .parse()
+                .unwrap();
+        assert_eq!(max_items(&f), Some(10));
+        let f: Element = "<x xmlns='jabber:x:data'/>".parse().unwrap();
+        assert_eq!(max_items(&f), None);
     }
 
     #[test]
