@@ -79,6 +79,25 @@ async fn status_goes_init_then_online_and_probes_follow_it() {
     }
     assert!(pp.terminate().success(), "clean exit on SIGTERM");
     w.wait_status(ServiceStatus::Offline).await;
+    // Every contact is told the component went away.
+    for u in &mut users {
+        loop {
+            let el = tokio::time::timeout(T, u.rx.recv())
+                .await
+                .expect("unavailable from the component")
+                .expect("user connection alive");
+            if el.name() == "presence"
+                && el.attr("from") == Some(p.component_jid.as_str())
+                && el.attr("type") == Some("unavailable")
+            {
+                break;
+            }
+        }
+    }
+    assert!(
+        !pp.log_text().contains(&p.secret),
+        "the secret is never logged"
+    );
     w.clear();
 
     let pp2 = Pubpresence::start(&config(&p));
@@ -474,4 +493,47 @@ async fn bad_presence_is_skipped_and_quiet_server_keeps_the_stream() {
         1,
         "start-up ran once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_reconnects_and_reconciles() {
+    let mut p = Prosody::start();
+    let (pp, mut w) = start(&p).await;
+    let stays = subscribed_user(&p, &mut w, "stays", "r", 60).await;
+    let leaves = subscribed_user(&p, &mut w, "leaves", "r", 61).await;
+    assert_eq!(w.active().await.len(), 2);
+    drop((stays, leaves, w));
+
+    // Every session dies with the server; the component must come back by
+    // itself and run its whole start-up again.
+    p.restart();
+    let back = User::connect(&p, "stays", "again", loopback(62)).await;
+    let w = Watcher::connect(&p, WATCHER).await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let active = w.active().await;
+        if w.status().await == Some(ServiceStatus::Online)
+            && active.keys().collect::<Vec<_>>() == ["stays@localhost/again"]
+        {
+            assert_eq!(active["stays@localhost/again"].ip, "127.0.0.62");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reconciled after the restart: {active:?}\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = pp.log_text();
+    assert!(
+        log.contains("reconnecting in"),
+        "the loss is logged:\n{log}"
+    );
+    assert_eq!(
+        log.matches("start-up discovery done").count(),
+        2,
+        "start-up ran again"
+    );
+    drop(back);
 }

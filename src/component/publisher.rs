@@ -263,18 +263,33 @@ impl Publisher {
     }
 }
 
-/// Runs an admin command in two steps (execute, then submit the form with
-/// the session id), as both Prosody and ejabberd accept.
+/// Runs an admin command. One round trip where the server takes the form
+/// with the first request (Prosody does); otherwise the XEP-0050 two steps
+/// (execute, then submit with the session id).
 async fn admin_command(
     conn: &Connection,
     domain: &str,
     node: &str,
     submit: impl Fn(Option<&str>) -> Element,
 ) -> Result<Element, IqError> {
-    let first = conn.iq("set", domain, adhoc::execute(node)).await?;
-    let sessionid = adhoc::reply(&first)
-        .and_then(|r| r.sessionid)
-        .map(str::to_string);
+    let sessionid = match conn.iq("set", domain, submit(None)).await {
+        Ok(res) => {
+            let Some(reply) = adhoc::reply(&res) else {
+                return Ok(res);
+            };
+            if reply.status != Some("executing") {
+                return Ok(res);
+            }
+            reply.sessionid.map(str::to_string)
+        }
+        Err(IqError::Stanza(_)) => {
+            let first = conn.iq("set", domain, adhoc::execute(node)).await?;
+            adhoc::reply(&first)
+                .and_then(|r| r.sessionid)
+                .map(str::to_string)
+        }
+        Err(e) => return Err(e),
+    };
     conn.iq("set", domain, submit(sessionid.as_deref())).await
 }
 
