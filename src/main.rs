@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pubpresence::component::publisher::NodeNames;
 use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::{process_env, ComponentSettings, Config};
 use std::path::PathBuf;
@@ -49,23 +48,7 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn service_config(s: &ComponentSettings) -> ServiceConfig {
-    ServiceConfig {
-        jid: s.jid.to_string(),
-        servers: s.servers.clone(),
-        secret: s.secret.expose().to_string(),
-        domain: s.domain.to_string(),
-        pubsub: s.pubsub.to_string(),
-        nodes: NodeNames {
-            live: s.nodes.live.clone(),
-            active: s.nodes.active.clone(),
-            status: s.nodes.status.clone(),
-        },
-        access_model: s.access.model.as_str().to_string(),
-        members: s.access.members.iter().map(|m| m.to_string()).collect(),
-        probe_timeout: s.probe_timeout,
-        iq_timeout: s.iq_timeout,
-        instance: s.instance.clone(),
-    }
+    ServiceConfig::from_settings(s)
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {

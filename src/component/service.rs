@@ -1,8 +1,10 @@
 //! The service: connection with backoff, start-up (SPEC §5), the event loop
 //! that feeds the tracker and executes its actions, and clean shutdown.
 
+use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
 use super::tracker::{Action, Change, Tracker};
+use crate::config::ComponentSettings;
 use crate::wire::presence::{self, PresenceKind};
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::UserItem;
@@ -29,6 +31,30 @@ pub struct ServiceConfig {
     pub probe_timeout: Duration,
     pub iq_timeout: Duration,
     pub instance: Option<String>,
+    pub privacy: Privacy,
+}
+
+impl ServiceConfig {
+    /// From the checked settings of a config file.
+    pub fn from_settings(s: &ComponentSettings) -> ServiceConfig {
+        ServiceConfig {
+            jid: s.jid.to_string(),
+            servers: s.servers.clone(),
+            secret: s.secret.expose().to_string(),
+            domain: s.domain.to_string(),
+            pubsub: s.pubsub.to_string(),
+            nodes: s.nodes.clone(),
+            access_model: s.access.model.as_str().to_string(),
+            members: s.access.members.iter().map(|m| m.to_string()).collect(),
+            probe_timeout: s.probe_timeout,
+            iq_timeout: s.iq_timeout,
+            instance: s.instance.clone(),
+            privacy: Privacy {
+                ip: s.privacy.ip,
+                hide: s.privacy.hide.iter().map(|h| h.to_string()).collect(),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -325,7 +351,7 @@ impl Session<'_> {
                 let Ok(full) = p.from.try_as_full() else {
                     return;
                 };
-                if !local {
+                if !local || self.cfg.privacy.hidden(&bare) {
                     return;
                 }
                 if self.contacts.insert(bare.clone()) && self.status == ServiceStatus::Online {
@@ -342,12 +368,13 @@ impl Session<'_> {
                     self.tracker
                         .presence(&full.to_string(), &bare, Change::Available(status), at);
                 self.execute(acts);
+                self.check_capacity();
             }
             PresenceKind::Unavailable => {
                 let Ok(full) = p.from.try_as_full() else {
                     return;
                 };
-                if !local {
+                if !local || self.cfg.privacy.hidden(&bare) {
                     return;
                 }
                 let acts = self.tracker.presence(
@@ -465,6 +492,7 @@ impl Session<'_> {
             let publisher = self.publisher.clone();
             let domain = self.cfg.domain.clone();
             let instance = self.cfg.instance.clone();
+            let privacy = self.cfg.privacy.clone();
             tokio::spawn(async move {
                 let done = match action {
                     Action::FetchIp { fulljid, name } => {
@@ -474,7 +502,7 @@ impl Session<'_> {
                             Ok(sessions) => sessions
                                 .into_iter()
                                 .find(|s| s.resource == resource)
-                                .map(|s| s.ip)
+                                .map(|s| privacy.ip(&s.ip))
                                 .unwrap_or_default(),
                             Err(e) => {
                                 tracing::warn!(user = %name, "user-stats failed: {e}; publishing without an IP. {}", publisher::admin_hint(&e));
@@ -497,6 +525,14 @@ impl Session<'_> {
                         Done::Written {
                             fulljid,
                             ok: r.is_ok(),
+                        }
+                    }
+                    Action::PublishLive { item } if privacy.hidden(&item.name) => {
+                        // The retraction of an earlier run's item: a hidden
+                        // user never appears on live, not even going away.
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: true,
                         }
                     }
                     Action::PublishLive { item } => {
@@ -630,7 +666,7 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         match r {
             Ok(sessions) => {
                 for s in sessions {
-                    ips.insert(format!("{user}/{}", s.resource), s.ip);
+                    ips.insert(format!("{user}/{}", s.resource), cfg.privacy.ip(&s.ip));
                 }
             }
             Err(e) => tracing::warn!(%user, "user-stats failed: {e}"),
