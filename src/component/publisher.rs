@@ -4,8 +4,9 @@
 use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
-use crate::wire::{forms, ns, pubsub};
+use crate::wire::{disco, forms, ns, pubsub};
 use crate::xmpp::{Connection, IqError};
+use futures::StreamExt;
 use std::collections::HashSet;
 use xmpp_parsers::minidom::Element;
 
@@ -293,20 +294,88 @@ async fn admin_command(
     conn.iq("set", domain, submit(sessionid.as_deref())).await
 }
 
-/// Bare JIDs of every user with at least one session (Prosody's
-/// get-online-users-list).
-pub async fn online_users(conn: &Connection, domain: &str) -> Result<Vec<String>, IqError> {
-    let res = admin_command(
+/// One connected session as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineSession {
+    pub fulljid: String,
+    pub bare: String,
+    /// Known when the listing states it (Prosody), else learned with user-stats.
+    pub ip: Option<String>,
+}
+
+/// Every session of the server in one request where the server allows it:
+/// Prosody's online-users list with details (sessions and addresses), else
+/// ejabberd's disco#items `online users` node (full JIDs). A user listed
+/// without session lines (a server that ignores `details`) is asked with
+/// user-stats.
+pub async fn online_sessions(
+    conn: &Connection,
+    domain: &str,
+) -> Result<Vec<OnlineSession>, IqError> {
+    let listed = match admin_command(
         conn,
         domain,
         ns::ONLINE_USERS_LIST,
         adhoc::online_users_submit,
     )
-    .await?;
-    Ok(adhoc::reply(&res)
-        .and_then(|r| r.form)
-        .map(adhoc::parse_online_users)
-        .unwrap_or_default())
+    .await
+    {
+        Ok(res) => adhoc::reply(&res)
+            .and_then(|r| r.form)
+            .map(adhoc::parse_online_sessions),
+        Err(IqError::Stanza(e)) => {
+            tracing::debug!("online-users list refused ({e}); asking disco#items");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(listed) = listed else {
+        let res = conn
+            .iq("get", domain, disco::items(Some(disco::ONLINE_USERS_NODE)))
+            .await?;
+        return Ok(disco::parse_items(&res)
+            .into_iter()
+            .filter_map(|full| {
+                let (bare, _) = full.split_once('/')?;
+                Some(OnlineSession {
+                    bare: bare.to_string(),
+                    fulljid: full,
+                    ip: None,
+                })
+            })
+            .collect());
+    };
+    let mut out = Vec::new();
+    let mut ask = Vec::new();
+    for (bare, sessions) in listed {
+        if sessions.is_empty() {
+            ask.push(bare);
+            continue;
+        }
+        out.extend(sessions.into_iter().map(|(resource, ip)| OnlineSession {
+            fulljid: format!("{bare}/{resource}"),
+            bare: bare.clone(),
+            ip,
+        }));
+    }
+    let asked = futures::stream::iter(ask)
+        .map(|bare| async move {
+            let r = user_stats(conn, domain, &bare).await;
+            (bare, r)
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    for (bare, r) in asked {
+        for s in r? {
+            out.push(OnlineSession {
+                fulljid: format!("{bare}/{}", s.resource),
+                bare: bare.clone(),
+                ip: Some(s.ip),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The sessions of one user with their addresses (user-stats).

@@ -11,7 +11,6 @@ use crate::wire::user::UserItem;
 use crate::wire::{self, ns, time, Attr};
 use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
-use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -32,6 +31,8 @@ pub struct ServiceConfig {
     pub iq_timeout: Duration,
     pub instance: Option<String>,
     pub privacy: Privacy,
+    /// Zero: no audits.
+    pub audit_interval: Duration,
 }
 
 impl ServiceConfig {
@@ -49,6 +50,7 @@ impl ServiceConfig {
             probe_timeout: s.probe_timeout,
             iq_timeout: s.iq_timeout,
             instance: s.instance.clone(),
+            audit_interval: s.audit_interval,
             privacy: Privacy {
                 ip: s.privacy.ip,
                 hide: s.privacy.hide.iter().map(|h| h.to_string()).collect(),
@@ -159,6 +161,7 @@ pub async fn run(cfg: ServiceConfig, mut shutdown: watch::Receiver<bool>) -> Res
 
 /// What start-up found: active's items and the server's sessions' IPs.
 struct Discovery {
+    sessions: usize,
     active: Vec<UserItem>,
     capacity: Option<usize>,
     ips: HashMap<String, String>,
@@ -170,6 +173,7 @@ enum Done {
     Written { fulljid: String, ok: bool },
     Status(ServiceStatus, Result<(), IqError>),
     Discovered(Result<Discovery, StartupError>),
+    Audited(Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +196,7 @@ struct Session<'a> {
     /// How many items active can hold, if the server says.
     capacity: Option<usize>,
     over_capacity: bool,
+    auditing: bool,
 }
 
 impl<'a> Session<'a> {
@@ -216,6 +221,7 @@ impl<'a> Session<'a> {
                 done_tx,
                 capacity: None,
                 over_capacity: false,
+                auditing: false,
             },
             done_rx,
         )
@@ -233,8 +239,17 @@ async fn run_session(
 ) -> Outcome {
     let (mut s, mut done_rx) = Session::new(cfg, conn);
     s.start_discovery();
+    let mut audits = (!cfg.audit_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval_at(
+            tokio::time::Instant::now() + cfg.audit_interval,
+            cfg.audit_interval,
+        );
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
         tokio::select! {
+            _ = tick(&mut audits) => s.start_audit(),
             _ = shutdown.changed() => {
                 s.shutdown().await;
                 task.abort();
@@ -267,7 +282,78 @@ async fn run_session(
     }
 }
 
+/// The next audit tick, or never when audits are off.
+async fn tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Session<'_> {
+    /// SPEC §8: fetch active, then list the server's sessions (in that
+    /// order: an item fetched belongs to a session that existed before the
+    /// listing was asked for), and let the tracker fix the difference.
+    fn start_audit(&mut self) {
+        if self.auditing || !self.tracker.is_running() || self.status != ServiceStatus::Online {
+            return;
+        }
+        self.auditing = true;
+        let publisher = self.publisher.clone();
+        let domain = self.cfg.domain.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let r = async {
+                let (items, _) = publisher.active_items().await?;
+                let on_active = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
+                let sessions = publisher::online_sessions(&publisher.conn, &domain).await?;
+                Ok((on_active, sessions))
+            }
+            .await;
+            let _ = tx.send(Done::Audited(r));
+        });
+    }
+
+    fn finish_audit(
+        &mut self,
+        r: Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>,
+    ) {
+        self.auditing = false;
+        let (on_active, sessions) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("audit failed: {e}");
+                return;
+            }
+        };
+        // Hidden users are never listed as far as active is concerned.
+        let listed: HashSet<String> = sessions
+            .iter()
+            .filter(|s| !self.cfg.privacy.hidden(&s.bare))
+            .map(|s| s.fulljid.clone())
+            .collect();
+        let audit = self.tracker.audit(&on_active, &listed, time::now());
+        let mut probed = HashSet::new();
+        for jid in &audit.probe {
+            if let Some((bare, _)) = jid.split_once('/') {
+                if probed.insert(bare.to_string()) {
+                    self.send(presence::build(&self.cfg.jid, bare, Some("probe"), None));
+                }
+            }
+        }
+        tracing::info!(
+            checked = sessions.len(),
+            on_active = on_active.len(),
+            added = audit.repaired.len(),
+            probed = audit.probe.len(),
+            removed = audit.removed,
+            "audit"
+        );
+        self.execute(audit.actions);
+    }
+
     fn own_presence(&self, to: &str, kind: Option<&str>) -> Element {
         let show = (kind.is_none() && self.status != ServiceStatus::Online).then_some("dnd");
         presence::build(&self.cfg.jid, to, kind, show)
@@ -438,10 +524,11 @@ impl Session<'_> {
                     st.as_str()
                 )));
             }
+            Done::Audited(r) => self.finish_audit(r),
             Done::Discovered(Ok(d)) => {
                 tracing::info!(
                     users = d.users,
-                    sessions = d.ips.len(),
+                    sessions = d.sessions,
                     tracked = self.tracker.len(),
                     on_active = d.active.len(),
                     "start-up discovery done, reconciling"
@@ -636,42 +723,30 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         .await
         .map_err(StartupError::Setup)?;
     let conn = &publisher.conn;
-    let users = publisher::online_users(conn, &cfg.domain)
+    let sessions = publisher::online_sessions(conn, &cfg.domain)
         .await
         .map_err(|err| {
             tracing::error!(
-                "listing online users failed: {err}. {}",
+                "listing online sessions failed: {err}. {}",
                 publisher::admin_hint(&err)
             );
             StartupError::Iq {
-                what: "listing online users".into(),
+                what: "listing online sessions".into(),
                 err,
             }
         })?;
-    // Probes first: their answers arrive as ordinary presences while the
-    // user-stats requests are in flight.
+    // Probe every user with a session: the answers (from tracked users only)
+    // arrive as ordinary presences.
+    let users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
     for u in &users {
         let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
     }
-    let stats = futures::stream::iter(users.iter().cloned())
-        .map(|u| async move {
-            let r = publisher::user_stats(conn, &cfg.domain, &u).await;
-            (u, r)
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await;
-    let mut ips = HashMap::new();
-    for (user, r) in stats {
-        match r {
-            Ok(sessions) => {
-                for s in sessions {
-                    ips.insert(format!("{user}/{}", s.resource), cfg.privacy.ip(&s.ip));
-                }
-            }
-            Err(e) => tracing::warn!(%user, "user-stats failed: {e}"),
-        }
-    }
+    // Addresses the listing stated; the others are learned with user-stats
+    // when (and only if) the session turns out to be tracked.
+    let ips: HashMap<String, String> = sessions
+        .iter()
+        .filter_map(|s| Some((s.fulljid.clone(), cfg.privacy.ip(s.ip.as_deref()?))))
+        .collect();
     // A round trip behind the probes: the server answers in order, so once
     // this returns every probe answer has been received. Bounded either way.
     let barrier = Element::builder("ping", ns::PING).build();
@@ -695,5 +770,6 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         capacity,
         ips,
         users: users.len(),
+        sessions: sessions.len(),
     })
 }

@@ -103,6 +103,18 @@ pub enum Change {
     Unavailable,
 }
 
+/// What an audit found and must do.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub actions: Vec<Action>,
+    /// Sessions listed by the server that nobody tracks: probe their users.
+    pub probe: Vec<String>,
+    /// Items retracted because their session is gone.
+    pub removed: usize,
+    /// Tracked sessions republished because active had lost their item.
+    pub repaired: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Tracker {
     mode: Mode,
@@ -248,6 +260,66 @@ impl Tracker {
         }
         actions.extend(self.check_reconciled());
         actions
+    }
+
+    /// An audit (SPEC §8): `on_active` is what active holds now, `listed`
+    /// the server's sessions listed after that fetch. Fixes only the
+    /// difference: items of sessions that are gone are retracted (with
+    /// `offline` on live), items missing for tracked sessions republished.
+    /// Listed sessions nobody tracks are returned, to be probed.
+    pub fn audit(
+        &mut self,
+        on_active: &HashMap<String, UserItem>,
+        listed: &HashSet<String>,
+        at: Timestamp,
+    ) -> Audit {
+        let mut out = Audit::default();
+        if self.mode != Mode::Running {
+            return out;
+        }
+        for (jid, item) in on_active {
+            if listed.contains(jid) {
+                continue;
+            }
+            let conn = self
+                .conns
+                .entry(jid.clone())
+                .or_insert_with(|| Conn::new(&item.name));
+            if conn.stage != Stage::Idle || !conn.queue.is_empty() {
+                continue; // busy: the next audit looks again
+            }
+            // Adopt what the server holds, then let it go like any departure.
+            conn.active = Some(item.clone());
+            conn.queue.push_back((Target::Offline { since: at }, false));
+            out.removed += 1;
+            out.actions.extend(self.pump(jid));
+        }
+        for (jid, conn) in self.conns.iter_mut() {
+            let idle = conn.stage == Stage::Idle && conn.queue.is_empty();
+            if !idle || on_active.contains_key(jid) || !listed.contains(jid) {
+                continue;
+            }
+            if let Some(item) = conn.active.take() {
+                // We believed it was there; the server lost it.
+                conn.queue.push_back((
+                    Target::Online {
+                        status: item.status,
+                        since: item.since,
+                    },
+                    false,
+                ));
+                out.repaired.push(jid.clone());
+            }
+        }
+        for jid in out.repaired.clone() {
+            out.actions.extend(self.pump(&jid));
+        }
+        out.probe = listed
+            .iter()
+            .filter(|j| !on_active.contains_key(*j) && !self.conns.contains_key(*j))
+            .cloned()
+            .collect();
+        out
     }
 
     /// The IP of `fulljid` is known ("" when the server would not say).
@@ -512,6 +584,57 @@ mod tests {
         tr.presence(A, "alice@l", Change::Available(Status::Away), t("02"));
         let away = item(A, Status::Away, "127.0.0.2", t("02"));
         assert_eq!(tr.done(A, false), vec![Action::SetActive { item: away }]);
+    }
+
+    #[test]
+    fn audit_fixes_only_the_difference() {
+        let mut tr = running();
+        // Tracked and on active: alice. Tracked, lost from active: bob.
+        for (j, ip) in [(A, "127.0.0.2"), ("bob@l/x", "127.0.0.3")] {
+            tr.presence(
+                j,
+                j.split('/').next().unwrap(),
+                Change::Available(Status::Online),
+                t("01"),
+            );
+            tr.ip_learned(j, ip.into());
+            tr.done(j, true);
+            tr.done(j, true);
+        }
+        let alice = tr.active_item(A).cloned().unwrap();
+        let ghost = item("ghost@l/g", Status::Away, "192.0.2.1", t("00"));
+        let on_active: HashMap<String, UserItem> =
+            [(A.to_string(), alice), (ghost.fulljid.clone(), ghost)]
+                .into_iter()
+                .collect();
+        let listed: HashSet<String> = [A, "bob@l/x", "carol@l/new"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut audit = tr.audit(&on_active, &listed, t("30"));
+        audit.actions.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            audit.actions,
+            vec![
+                Action::RetractActive {
+                    fulljid: "ghost@l/g".into()
+                },
+                Action::SetActive {
+                    item: item("bob@l/x", Status::Online, "127.0.0.3", t("01"))
+                },
+            ]
+        );
+        assert_eq!(audit.removed, 1);
+        assert_eq!(audit.repaired, vec!["bob@l/x".to_string()]);
+        assert_eq!(audit.probe, vec!["carol@l/new".to_string()]);
+        let off = tr.done("ghost@l/g", true);
+        assert!(
+            matches!(&off[..], [Action::PublishLive { item }] if item.status == Status::Offline)
+        );
+        // Nothing to fix: nothing done.
+        let mut tr2 = running();
+        let a = tr2.audit(&HashMap::new(), &HashSet::new(), t("40"));
+        assert!(a.actions.is_empty() && a.probe.is_empty() && a.removed == 0);
     }
 
     #[test]

@@ -37,12 +37,16 @@ pub fn user_stats_submit(sessionid: Option<&str>, accountjid: &str) -> Element {
     )
 }
 
-/// The online-users-list submission (all users, no details).
+/// The online-users-list submission: all users, with details (Prosody then
+/// lists every session with its address: one request for the whole server).
 pub fn online_users_submit(sessionid: Option<&str>) -> Element {
     submit(
         ns::ONLINE_USERS_LIST,
         sessionid,
-        &[("max_items", vec!["all".to_string()])],
+        &[
+            ("max_items", vec!["all".to_string()]),
+            ("details", vec!["1".to_string()]),
+        ],
     )
 }
 
@@ -93,13 +97,48 @@ pub fn parse_user_stats(form: &Element) -> Vec<Session> {
         .collect()
 }
 
-/// Bare JIDs from a get-online-users-list result.
+/// Bare JIDs from a get-online-users-list result (detail lines skipped).
 pub fn parse_online_users(form: &Element) -> Vec<String> {
-    forms::values(form, "onlineuserjids")
+    parse_online_sessions(form)
         .into_iter()
-        .map(|j| j.trim().to_string())
-        .filter(|j| !j.is_empty())
+        .map(|(user, _)| user)
         .collect()
+}
+
+/// One user of a detailed online-users list and its sessions:
+/// (resource, address if stated).
+pub type OnlineUser = (String, Vec<(String, Option<String>)>);
+
+/// Reads a get-online-users-list result with details. Prosody writes each
+/// user's bare JID followed by one line per session,
+/// ` - RESOURCE: SHOW(PRIORITY), IP: [ADDRESS]`; those lines are human text,
+/// so anything unexpected leaves the address unknown rather than guessed.
+pub fn parse_online_sessions(form: &Element) -> Vec<OnlineUser> {
+    let mut out: Vec<OnlineUser> = Vec::new();
+    for line in forms::values(form, "onlineuserjids") {
+        if let Some(detail) = line.strip_prefix(" - ") {
+            let Some((_, sessions)) = out.last_mut() else {
+                continue;
+            };
+            let (head, ip) = match detail.rsplit_once(", IP: [") {
+                Some((head, rest)) => (
+                    head,
+                    rest.strip_suffix(']')
+                        .map(|a| normalise_ip(a, false))
+                        .filter(|a| !a.is_empty()),
+                ),
+                None => (detail, None),
+            };
+            let resource = head.rsplit_once(": ").map(|(r, _)| r).unwrap_or(head);
+            sessions.push((resource.to_string(), ip));
+        } else {
+            let user = line.trim();
+            if !user.is_empty() {
+                out.push((user.to_string(), Vec::new()));
+            }
+        }
+    }
+    out
 }
 
 /// An address as a server reports it, normalised to what is published: port
@@ -206,6 +245,39 @@ mod tests {
                 resource: "b".into(),
                 ip: "".into()
             }
+        );
+    }
+
+    #[test]
+    fn online_sessions_with_details() {
+        let f = form(
+            "<x xmlns='jabber:x:data' type='result'><field var='onlineuserjids'>\
+             <value>alice@localhost</value><value> - phone: away(0), IP: [127.0.0.3]</value>\
+             <value> - desk: online(5), IP: [::1]</value>\
+             <value>bob@localhost</value><value> - a: b: xa(0), IP: [garbage]</value>\
+             <value>carol@localhost</value></field></x>",
+        );
+        let s = parse_online_sessions(&f);
+        assert_eq!(
+            s,
+            vec![
+                (
+                    "alice@localhost".to_string(),
+                    vec![
+                        ("phone".to_string(), Some("127.0.0.3".to_string())),
+                        ("desk".to_string(), Some("::1".to_string())),
+                    ]
+                ),
+                (
+                    "bob@localhost".to_string(),
+                    vec![("a: b".to_string(), None)]
+                ),
+                ("carol@localhost".to_string(), vec![]),
+            ]
+        );
+        assert_eq!(
+            parse_online_users(&f),
+            vec!["alice@localhost", "bob@localhost", "carol@localhost"]
         );
     }
 

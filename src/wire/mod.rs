@@ -1,6 +1,7 @@
 //! Payloads and stanzas on the wire: building and parsing, no I/O, no state.
 
 pub mod adhoc;
+pub mod disco;
 pub mod forms;
 pub mod presence;
 pub mod pubsub;

@@ -1,0 +1,128 @@
+//! SPEC §8 "Audit": active heals itself (issue 10, test 6) against a real
+//! Prosody. An item is made stale by planting it as the server's admin (a
+//! leftover of "a second instance that briefly received part of the
+//! traffic"), and an item is lost by retracting it behind the component's
+//! back; the next audit repairs both, and an audit with nothing to fix
+//! publishes nothing.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Prosody};
+use pubpresence::client::c2s::{self, C2s};
+use pubpresence::wire::pubsub;
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::user::{Status, UserItem};
+use std::time::Duration;
+
+async fn admin(p: &Prosody) -> C2s {
+    c2s::connect_as(
+        &format!("admin@{}/audit", p.domain),
+        "admin",
+        p.c2s_addr(),
+        loopback(1),
+    )
+    .await
+    .expect("admin login")
+    .0
+}
+
+/// Waits until the component has logged `n` audits in all.
+async fn audits(pp: &Pubpresence, n: usize) {
+    let deadline = tokio::time::Instant::now() + T;
+    while pp.log_text().matches(" audit ").count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn audit_count(pp: &Pubpresence) -> usize {
+    pp.log_text().matches(" audit ").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing() {
+    let p = Prosody::start();
+    p.register("watcher", "watcher");
+    p.register("alice", "alice");
+    let cfg = format!(
+        "audit_interval = \"1s\"\n{}",
+        p.config_toml(&["watcher@localhost"])
+    );
+    let pp = Pubpresence::start(&cfg);
+    let mut w = Watcher::connect(&p, "watcher").await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not online:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.subscribe_all().await;
+    let alice = User::connect(&p, "alice", "desk", loopback(80)).await;
+    alice.subscribe_to(&p.component_jid);
+    w.wait_until("alice on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == alice.jid)
+    })
+    .await;
+
+    // Nothing to fix: an audit publishes and retracts nothing.
+    let n = audit_count(&pp);
+    w.clear();
+    audits(&pp, n + 2).await;
+    let seen = w.seen();
+    assert!(
+        seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
+        "{seen:#?}"
+    );
+
+    // Behind the component's back: a ghost planted, alice's item retracted.
+    let admin = admin(&p).await;
+    let ghost = UserItem {
+        fulljid: "ghost@localhost/gone".into(),
+        name: "ghost@localhost".into(),
+        status: Status::Away,
+        ip: "192.0.2.9".into(),
+        since: pubpresence::wire::time::now(),
+    };
+    let plant = iq_set(
+        &p.pubsub_jid,
+        pubsub::publish(ACTIVE, Some(&ghost.fulljid), ghost.to_element()),
+    );
+    admin.iq(plant, T).await.expect("plant");
+    let lose = iq_set(&p.pubsub_jid, pubsub::retract(ACTIVE, &alice.jid));
+    admin.iq(lose, T).await.expect("retract behind its back");
+    w.clear();
+
+    w.wait_until("ghost offline and alice back", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == ghost.fulljid && st(i) == "offline")
+            && s.active_publishes.iter().any(|i| i.fulljid == alice.jid)
+    })
+    .await;
+    let active = w.active().await;
+    assert_eq!(active.keys().collect::<Vec<_>>(), [&alice.jid]);
+    assert_eq!(active[&alice.jid].ip, "127.0.0.80");
+    assert_eq!(st(&active[&alice.jid]), "online");
+    assert!(
+        pp.log_text().contains("removed=1"),
+        "one log line says what it fixed"
+    );
+    // And quiet again afterwards.
+    let n = audit_count(&pp);
+    w.clear();
+    audits(&pp, n + 2).await;
+    let seen = w.seen();
+    assert!(
+        seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
+        "{seen:#?}"
+    );
+    drop(alice);
+}
