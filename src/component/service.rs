@@ -169,8 +169,16 @@ struct Discovery {
 }
 
 enum Done {
-    Ip { fulljid: String, ip: String },
-    Written { fulljid: String, ok: bool },
+    Ip {
+        fulljid: String,
+        ip: String,
+    },
+    Written {
+        fulljid: String,
+        ok: bool,
+        /// The node written to no longer exists.
+        node_gone: Option<String>,
+    },
     Status(ServiceStatus, Result<(), IqError>),
     Discovered(Result<Discovery, StartupError>),
     Audited(Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>),
@@ -274,6 +282,7 @@ async fn run_session(
                     }
                 }
                 if let Some(outcome) = s.handle_done(done) {
+                    s.conn.close().await;
                     task.abort();
                     return outcome;
                 }
@@ -303,9 +312,14 @@ impl Session<'_> {
         self.auditing = true;
         let publisher = self.publisher.clone();
         let domain = self.cfg.domain.clone();
+        let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let r = async {
+                // Configuration changed behind our back drifts back here.
+                if let Err(e) = publisher.setup_nodes(&model, &members).await {
+                    tracing::warn!("re-applying the node configuration: {e}");
+                }
                 let (items, _) = publisher.active_items().await?;
                 let on_active = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
                 let sessions = publisher::online_sessions(&publisher.conn, &domain).await?;
@@ -502,7 +516,17 @@ impl Session<'_> {
                 let acts = self.tracker.ip_learned(&fulljid, ip);
                 self.execute(acts);
             }
-            Done::Written { fulljid, ok } => {
+            Done::Written {
+                node_gone: Some(node),
+                ..
+            } => {
+                // Deleted behind our back: everything on it is gone. Start
+                // over (init, nodes recreated, active rebuilt, online).
+                return Some(Outcome::Lost(format!(
+                    "node {node} was deleted behind our back; recreating it"
+                )));
+            }
+            Done::Written { fulljid, ok, .. } => {
                 let acts = self.tracker.done(&fulljid, ok);
                 self.execute(acts);
             }
@@ -604,6 +628,7 @@ impl Session<'_> {
                         Done::Written {
                             fulljid: item.fulljid,
                             ok: r.is_ok(),
+                            node_gone: node_gone(&r).then(|| publisher.nodes.active.clone()),
                         }
                     }
                     Action::RetractActive { fulljid } => {
@@ -612,6 +637,7 @@ impl Session<'_> {
                         Done::Written {
                             fulljid,
                             ok: r.is_ok(),
+                            node_gone: None,
                         }
                     }
                     Action::PublishLive { item } if privacy.hidden(&item.name) => {
@@ -620,6 +646,7 @@ impl Session<'_> {
                         Done::Written {
                             fulljid: item.fulljid,
                             ok: true,
+                            node_gone: None,
                         }
                     }
                     Action::PublishLive { item } => {
@@ -628,6 +655,7 @@ impl Session<'_> {
                         Done::Written {
                             fulljid: item.fulljid,
                             ok: r.is_ok(),
+                            node_gone: node_gone(&r).then(|| publisher.nodes.live.clone()),
                         }
                     }
                     Action::ReconcileDone => {
@@ -660,6 +688,11 @@ impl Session<'_> {
         }
         self.conn.close().await;
     }
+}
+
+/// A publish answered `item-not-found`: the node itself is gone.
+fn node_gone(r: &Result<(), IqError>) -> bool {
+    matches!(r, Err(e) if e.condition() == Some("item-not-found"))
 }
 
 fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>) {

@@ -282,6 +282,18 @@ impl Watcher {
             .collect()
     }
 
+    /// The items on active, or None when the request fails (no node).
+    pub async fn try_active(&self) -> Option<BTreeMap<String, UserItem>> {
+        let iq = iq_get(&self.pubsub, pubsub::items(ACTIVE));
+        let res = self.c2s.iq(iq, T).await.ok()?;
+        Some(
+            pubsub::parse_items(&res)
+                .into_iter()
+                .filter_map(|(id, p)| Some((id, p.as_ref().and_then(UserItem::from_element)?)))
+                .collect(),
+        )
+    }
+
     /// The current status item on the status node.
     pub async fn status(&self) -> Option<ServiceStatus> {
         let iq = iq_get(&self.pubsub, pubsub::items(STATUS));

@@ -1,0 +1,277 @@
+//! Faults and hostile input against a real Prosody (issue 5): an
+//! unreachable server, a crash under load, a node deleted behind the
+//! component's back, IQs of every type, and presences built to hurt.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Prosody};
+use pubpresence::client::c2s::{self, C2sError};
+use pubpresence::minidom::Element;
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::{ns, Attr};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+async fn wait_online(pp: &Pubpresence, w: &Watcher) {
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not online:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until active, as the watcher fetches it, satisfies `ok`.
+async fn wait_active(
+    pp: &Pubpresence,
+    w: &Watcher,
+    what: &str,
+    ok: impl Fn(&BTreeMap<String, pubpresence::wire::user::UserItem>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        // The node may be missing for a moment while it is recreated.
+        let active = w.try_active().await.unwrap_or_default();
+        if ok(&active) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: active is {active:#?}\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn unreachable_server_is_retried_and_sigterm_still_exits_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = format!(
+        "jid = \"pubpresence.localhost\"\nserver = \"127.0.0.1:{port}\"\nsecret = \"x\"\n\
+         domain = \"localhost\"\npubsub = \"pubsub.localhost\"\n[access]\nmodel = \"open\"\n"
+    );
+    let mut pp = Pubpresence::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pp.log_text().matches("retrying in").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no retries logged:\n{}",
+            pp.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pp
+        .log_text()
+        .contains(&format!("cannot connect to 127.0.0.1:{port}")));
+    let t = Instant::now();
+    assert!(pp.terminate().success(), "exit 0 on SIGTERM");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "prompt exit: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_then_restart_converges() {
+    let p = Prosody::start();
+    p.register("watcher", "watcher");
+    let cfg = p.config_toml(&["watcher@localhost"]);
+    let mut pp = Pubpresence::start(&cfg);
+    let mut w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    w.subscribe_all().await;
+    let mut users = Vec::new();
+    for i in 0..8u8 {
+        let name = format!("k{i}");
+        p.register(&name, &name);
+        let u = User::connect(&p, &name, "r", loopback(90 + i)).await;
+        u.subscribe_to(&p.component_jid);
+        let jid = u.jid.clone();
+        w.wait_until(&jid, T, |s| s.live.iter().any(|i| i.fulljid == jid))
+            .await;
+        users.push(u);
+    }
+    // Load, a crash in the middle of it, and changes during the gap.
+    for (i, u) in users.iter().enumerate() {
+        u.show(Some(["away", "xa", "dnd", "chat"][i % 4]));
+    }
+    pp.kill();
+    let gone = users.remove(0);
+    gone.close().await;
+    users[0].show(Some("dnd"));
+    let newcomer = User::connect(&p, "k1", "second", loopback(120)).await;
+    // The killed instance left `online` on the status node: wait for the
+    // new instance's own init → online.
+    w.clear();
+    let _pp = Pubpresence::start(&cfg);
+    w.wait_status(ServiceStatus::Init).await;
+    w.wait_status(ServiceStatus::Online).await;
+    let want: BTreeMap<String, (String, String)> = [
+        ("k1@localhost/r", "dnd", "127.0.0.91"),
+        ("k1@localhost/second", "online", "127.0.0.120"),
+        ("k2@localhost/r", "dnd", "127.0.0.92"),
+        ("k3@localhost/r", "chat", "127.0.0.93"),
+        ("k4@localhost/r", "away", "127.0.0.94"),
+        ("k5@localhost/r", "xa", "127.0.0.95"),
+        ("k6@localhost/r", "dnd", "127.0.0.96"),
+        ("k7@localhost/r", "chat", "127.0.0.97"),
+    ]
+    .into_iter()
+    .map(|(j, s, ip)| (j.to_string(), (s.to_string(), ip.to_string())))
+    .collect();
+    let active = w.active().await;
+    let got: BTreeMap<String, (String, String)> = active
+        .values()
+        .map(|i| (i.fulljid.clone(), (st(i).to_string(), i.ip.clone())))
+        .collect();
+    assert_eq!(got, want, "active exact once online after the crash");
+    drop((users, newcomer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_deleted_behind_its_back_is_recreated() {
+    let p = Prosody::start();
+    p.register("watcher", "watcher");
+    p.register("bob", "bob");
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let mut w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    w.subscribe_all().await;
+    let bob = User::connect(&p, "bob", "r", loopback(100)).await;
+    bob.subscribe_to(&p.component_jid);
+    w.wait_until("bob on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == bob.jid)
+    })
+    .await;
+
+    let (admin, _rx) = c2s::connect_as("admin@localhost/del", "admin", p.c2s_addr(), loopback(1))
+        .await
+        .expect("admin login");
+    let delete = Element::builder("pubsub", ns::PUBSUB_OWNER)
+        .append(
+            Element::builder("delete", ns::PUBSUB_OWNER)
+                .a("node", ACTIVE)
+                .build(),
+        )
+        .build();
+    admin
+        .iq(iq_set(&p.pubsub_jid, delete), T)
+        .await
+        .expect("delete active");
+    bob.show(Some("away"));
+    wait_active(&pp, &w, "bob back on a recreated active", |a| {
+        a.get(&bob.jid).map(st) == Some("away")
+    })
+    .await;
+    assert!(
+        pp.log_text().contains("was deleted behind our back"),
+        "{}",
+        pp.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_every_iq_and_shrugs_off_hostile_stanzas() {
+    let p = Prosody::start();
+    p.register("watcher", "watcher");
+    p.register("eve", "eve");
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let mut w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    w.subscribe_all().await;
+    let eve = User::connect(&p, "eve", "r", loopback(110)).await;
+    eve.subscribe_to(&p.component_jid);
+    w.wait_until("eve on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == eve.jid)
+    })
+    .await;
+    let to = p.component_jid.as_str();
+
+    // disco#info: who it is; ping: pong; anything else: service-unavailable.
+    let info = eve
+        .c2s
+        .iq(
+            iq_get(to, Element::builder("query", ns::DISCO_INFO).build()),
+            T,
+        )
+        .await
+        .expect("disco#info");
+    let q = info.children().next().expect("query");
+    assert!(q
+        .children()
+        .any(|c| c.name() == "identity" && c.attr("name") == Some("pubpresence")));
+    assert!(q.children().any(|c| c.attr("var") == Some(ns::PING)));
+    eve.c2s
+        .iq(iq_get(to, Element::builder("ping", ns::PING).build()), T)
+        .await
+        .expect("pong");
+    for (kind, payload) in [
+        ("get", Element::builder("vCard", "vcard-temp").build()),
+        ("set", Element::builder("query", "jabber:iq:roster").build()),
+        ("get", Element::builder("query", ns::DISCO_ITEMS).build()),
+        (
+            "set",
+            Element::builder("unknown", "urn:x-test:hostile").build(),
+        ),
+    ] {
+        let iq = if kind == "get" {
+            iq_get(to, payload)
+        } else {
+            iq_set(to, payload)
+        };
+        match eve.c2s.iq(iq, T).await {
+            Err(C2sError::Stanza { condition, .. }) => assert_eq!(condition, "service-unavailable"),
+            other => panic!("{kind}: expected service-unavailable, got {other:?}"),
+        }
+    }
+    // Answers nobody asked for, messages, junk presences: ignored.
+    for xml in [
+        format!("<iq type='result' id='nobody-asked' to='{to}'/>"),
+        format!("<iq type='error' id='nor-this' to='{to}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"),
+        format!("<message to='{to}'><body>hello</body></message>"),
+        format!("<presence to='{to}' type='subscribed'/>"),
+        "<presence><show>bogus</show><status>x</status></presence>".to_string(),
+        "<presence><show>away</show><unknown xmlns='urn:x-test'><deep><deeper/></deep></unknown></presence>".to_string(),
+        format!("<presence><show>xa</show><status>{}</status></presence>", "A".repeat(200_000)),
+        format!("<presence><show>{}</show></presence>", "d".repeat(50_000)),
+    ] {
+        eve.c2s.send_raw(&xml).await.expect("send");
+    }
+    eve.show(Some("chat"));
+    w.wait_until("eve chat", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == eve.jid && st(i) == "chat")
+    })
+    .await;
+    let live: Vec<&'static str> = w
+        .seen()
+        .live
+        .iter()
+        .filter(|i| i.fulljid == eve.jid)
+        .map(st)
+        .collect();
+    assert_eq!(
+        live,
+        ["online", "away", "xa", "chat"],
+        "only the valid changes, in order"
+    );
+    assert!(
+        w.seen()
+            .statuses
+            .iter()
+            .all(|s| *s == ServiceStatus::Online),
+        "never back to init"
+    );
+    assert_eq!(pp.log_text().matches("start-up discovery done").count(), 1);
+}
