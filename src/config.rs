@@ -5,7 +5,7 @@
 //! [`Config::component`] for `pubpresence run`, [`Config::watch`] for
 //! `pubpresence watch`, [`Config::describe`] for `pubpresence check-config`.
 //!
-//! Secrets (the component secret, the watch password, the web feed token)
+//! Secrets (the component secret, the watch and standby passwords, the web feed token)
 //! are held in [`Secret`], which never prints its value. Every error is one
 //! line naming the key, and never contains a secret: toml's own error text
 //! quotes the offending source line, so parse errors are rebuilt here from
@@ -26,6 +26,8 @@ pub const ENV_SECRET: &str = "PUBPRESENCE_SECRET";
 pub const ENV_WATCH_PASSWORD: &str = "PUBPRESENCE_WATCH_PASSWORD";
 /// Environment variable that overrides `[watch] http_token` / `http_token_file`.
 pub const ENV_HTTP_TOKEN: &str = "PUBPRESENCE_HTTP_TOKEN";
+/// Environment variable that overrides `[standby] password` / `password_file`.
+pub const ENV_STANDBY_PASSWORD: &str = "PUBPRESENCE_STANDBY_PASSWORD";
 
 /// Default `audit_interval`.
 pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -33,8 +35,10 @@ pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default `iq_timeout`.
 pub const DEFAULT_IQ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default c2s port for `[watch]` when `server` is not given.
+/// Default c2s port for `[watch]` and `[standby]` when `server` is not given.
 pub const DEFAULT_C2S_PORT: u16 = 5222;
+/// Default `[standby] takeover`.
+pub const DEFAULT_TAKEOVER: Duration = Duration::from_secs(2);
 
 /// Key names whose values are secret: their values never appear in errors.
 const SENSITIVE_KEYS: &[&str] = &["secret", "password", "http_token"];
@@ -230,13 +234,14 @@ pub struct Config {
     /// How long to wait for the answer to an IQ.
     #[serde(default = "default_iq_timeout", deserialize_with = "de_duration")]
     pub iq_timeout: Duration,
-    /// This instance's name (default, decided by the caller: host name and pid).
+    /// This instance's name (default: see [`ComponentSettings::instance_name`]).
     pub instance: Option<String>,
     /// A tracing filter such as `info` or `pubpresence=debug`.
     pub log: Option<String>,
     #[serde(default)]
     pub privacy: Privacy,
     pub watch: Option<WatchConfig>,
+    pub standby: Option<StandbyConfig>,
     /// The file this was loaded from.
     #[serde(skip)]
     source: Option<PathBuf>,
@@ -364,6 +369,27 @@ pub struct WatchConfig {
     pub http_token_file: Option<PathBuf>,
 }
 
+/// `[standby]` as written (SPEC section 8, "Standby").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyConfig {
+    /// The ordinary account a waiting instance logs in with (`user@domain`).
+    pub jid: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// c2s `host:port`; default: the jid's domain, port 5222.
+    pub server: Option<String>,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// The active instance unreachable this long: take over. More than 0s.
+    #[serde(default = "default_takeover", deserialize_with = "de_duration")]
+    pub takeover: Duration,
+}
+
+fn default_takeover() -> Duration {
+    DEFAULT_TAKEOVER
+}
+
 fn default_audit_interval() -> Duration {
     DEFAULT_AUDIT_INTERVAL
 }
@@ -454,9 +480,53 @@ pub struct ComponentSettings {
     pub audit_interval: Duration,
     pub probe_timeout: Duration,
     pub iq_timeout: Duration,
-    /// `None`: the caller picks host name and process id.
+    /// As configured; see [`ComponentSettings::instance_name`] for the
+    /// name to use.
     pub instance: Option<String>,
     pub privacy: PrivacySettings,
+    /// `[standby]`: wait while another instance is active, then take over.
+    pub standby: Option<StandbySettings>,
+}
+
+impl ComponentSettings {
+    /// This instance's name: `instance` as configured; without it, when
+    /// `[standby]` is set, `HOSTNAME-PID`; else `None`.
+    pub fn instance_name(&self) -> Option<String> {
+        match &self.instance {
+            Some(name) => Some(name.clone()),
+            None if self.standby.is_some() => Some(default_instance_name()),
+            None => None,
+        }
+    }
+}
+
+/// `HOSTNAME-PID`, the default instance name.
+pub fn default_instance_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// The host name: the kernel's (what `gethostname` returns), else
+/// `/etc/hostname`, else `localhost`.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `[standby]`, checked, with its password resolved.
+#[derive(Debug, Clone)]
+pub struct StandbySettings {
+    /// The account to log in with while waiting (`[standby] jid`).
+    pub jid: BareJid,
+    pub password: Secret,
+    /// c2s `host:port` (default: the jid's domain, port 5222).
+    pub server: String,
+    pub allow_plaintext: bool,
+    /// Pings failing this long (more than zero): take over.
+    pub takeover: Duration,
 }
 
 /// Everything `pubpresence watch` needs.
@@ -594,6 +664,9 @@ impl Config {
         if let Some(w) = &self.watch {
             w.validate()?;
         }
+        if let Some(sb) = &self.standby {
+            sb.validate()?;
+        }
         Ok(())
     }
 
@@ -684,7 +757,56 @@ impl Config {
             iq_timeout: self.iq_timeout,
             instance: self.instance.clone(),
             privacy: self.privacy_settings().map_err(with_file)?,
+            standby: self.standby_settings(env)?,
         })
+    }
+
+    /// The standby password: env `PUBPRESENCE_STANDBY_PASSWORD`, else
+    /// `[standby] password`, else `password_file`.
+    pub fn resolve_standby_password(
+        &self,
+        env: Env<'_>,
+    ) -> Result<Option<(Secret, SecretSource)>, ConfigError> {
+        let sb = self.standby.as_ref();
+        self.resolve(
+            env,
+            ENV_STANDBY_PASSWORD,
+            ("standby.password", sb.and_then(|s| s.password.as_ref())),
+            (
+                "standby.password_file",
+                sb.and_then(|s| s.password_file.as_deref()),
+            ),
+        )
+    }
+
+    /// `[standby]`, checked, with its password resolved; `Ok(None)` without
+    /// the table.
+    pub fn standby_settings(&self, env: Env<'_>) -> Result<Option<StandbySettings>, ConfigError> {
+        let Some(sb) = &self.standby else {
+            return Ok(None);
+        };
+        let with_file = |e: ConfigError| e.with_file(self.source.as_deref());
+        sb.validate().map_err(with_file)?;
+        let jid = bare_jid("standby.jid", &sb.jid, true).map_err(with_file)?;
+        let Some((password, _)) = self.resolve_standby_password(env)? else {
+            return Err(self.err(
+                "standby.password",
+                format!(
+                    "missing: set standby.password, standby.password_file or env {ENV_STANDBY_PASSWORD}"
+                ),
+            ));
+        };
+        let server = match &sb.server {
+            Some(s) => s.clone(),
+            None => format!("{}:{DEFAULT_C2S_PORT}", jid.domain()),
+        };
+        Ok(Some(StandbySettings {
+            jid,
+            password,
+            server,
+            allow_plaintext: sb.allow_plaintext,
+            takeover: sb.takeover,
+        }))
     }
 
     /// `[access]`, checked.
@@ -950,6 +1072,49 @@ impl Config {
             }
         }
 
+        if let Some(sb) = &self.standby {
+            out.push(format!("standby.jid = {}", q(&sb.jid)));
+            out.push(describe_secret(
+                "standby.password",
+                self.resolve_standby_password(env),
+                &mut warnings,
+            ));
+            out.push(match &sb.server {
+                Some(s) => format!("standby.server = {}", q(s)),
+                None => match BareJid::new(&sb.jid) {
+                    Ok(j) => format!(
+                        "standby.server = \"{}:{DEFAULT_C2S_PORT}\" (default: the jid's domain)",
+                        j.domain()
+                    ),
+                    Err(_) => "standby.server = (default: the jid's domain)".into(),
+                },
+            });
+            out.push(format!("standby.allow_plaintext = {}", sb.allow_plaintext));
+            out.push(format!("standby.takeover = {}", dur(sb.takeover)));
+            if sb.allow_plaintext {
+                warnings.push(
+                    "standby.allow_plaintext = true: the password may cross the network unencrypted"
+                        .into(),
+                );
+            }
+            if self.access.model == AccessModel::Whitelist {
+                let listed = match BareJid::new(&sb.jid) {
+                    Ok(j) => self
+                        .access
+                        .members
+                        .iter()
+                        .any(|m| BareJid::new(m).is_ok_and(|m| m == j)),
+                    Err(_) => true,
+                };
+                if !listed {
+                    warnings.push(format!(
+                        "standby.jid {:?} is not in access.members: it cannot read the status node",
+                        sb.jid
+                    ));
+                }
+            }
+        }
+
         // Warnings about the settings themselves ([access] only matters to `run`).
         let access_model = if self.watch_only() {
             None
@@ -1065,6 +1230,30 @@ impl Nodes {
                     format!("{name:?} is also {other}; the three nodes must differ"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl StandbyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        bare_jid("standby.jid", &self.jid, true)?;
+        if let Some(p) = &self.password {
+            if p.expose().is_empty() {
+                return Err(ConfigError::new("standby.password", "is empty"));
+            }
+            if self.password_file.is_some() {
+                return Err(ConfigError::new(
+                    "standby.password_file",
+                    "password and password_file are both set; keep one",
+                ));
+            }
+        }
+        if let Some(s) = &self.server {
+            host_port("standby.server", s)?;
+        }
+        if self.takeover.is_zero() {
+            return Err(ConfigError::new("standby.takeover", "must be more than 0s"));
         }
         Ok(())
     }
@@ -1397,6 +1586,9 @@ fn scrub(src: &str, table: Option<&toml::Table>, msg: &str) -> String {
             push(w.get("password"));
             push(w.get("http_token"));
         }
+        if let Some(toml::Value::Table(sb)) = t.get("standby") {
+            push(sb.get("password"));
+        }
     }
     candidates.retain(|c| c.len() >= 3);
     candidates.sort_by_key(|c| std::cmp::Reverse(c.len()));
@@ -1552,8 +1744,8 @@ http_token = "tok"
         assert_eq!(e.key(), Some("watch.colour"));
         let e = parse_err(&format!("{MINIMAL}[nodes]\nlive = \"x\"\nextra = \"y\"\n"));
         assert_eq!(e.key(), Some("nodes.extra"));
-        let e = parse_err(&format!("{MINIMAL}[standby]\njid = \"x@y\"\n"));
-        assert_eq!(e.key(), Some("standby"));
+        let e = parse_err(&format!("{MINIMAL}[standbye]\njid = \"x@y\"\n"));
+        assert_eq!(e.key(), Some("standbye"));
         let e = parse_err(&format!("{MINIMAL}[privacy]\nip = \"blurred\"\n"));
         assert_eq!(e.key(), Some("privacy.ip"));
         assert!(e.to_string().contains("blurred"), "{e}");
@@ -1916,5 +2108,237 @@ http_token = "tok"
             "{d}"
         );
         assert!(no_secret.check(&no_env).is_err());
+    }
+
+    const STANDBY: &str = r#"
+[standby]
+jid      = "pubpresence-standby@example.org"
+password = "sb-hunter2"
+"#;
+
+    #[test]
+    fn standby_parse_and_defaults() {
+        let c = parse(&format!("{MINIMAL}{STANDBY}"));
+        let s = c.component(&no_env).expect("component");
+        let sb = s.standby.as_ref().expect("standby");
+        assert_eq!(sb.jid.as_str(), "pubpresence-standby@example.org");
+        assert_eq!(sb.password.expose(), "sb-hunter2");
+        assert_eq!(sb.server, "example.org:5222");
+        assert!(!sb.allow_plaintext);
+        assert_eq!(sb.takeover, Duration::from_secs(2));
+        assert_eq!(sb.takeover, DEFAULT_TAKEOVER);
+        assert!(c.check(&no_env).is_ok());
+        // without [standby]
+        assert!(parse(MINIMAL)
+            .component(&no_env)
+            .expect("component")
+            .standby
+            .is_none());
+
+        let c = parse(&format!(
+            "{MINIMAL}{STANDBY}server = \"127.0.0.1:5222\"\nallow_plaintext = true\ntakeover = \"750ms\"\n"
+        ));
+        let sb = c
+            .component(&no_env)
+            .expect("component")
+            .standby
+            .expect("standby");
+        assert_eq!(sb.server, "127.0.0.1:5222");
+        assert!(sb.allow_plaintext);
+        assert_eq!(sb.takeover, Duration::from_millis(750));
+        let d = c.describe(&no_env);
+        for line in [
+            "standby.jid = \"pubpresence-standby@example.org\"",
+            "standby.password = *** (from standby.password)",
+            "standby.server = \"127.0.0.1:5222\"",
+            "standby.allow_plaintext = true",
+            "standby.takeover = 750ms",
+            "warning: standby.allow_plaintext = true",
+        ] {
+            assert!(d.contains(line), "missing {line:?} in\n{d}");
+        }
+    }
+
+    #[test]
+    fn standby_password_sources() {
+        // env wins over the inline value
+        let c = parse(&format!("{MINIMAL}{STANDBY}"));
+        let env = |k: &str| (k == ENV_STANDBY_PASSWORD).then(|| "sb-env".to_string());
+        let sb = c.component(&env).expect("component").standby.expect("sb");
+        assert_eq!(sb.password.expose(), "sb-env");
+        assert!(c
+            .describe(&env)
+            .contains("standby.password = *** (from env PUBPRESENCE_STANDBY_PASSWORD)"));
+        // other variables do not count
+        let other = |k: &str| (k == ENV_WATCH_PASSWORD).then(|| "w".to_string());
+        let sb = c.component(&other).expect("component").standby.expect("sb");
+        assert_eq!(sb.password.expose(), "sb-hunter2");
+
+        // password_file, relative to the config's directory
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("sb.txt"), "sb-file\n").expect("write");
+        let text = format!(
+            "{MINIMAL}{}",
+            STANDBY.replace("password = \"sb-hunter2\"", "password_file = \"sb.txt\"")
+        );
+        let c = Config::from_toml_str(&text, Some(dir.path())).expect("parse");
+        let sb = c
+            .component(&no_env)
+            .expect("component")
+            .standby
+            .expect("sb");
+        assert_eq!(sb.password.expose(), "sb-file");
+        let d = c.describe(&no_env);
+        assert!(
+            d.contains("standby.password = *** (from standby.password_file "),
+            "{d}"
+        );
+        assert!(!d.contains("sb-file"), "{d}");
+        std::fs::remove_file(dir.path().join("sb.txt")).expect("rm");
+        let e = c.component(&no_env).expect_err("missing file");
+        assert_eq!(e.key(), Some("standby.password_file"));
+        assert!(c.component(&env).is_ok());
+    }
+
+    #[test]
+    fn standby_missing_password_named() {
+        let c = parse(&format!(
+            "{MINIMAL}[standby]\njid = \"pubpresence-standby@example.org\"\n"
+        ));
+        let e = c.component(&no_env).expect_err("no password");
+        assert_eq!(e.key(), Some("standby.password"));
+        assert!(e.to_string().contains(ENV_STANDBY_PASSWORD), "{e}");
+        assert!(c.check(&no_env).is_err());
+        let d = c.describe(&no_env);
+        assert!(d.contains("standby.password = (not set)"), "{d}");
+        assert!(
+            d.contains("warning: not usable for `pubpresence run`: standby.password: missing"),
+            "{d}"
+        );
+        let env = |k: &str| (k == ENV_STANDBY_PASSWORD).then(|| "e".to_string());
+        assert!(c.component(&env).is_ok());
+        // empty env counts as unset
+        let empty = |k: &str| (k == ENV_STANDBY_PASSWORD).then(String::new);
+        assert_eq!(
+            c.component(&empty).expect_err("empty").key(),
+            Some("standby.password")
+        );
+    }
+
+    #[test]
+    fn standby_bad_values_named() {
+        let cases = [
+            ("takeover = \"0s\"", "standby.takeover"),
+            ("takeover = \"2 fortnights\"", "standby.takeover"),
+            ("takeover = 2", "standby.takeover"),
+            ("server = \"nowhere\"", "standby.server"),
+            ("allow_plaintext = \"yes\"", "standby.allow_plaintext"),
+            ("password_file = \"/x\"", "standby.password_file"),
+            ("colour = \"blue\"", "standby.colour"),
+        ];
+        for (line, key) in cases {
+            let e = parse_err(&format!("{MINIMAL}{STANDBY}{line}\n"));
+            assert_eq!(e.key(), Some(key), "{line}: {e}");
+            assert!(e.to_string().contains(key), "{e}");
+            assert!(!e.to_string().contains("sb-hunter2"), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let e = parse_err(&format!("{MINIMAL}{STANDBY}colour = \"blue\"\n"));
+        assert!(e.to_string().contains("unknown key"), "{e}");
+        assert_eq!(e.line(), Some(11));
+        let e = parse_err(&format!("{MINIMAL}{STANDBY}takeover = \"0s\"\n"));
+        assert_eq!(e.line(), Some(11));
+
+        let bad_jid = |jid: &str| {
+            parse_err(&format!(
+                "{MINIMAL}[standby]\njid = \"{jid}\"\npassword = \"x\"\n"
+            ))
+        };
+        assert_eq!(bad_jid("example.org").key(), Some("standby.jid"));
+        assert_eq!(bad_jid("a@b/c").key(), Some("standby.jid"));
+        let e = parse_err(&format!("{MINIMAL}[standby]\npassword = \"sb-hunter2\"\n"));
+        assert_eq!(e.key(), Some("standby.jid"));
+        assert!(!e.to_string().contains("sb-hunter2"), "{e}");
+        let e = parse_err(&format!(
+            "{MINIMAL}[standby]\njid = \"a@example.org\"\npassword = \"\"\n"
+        ));
+        assert_eq!(e.key(), Some("standby.password"));
+    }
+
+    #[test]
+    fn standby_password_never_shown() {
+        let c = parse(&format!("{MINIMAL}{STANDBY}"));
+        let s = c.component(&no_env).expect("component");
+        let sb = s.standby.clone().expect("standby");
+        for shown in [
+            format!("{c:?}"),
+            format!("{s:?}"),
+            format!("{sb:?}"),
+            c.describe(&no_env),
+        ] {
+            assert!(!shown.contains("sb-hunter2"), "leaked in {shown}");
+        }
+        let head =
+            "jid = \"c.example.org\"\npubsub = \"p.example.org\"\n[standby]\njid = \"a@b\"\n";
+        for bad in [
+            "password = \"hunter2",
+            "password = [\"hunter2\"]",
+            "password = { v = \"hunter2\" }",
+            "password = hunter2",
+        ] {
+            let e = parse_err(&format!("{head}{bad}\n"));
+            let shown = e.to_string();
+            assert!(
+                !shown.contains("hunter2"),
+                "leaked in {shown:?} for {bad:?}"
+            );
+            assert!(!shown.contains('\n'), "{shown:?}");
+        }
+        let e = parse_err(&format!("{head}password = 98765432\n"));
+        assert!(!e.to_string().contains("98765432"), "{e}");
+        assert_eq!(e.key(), Some("standby.password"));
+    }
+
+    #[test]
+    fn standby_not_a_member_warned() {
+        let d = parse(&format!("{MINIMAL}{STANDBY}")).describe(&no_env);
+        assert!(
+            d.contains("warning: standby.jid \"pubpresence-standby@example.org\" is not in access.members: it cannot read the status node"),
+            "{d}"
+        );
+        assert!(!d.contains("standby.allow_plaintext = true"), "{d}");
+        let members = format!(
+            "{MINIMAL}[access]\nmembers = [\"Pubpresence-Standby@example.org\"]\n{STANDBY}"
+        );
+        let d = parse(&members).describe(&no_env);
+        assert!(!d.contains("it cannot read the status node"), "{d}");
+        let open = format!("{MINIMAL}[access]\nmodel = \"presence\"\n{STANDBY}");
+        let d = parse(&open).describe(&no_env);
+        assert!(!d.contains("it cannot read the status node"), "{d}");
+    }
+
+    #[test]
+    fn instance_name_default_with_standby() {
+        let s = parse(MINIMAL).component(&no_env).expect("component");
+        assert_eq!(s.instance_name(), None);
+
+        let s = parse(&format!("{MINIMAL}{STANDBY}"))
+            .component(&no_env)
+            .expect("component");
+        assert_eq!(s.instance, None);
+        let name = s.instance_name().expect("default name");
+        let suffix = format!("-{}", std::process::id());
+        assert!(name.ends_with(&suffix), "{name}");
+        assert!(name.len() > suffix.len(), "{name}");
+        assert_eq!(name, default_instance_name());
+
+        let s = parse(&format!("{MINIMAL}instance = \"a\"\n{STANDBY}"))
+            .component(&no_env)
+            .expect("component");
+        assert_eq!(s.instance_name().as_deref(), Some("a"));
+        let s = parse(&format!("{MINIMAL}instance = \"a\"\n"))
+            .component(&no_env)
+            .expect("component");
+        assert_eq!(s.instance_name().as_deref(), Some("a"));
     }
 }

@@ -3,4 +3,5 @@
 pub mod privacy;
 pub mod publisher;
 pub mod service;
+pub mod standby;
 pub mod tracker;

@@ -4,7 +4,7 @@
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
 use super::tracker::{Action, Change, Tracker};
-use crate::config::ComponentSettings;
+use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::UserItem;
@@ -33,6 +33,8 @@ pub struct ServiceConfig {
     pub privacy: Privacy,
     /// Zero: no audits.
     pub audit_interval: Duration,
+    /// Run as one of several instances (SPEC §8).
+    pub standby: Option<StandbySettings>,
 }
 
 impl ServiceConfig {
@@ -49,8 +51,9 @@ impl ServiceConfig {
             members: s.access.members.iter().map(|m| m.to_string()).collect(),
             probe_timeout: s.probe_timeout,
             iq_timeout: s.iq_timeout,
-            instance: s.instance.clone(),
+            instance: s.instance_name(),
             audit_interval: s.audit_interval,
+            standby: s.standby.clone(),
             privacy: Privacy {
                 ip: s.privacy.ip,
                 hide: s.privacy.hide.iter().map(|h| h.to_string()).collect(),
@@ -81,6 +84,7 @@ pub enum RunError {
 
 enum Outcome {
     Shutdown,
+    SteppedDown,
     Lost(String),
     Fatal(RunError),
 }
@@ -110,37 +114,79 @@ impl Backoff {
 }
 
 /// Runs the component until `shutdown` turns true (then exits cleanly) or a
-/// fatal error (wrong secret, a refused node configuration).
-pub async fn run(cfg: ServiceConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+/// fatal error (wrong secret, a refused node configuration). With
+/// `[standby]`, as one of several instances (see `standby`).
+pub async fn run(cfg: ServiceConfig, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    match cfg.standby.clone() {
+        Some(sb) => super::standby::run(cfg, sb, shutdown).await,
+        None => component_loop(&cfg, shutdown, None).await.map(|_| ()),
+    }
+}
+
+/// How the component loop ended (other than by a fatal error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEnd {
+    Shutdown,
+    /// Fenced off by a newer instance (`step_down`).
+    SteppedDown,
+    /// With `step_down` given: the server said another connection holds the
+    /// component's JID (Prosody's `conflict`).
+    Conflict,
+}
+
+/// Connects as the component and keeps it connected: reconnects with capped
+/// backoff, and runs the whole start-up on every connection. `step_down`
+/// (standby mode) closes the stream at once, publishing nothing.
+pub async fn component_loop(
+    cfg: &ServiceConfig,
+    mut shutdown: watch::Receiver<bool>,
+    mut step_down: Option<watch::Receiver<bool>>,
+) -> Result<LoopEnd, RunError> {
     let mut backoff = Backoff::new();
     let mut attempt = 0usize;
+    // A clean stop of the other instance publishes `offline` a moment
+    // before its stream closes: keep asking for a second before giving up.
+    let mut conflict_until: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
-            return Ok(());
+            return Ok(LoopEnd::Shutdown);
         }
         let addr = &cfg.servers[attempt % cfg.servers.len()];
         attempt += 1;
         tracing::info!(server = %addr, jid = %cfg.jid, "connecting");
         let connected = tokio::select! {
             r = connect_component(addr, &cfg.jid, &cfg.secret, cfg.iq_timeout) => r,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return Ok(LoopEnd::Shutdown),
         };
         match connected {
             Err(e) if e.is_fatal() => return Err(RunError::Connect(e)),
+            Err(ConnectError::Conflict { .. }) if step_down.is_some() => {
+                let until =
+                    *conflict_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                if Instant::now() >= until {
+                    return Ok(LoopEnd::Conflict);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.changed() => return Ok(LoopEnd::Shutdown),
+                }
+            }
             Err(e) => {
                 let d = backoff.take();
                 tracing::warn!("{e}; retrying in {d:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                    _ = shutdown.changed() => return Ok(LoopEnd::Shutdown),
                 }
             }
             Ok((conn, inbound, task)) => {
                 tracing::info!(server = %addr, "connected");
                 let since = Instant::now();
-                let outcome = run_session(&cfg, conn, inbound, task, &mut shutdown).await;
+                let outcome =
+                    run_session(cfg, conn, inbound, task, &mut shutdown, step_down.as_mut()).await;
                 match outcome {
-                    Outcome::Shutdown => return Ok(()),
+                    Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
+                    Outcome::SteppedDown => return Ok(LoopEnd::SteppedDown),
                     Outcome::Fatal(e) => return Err(e),
                     Outcome::Lost(reason) => {
                         if since.elapsed() > Duration::from_secs(30) {
@@ -150,7 +196,7 @@ pub async fn run(cfg: ServiceConfig, mut shutdown: watch::Receiver<bool>) -> Res
                         tracing::warn!("connection lost: {reason}; reconnecting in {d:?}");
                         tokio::select! {
                             _ = tokio::time::sleep(d) => {}
-                            _ = shutdown.changed() => return Ok(()),
+                            _ = shutdown.changed() => return Ok(LoopEnd::Shutdown),
                         }
                     }
                 }
@@ -205,6 +251,7 @@ struct Session<'a> {
     capacity: Option<usize>,
     over_capacity: bool,
     auditing: bool,
+    audit_when_online: bool,
 }
 
 impl<'a> Session<'a> {
@@ -230,6 +277,7 @@ impl<'a> Session<'a> {
                 capacity: None,
                 over_capacity: false,
                 auditing: false,
+                audit_when_online: false,
             },
             done_rx,
         )
@@ -244,8 +292,11 @@ async fn run_session(
     mut inbound: mpsc::UnboundedReceiver<Element>,
     task: tokio::task::JoinHandle<Disconnect>,
     shutdown: &mut watch::Receiver<bool>,
+    mut step_down: Option<&mut watch::Receiver<bool>>,
 ) -> Outcome {
     let (mut s, mut done_rx) = Session::new(cfg, conn);
+    // After a takeover, an audit follows the start-up (SPEC §8).
+    s.audit_when_online = step_down.is_some();
     s.start_discovery();
     let mut audits = (!cfg.audit_interval.is_zero()).then(|| {
         let mut i = tokio::time::interval_at(
@@ -258,6 +309,11 @@ async fn run_session(
     loop {
         tokio::select! {
             _ = tick(&mut audits) => s.start_audit(),
+            _ = fenced(&mut step_down) => {
+                // Drop the socket: whatever is still queued is never written.
+                task.abort();
+                return Outcome::SteppedDown;
+            }
             _ = shutdown.changed() => {
                 s.shutdown().await;
                 task.abort();
@@ -288,6 +344,20 @@ async fn run_session(
                 }
             }
         }
+    }
+}
+
+/// Resolves when the fence says stop; never without one.
+async fn fenced(step_down: &mut Option<&mut watch::Receiver<bool>>) {
+    match step_down {
+        Some(rx) => {
+            while !*rx.borrow() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -539,6 +609,9 @@ impl Session<'_> {
                     );
                     for c in self.contacts.clone() {
                         self.send(self.own_presence(&c, None));
+                    }
+                    if self.audit_when_online {
+                        self.start_audit();
                     }
                 }
             }

@@ -124,6 +124,8 @@ impl Drop for Pubpresence {
 #[derive(Default, Debug, Clone)]
 pub struct Seen {
     pub statuses: Vec<ServiceStatus>,
+    /// Every status item with the instance that published it.
+    pub status_items: Vec<(ServiceStatus, Option<String>)>,
     pub live: Vec<UserItem>,
     /// Item ids retracted from active, in order.
     pub active_retracts: Vec<String>,
@@ -178,8 +180,9 @@ impl Watcher {
                                 let Some(payload) = payload else { continue };
                                 match node.as_str() {
                                     STATUS => {
-                                        if let Some((st, _)) = status::from_element(&payload) {
+                                        if let Some((st, inst)) = status::from_element(&payload) {
                                             seen.statuses.push(st);
+                                            seen.status_items.push((st, inst));
                                         }
                                     }
                                     LIVE => seen.live.extend(UserItem::from_element(&payload)),

@@ -1,0 +1,397 @@
+//! SPEC §8 "Standby": several instances with the same configuration, at
+//! most one active. A standby instance watches the active one through an
+//! ordinary account (pings to the component's JID, the status node) and
+//! takes over when it is gone; an active instance that sees a newer status
+//! item of another instance steps down without publishing anything.
+//!
+//! `Takeover` is the pure state machine; `run` wires it to a c2s link and
+//! to the component loop of `service`. The c2s connection comes from the
+//! client wing's `c2s` module: it is the project's one c2s transport.
+
+use super::service::{self, LoopEnd, RunError, ServiceConfig};
+use crate::client::c2s::{self, C2s, C2sOptions};
+use crate::config::StandbySettings;
+use crate::wire::status::{self, ServiceStatus};
+use crate::wire::{ns, pubsub, Attr};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use xmpp_parsers::minidom::Element;
+
+/// Role of this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Waiting: another instance is (believed) active.
+    Standby,
+    /// Connected as the component (or trying to).
+    Active,
+}
+
+/// What the state machine asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Nothing,
+    /// Connect as the component and run the start-up.
+    TakeOver(&'static str),
+    /// Close the component stream at once, publishing nothing.
+    StepDown(String),
+}
+
+/// The takeover state machine (no sockets, no clocks of its own).
+#[derive(Debug)]
+pub struct Takeover {
+    me: String,
+    takeover: Duration,
+    role: Role,
+    /// Since when pings have failed without a success in between.
+    failing_since: Option<Instant>,
+    /// While active: our own status item has come back, so any status item
+    /// of another instance seen from now on is newer than ours.
+    seen_own: bool,
+    /// The instance the status node names, for the log.
+    pub active_instance: Option<String>,
+}
+
+impl Takeover {
+    pub fn new(me: &str, takeover: Duration) -> Takeover {
+        Takeover {
+            me: me.to_string(),
+            takeover,
+            role: Role::Standby,
+            failing_since: None,
+            seen_own: false,
+            active_instance: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The active instance answered a ping.
+    pub fn ping_ok(&mut self) -> Decision {
+        self.failing_since = None;
+        Decision::Nothing
+    }
+
+    /// A ping failed (an error, or no answer in time).
+    pub fn ping_failed(&mut self, now: Instant) -> Decision {
+        if self.role != Role::Standby {
+            return Decision::Nothing;
+        }
+        let since = *self.failing_since.get_or_insert(now);
+        if now.duration_since(since) >= self.takeover {
+            self.become_active();
+            return Decision::TakeOver("the active instance stopped answering");
+        }
+        Decision::Nothing
+    }
+
+    /// The status node's item.
+    pub fn status(&mut self, st: ServiceStatus, instance: Option<&str>) -> Decision {
+        let mine = instance == Some(self.me.as_str());
+        if !mine {
+            self.active_instance = instance.map(str::to_string);
+        }
+        match self.role {
+            Role::Standby => {
+                if st == ServiceStatus::Offline && !mine {
+                    self.become_active();
+                    return Decision::TakeOver("the active instance stopped cleanly");
+                }
+                Decision::Nothing
+            }
+            Role::Active => {
+                if mine {
+                    self.seen_own = true;
+                    Decision::Nothing
+                } else if self.seen_own && st != ServiceStatus::Offline {
+                    // Published after ours: another instance took over.
+                    self.become_standby();
+                    Decision::StepDown(instance.unwrap_or("another instance").to_string())
+                } else {
+                    Decision::Nothing
+                }
+            }
+        }
+    }
+
+    /// Connecting as the component was refused with `conflict`, or the
+    /// component loop ended: another instance holds the component.
+    pub fn lost_the_race(&mut self, now: Instant) {
+        self.become_standby();
+        // Count from now: if it stays unreachable, try again in `takeover`.
+        self.failing_since = Some(now);
+    }
+
+    fn become_active(&mut self) {
+        self.role = Role::Active;
+        self.seen_own = false;
+        self.failing_since = None;
+    }
+
+    fn become_standby(&mut self) {
+        self.role = Role::Standby;
+        self.seen_own = false;
+        self.failing_since = None;
+    }
+}
+
+/// What the standby link reports.
+enum Link {
+    Status(ServiceStatus, Option<String>),
+    /// The c2s connection is (re)established and subscribed.
+    Up(C2s),
+    Down,
+}
+
+/// Keeps the standby account logged in and subscribed to the status node,
+/// reconnecting with backoff; forwards status items.
+async fn link(cfg: ServiceConfig, sb: StandbySettings, tx: mpsc::Sender<Link>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let opts = C2sOptions {
+            jid: xmpp_parsers::jid::Jid::from(sb.jid.clone()),
+            password: sb.password.expose().to_string(),
+            server: Some(sb.server.clone()),
+            bind_ip: None,
+            allow_plaintext: sb.allow_plaintext,
+        };
+        match c2s::connect(&opts).await {
+            Ok((conn, mut rx)) => {
+                backoff = Duration::from_millis(250);
+                let sub = pubsub::subscribe(&cfg.nodes.status, &conn.jid().to_string());
+                let iq = Element::builder("iq", ns::CLIENT)
+                    .a("type", "set")
+                    .a("to", cfg.pubsub.clone())
+                    .append(sub)
+                    .build();
+                match conn.iq(iq, cfg.iq_timeout).await {
+                    Ok(_) => {}
+                    // No status node yet: nobody ever ran; pings decide.
+                    Err(e) => tracing::debug!("standby: subscribing to the status node: {e}"),
+                }
+                if tx.send(Link::Up(conn.clone())).await.is_err() {
+                    return;
+                }
+                while let Some(el) = rx.recv().await {
+                    for ev in pubsub::parse_event(&el) {
+                        let pubsub::Event::Items { node, items, .. } = ev else {
+                            continue;
+                        };
+                        if node != cfg.nodes.status {
+                            continue;
+                        }
+                        for (_, payload) in items {
+                            if let Some((st, inst)) =
+                                payload.as_ref().and_then(status::from_element)
+                            {
+                                if tx.send(Link::Status(st, inst)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                tracing::warn!("standby: the connection of {} was lost", sb.jid);
+                if tx.send(Link::Down).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "standby: logging in as {} failed: {e}; retrying in {backoff:?}",
+                    sb.jid
+                );
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Pings the component's JID from the standby account.
+async fn ping(conn: &C2s, component: &str, timeout: Duration) -> bool {
+    let iq = Element::builder("iq", ns::CLIENT)
+        .a("type", "get")
+        .a("to", component.to_string())
+        .append(Element::builder("ping", ns::PING).build())
+        .build();
+    conn.iq(iq, timeout).await.is_ok()
+}
+
+const PING_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs the instance with standby: waits while another instance answers,
+/// takes over when it does not, steps down when fenced off.
+pub async fn run(
+    cfg: ServiceConfig,
+    sb: StandbySettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let me = cfg.instance.clone().unwrap_or_else(|| "pubpresence".into());
+    let mut machine = Takeover::new(&me, sb.takeover);
+    let (tx, mut links) = mpsc::channel(64);
+    let link_task = tokio::spawn(link(cfg.clone(), sb.clone(), tx));
+    let mut conn: Option<C2s> = None;
+    let mut ticker = tokio::time::interval(PING_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (ping_tx, mut ping_rx) = mpsc::channel::<bool>(4);
+    let mut pinging = false;
+    let mut said_waiting: Option<Option<String>> = None;
+    tracing::info!(instance = %me, "standby: watching {} through {}", cfg.jid, sb.jid);
+    let result = loop {
+        if machine.role() == Role::Active {
+            // Active: run the component until it ends, fenced by the link.
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let mut component = Box::pin(service::component_loop(
+                &cfg,
+                shutdown.clone(),
+                Some(stop_rx),
+            ));
+            let end = loop {
+                tokio::select! {
+                    end = &mut component => break end,
+                    Some(l) = links.recv() => match l {
+                        Link::Status(st, inst) => {
+                            if let Decision::StepDown(other) = machine.status(st, inst.as_deref()) {
+                                tracing::warn!(instance = %me, "instance {other} published after us: stepping down without publishing");
+                                let _ = stop_tx.send(true);
+                            }
+                        }
+                        Link::Up(c) => conn = Some(c),
+                        Link::Down => conn = None,
+                    },
+                }
+            };
+            match end {
+                Err(e) => break Err(e),
+                Ok(LoopEnd::Shutdown) => break Ok(()),
+                Ok(LoopEnd::SteppedDown) | Ok(LoopEnd::Conflict) => {
+                    tracing::info!(instance = %me, "standby: another instance is active");
+                    machine.lost_the_race(Instant::now());
+                    said_waiting = None;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            _ = ticker.tick(), if !pinging => {
+                if let Some(c) = conn.clone() {
+                    pinging = true;
+                    let tx = ping_tx.clone();
+                    let component = cfg.jid.clone();
+                    let timeout = PING_EVERY.max(sb.takeover / 4);
+                    tokio::spawn(async move {
+                        let _ = tx.send(ping(&c, &component, timeout).await).await;
+                    });
+                }
+            }
+            Some(ok) = ping_rx.recv() => {
+                pinging = false;
+                let d = if ok { machine.ping_ok() } else { machine.ping_failed(Instant::now()) };
+                if ok && said_waiting.as_ref() != Some(&machine.active_instance) {
+                    said_waiting = Some(machine.active_instance.clone());
+                    tracing::info!(
+                        instance = %me,
+                        "standby: instance {} is active; waiting",
+                        machine.active_instance.as_deref().unwrap_or("(unnamed)")
+                    );
+                }
+                if let Decision::TakeOver(why) = d {
+                    tracing::warn!(instance = %me, "taking over: {why}");
+                }
+            }
+            Some(l) = links.recv() => match l {
+                Link::Status(st, inst) => {
+                    if let Decision::TakeOver(why) = machine.status(st, inst.as_deref()) {
+                        tracing::warn!(instance = %me, "taking over: {why}");
+                    }
+                }
+                Link::Up(c) => conn = Some(c),
+                Link::Down => conn = None,
+            },
+        }
+    };
+    link_task.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64, base: Instant) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn waits_while_pings_succeed_and_takes_over_after_takeover_of_failures() {
+        let t0 = Instant::now();
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        assert_eq!(m.ping_ok(), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(0, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(1500, t0)), Decision::Nothing);
+        // A success in between resets the clock.
+        m.ping_ok();
+        assert_eq!(m.ping_failed(at(2500, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(4000, t0)), Decision::Nothing);
+        assert!(matches!(m.ping_failed(at(4500, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.role(), Role::Active);
+    }
+
+    #[test]
+    fn offline_of_another_instance_means_take_over_now() {
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        assert_eq!(
+            m.status(ServiceStatus::Online, Some("a")),
+            Decision::Nothing
+        );
+        assert_eq!(m.active_instance.as_deref(), Some("a"));
+        assert!(matches!(
+            m.status(ServiceStatus::Offline, Some("a")),
+            Decision::TakeOver(_)
+        ));
+        // Our own offline (an earlier run of ours) is not a reason.
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        assert_eq!(
+            m.status(ServiceStatus::Offline, Some("b")),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn active_steps_down_only_for_items_newer_than_its_own() {
+        let t0 = Instant::now();
+        let mut m = Takeover::new("b", Duration::from_millis(10));
+        m.ping_failed(at(0, t0));
+        assert!(matches!(m.ping_failed(at(20, t0)), Decision::TakeOver(_)));
+        // Older items of the previous instance, still arriving: ignored.
+        assert_eq!(
+            m.status(ServiceStatus::Online, Some("a")),
+            Decision::Nothing
+        );
+        assert_eq!(m.status(ServiceStatus::Init, Some("b")), Decision::Nothing);
+        // After ours came back, another instance's item is newer: fenced.
+        assert_eq!(
+            m.status(ServiceStatus::Init, Some("c")),
+            Decision::StepDown("c".into())
+        );
+        assert_eq!(m.role(), Role::Standby);
+        // Pings decide again from here.
+        assert_eq!(m.ping_ok(), Decision::Nothing);
+    }
+
+    #[test]
+    fn conflict_sends_back_to_standby_and_retries_after_takeover() {
+        let t0 = Instant::now();
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        m.ping_failed(at(0, t0));
+        assert!(matches!(m.ping_failed(at(2000, t0)), Decision::TakeOver(_)));
+        m.lost_the_race(at(2100, t0));
+        assert_eq!(m.role(), Role::Standby);
+        assert_eq!(m.ping_failed(at(3000, t0)), Decision::Nothing);
+        assert!(matches!(m.ping_failed(at(4200, t0)), Decision::TakeOver(_)));
+    }
+}

@@ -1,0 +1,175 @@
+//! SPEC §8 "Standby" against a real Prosody (issue 10): two instances, one
+//! active; takeover after kill -9 and after SIGTERM, with the figures
+//! printed; a restarted instance stays standby; only one instance publishes.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Prosody};
+use pubpresence::wire::status::ServiceStatus;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn config(p: &Prosody, instance: &str) -> String {
+    format!(
+        "instance = \"{instance}\"\n{}\n[standby]\njid = \"standby@localhost\"\npassword = \"standby\"\n\
+         server = \"{}\"\nallow_plaintext = true\ntakeover = \"2s\"\n",
+        p.config_toml(&["watcher@localhost", "standby@localhost"]),
+        p.c2s_addr()
+    )
+}
+
+fn items_of(w: &Watcher, inst: &str) -> Vec<ServiceStatus> {
+    w.seen()
+        .status_items
+        .iter()
+        .filter(|(_, i)| i.as_deref() == Some(inst))
+        .map(|(s, _)| *s)
+        .collect()
+}
+
+/// Waits until instance `inst` has published `st` (since the last clear).
+async fn wait_item(w: &mut Watcher, inst: &str, st: ServiceStatus, timeout: Duration) {
+    let inst = inst.to_string();
+    w.wait_until(&format!("{inst} {}", st.as_str()), timeout, |s| {
+        s.status_items
+            .iter()
+            .any(|(x, i)| *x == st && i.as_deref() == Some(inst.as_str()))
+    })
+    .await;
+}
+
+async fn exact(w: &Watcher, want: &BTreeMap<String, (&str, String)>) {
+    let active = w.active().await;
+    let got: BTreeMap<String, (&str, String)> = active
+        .values()
+        .map(|i| (i.fulljid.clone(), (st(i), i.ip.clone())))
+        .collect();
+    assert_eq!(&got, want, "active exact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_instance_takes_over_after_kill_and_after_sigterm() {
+    let p = Prosody::start();
+    for u in ["watcher", "standby"] {
+        p.register(u, u);
+    }
+    // A starts alone: nobody answers its pings, it takes over.
+    let mut a = Pubpresence::start(&config(&p, "a"));
+    let mut w = Watcher::connect(&p, "watcher").await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a not online:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.subscribe_all().await;
+    // B starts while A is active: it waits and never publishes.
+    let b = Pubpresence::start(&config(&p, "b"));
+    let deadline = Instant::now() + T;
+    while !b.log_text().contains("instance a is active; waiting") {
+        assert!(
+            Instant::now() < deadline,
+            "b not waiting:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut users = Vec::new();
+    for i in 0..6u8 {
+        let name = format!("s{i}");
+        p.register(&name, &name);
+        let u = User::connect(&p, &name, "r", loopback(130 + i)).await;
+        u.subscribe_to(&p.component_jid);
+        let jid = u.jid.clone();
+        w.wait_until(&jid, T, |s| s.live.iter().any(|i| i.fulljid == jid))
+            .await;
+        users.push(u);
+    }
+    for u in &users {
+        u.show(Some("away"));
+    }
+    w.wait_until("six away", T, |s| {
+        s.live.iter().filter(|i| st(i) == "away").count() == 6
+    })
+    .await;
+    assert!(items_of(&w, "b").is_empty(), "b never published");
+    assert_eq!(w.seen().live.len(), 12, "every change applied once");
+
+    // kill -9 of A, with changes during the gap.
+    w.clear();
+    let killed = Instant::now();
+    a.kill();
+    users.remove(0).close().await;
+    users[0].show(Some("dnd"));
+    let newcomer = User::connect(&p, "s1", "new", loopback(140)).await;
+    wait_item(&mut w, "b", ServiceStatus::Online, Duration::from_secs(10)).await;
+    let took = killed.elapsed();
+    println!(
+        "takeover after kill -9: {} ms (target: 5000)",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "b online {took:?} after the kill"
+    );
+    let mut want: BTreeMap<String, (&str, String)> = (2..6)
+        .map(|i| {
+            (
+                format!("s{i}@localhost/r"),
+                ("away", format!("127.0.0.{}", 130 + i)),
+            )
+        })
+        .collect();
+    want.insert("s1@localhost/r".into(), ("dnd", "127.0.0.131".into()));
+    want.insert("s1@localhost/new".into(), ("online", "127.0.0.140".into()));
+    exact(&w, &want).await;
+    let retracted = w.seen().active_retracts;
+    assert_eq!(
+        retracted,
+        vec!["s0@localhost/r".to_string()],
+        "no connection that stayed was retracted"
+    );
+
+    // A restarted: stays standby, status untouched.
+    w.clear();
+    let a2 = Pubpresence::start(&config(&p, "a"));
+    let deadline = Instant::now() + T;
+    while !a2.log_text().contains("instance b is active; waiting") {
+        assert!(
+            Instant::now() < deadline,
+            "a not waiting:\n{}",
+            a2.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    users[1].show(Some("xa"));
+    w.wait_until("xa", T, |s| s.live.iter().any(|i| st(i) == "xa"))
+        .await;
+    assert!(
+        w.seen().status_items.is_empty(),
+        "status untouched: {:?}",
+        w.seen().status_items
+    );
+
+    // SIGTERM of B: A is online within 2 s.
+    let mut b = b;
+    let stopped = Instant::now();
+    assert!(b.terminate().success());
+    wait_item(&mut w, "a", ServiceStatus::Online, Duration::from_secs(10)).await;
+    let took = stopped.elapsed();
+    println!(
+        "takeover after SIGTERM: {} ms (target: 2000)",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a online {took:?} after SIGTERM of b"
+    );
+    want.insert("s2@localhost/r".into(), ("xa", "127.0.0.132".into()));
+    exact(&w, &want).await;
+    drop((users, newcomer, a2));
+}
