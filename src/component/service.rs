@@ -132,6 +132,10 @@ pub enum LoopEnd {
     /// With `step_down` given: the server said another connection holds the
     /// component's JID (Prosody's `conflict`).
     Conflict,
+    /// With `step_down` given: the connection was lost. Whether to connect
+    /// again is the standby logic's call (another instance may have taken
+    /// over meanwhile; reconnecting blindly would publish `init` over it).
+    Lost,
 }
 
 /// Connects as the component and keeps it connected: reconnects with capped
@@ -188,6 +192,10 @@ pub async fn component_loop(
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
                     Outcome::SteppedDown => return Ok(LoopEnd::SteppedDown),
                     Outcome::Fatal(e) => return Err(e),
+                    Outcome::Lost(reason) if step_down.is_some() => {
+                        tracing::warn!("connection lost: {reason}; back to standby");
+                        return Ok(LoopEnd::Lost);
+                    }
                     Outcome::Lost(reason) => {
                         if since.elapsed() > Duration::from_secs(30) {
                             backoff.reset();

@@ -267,7 +267,7 @@ pub async fn run(
             match end {
                 Err(e) => break Err(e),
                 Ok(LoopEnd::Shutdown) => break Ok(()),
-                Ok(LoopEnd::SteppedDown) | Ok(LoopEnd::Conflict) => {
+                Ok(LoopEnd::SteppedDown) | Ok(LoopEnd::Conflict) | Ok(LoopEnd::Lost) => {
                     tracing::info!(instance = %me, "standby: another instance is active");
                     machine.lost_the_race(Instant::now());
                     said_waiting = None;
