@@ -1,4 +1,4 @@
-//! The configuration file (SPEC sections 1, 2 "Access", 7, 8 and 9).
+//! The configuration file (SPEC sections 1, 2 "Access", 7, 8 and 9; `[metrics]`).
 //!
 //! A TOML file is parsed into [`Config`] (every table refuses unknown keys),
 //! checked key by key, and then turned into what a command needs:
@@ -242,6 +242,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub watch: Option<WatchConfig>,
     pub standby: Option<StandbyConfig>,
+    pub metrics: Option<MetricsConfig>,
     /// The file this was loaded from.
     #[serde(skip)]
     source: Option<PathBuf>,
@@ -386,6 +387,14 @@ pub struct StandbyConfig {
     pub takeover: Duration,
 }
 
+/// `[metrics]` as written: the Prometheus endpoint of `pubpresence run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address (`127.0.0.1:9464`).
+    pub listen: String,
+}
+
 fn default_takeover() -> Duration {
     DEFAULT_TAKEOVER
 }
@@ -486,6 +495,8 @@ pub struct ComponentSettings {
     pub privacy: PrivacySettings,
     /// `[standby]`: wait while another instance is active, then take over.
     pub standby: Option<StandbySettings>,
+    /// `[metrics] listen`: serve `GET /metrics` (Prometheus) there.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ComponentSettings {
@@ -667,6 +678,7 @@ impl Config {
         if let Some(sb) = &self.standby {
             sb.validate()?;
         }
+        self.metrics_listen()?;
         Ok(())
     }
 
@@ -758,7 +770,23 @@ impl Config {
             instance: self.instance.clone(),
             privacy: self.privacy_settings().map_err(with_file)?,
             standby: self.standby_settings(env)?,
+            metrics: self.metrics_listen().map_err(with_file)?,
         })
+    }
+
+    /// `[metrics] listen`, checked; `Ok(None)` without the table.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(m) = &self.metrics else {
+            return Ok(None);
+        };
+        let addr = parse_socket_addr("metrics.listen", &m.listen, "127.0.0.1:9464")?;
+        if addr.port() == 0 {
+            return Err(ConfigError::new(
+                "metrics.listen",
+                format!("{:?}: port 0 is not a fixed port to scrape", m.listen),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     /// The standby password: env `PUBPRESENCE_STANDBY_PASSWORD`, else
@@ -1072,6 +1100,24 @@ impl Config {
             }
         }
 
+        out.push(match self.metrics_listen() {
+            Ok(Some(addr)) => {
+                if !addr.ip().is_loopback() {
+                    warnings.push(format!(
+                        "metrics.listen = {addr} is not a loopback address: the endpoint has no \
+                         authentication, so anyone who reaches that address reads the metrics \
+                         (restrict it with a firewall, or listen on 127.0.0.1)"
+                    ));
+                }
+                format!("metrics.listen = \"{addr}\" (GET http://{addr}/metrics)")
+            }
+            Ok(None) => "metrics = (off)".into(),
+            Err(e) => {
+                warnings.push(e.render_short());
+                "metrics.listen = (invalid)".into()
+            }
+        });
+
         if let Some(sb) = &self.standby {
             out.push(format!("standby.jid = {}", q(&sb.jid)));
             out.push(describe_secret(
@@ -1373,6 +1419,12 @@ fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
 /// A socket address for the web feed (`127.0.0.1:8080`, `[::1]:8080`,
 /// `localhost:8080`).
 fn parse_http_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    parse_socket_addr(key, value, "127.0.0.1:8080")
+}
+
+/// A socket address to listen on (`127.0.0.1:PORT`, `[::1]:PORT`,
+/// `localhost:PORT`); `example` is shown in the error.
+fn parse_socket_addr(key: &str, value: &str, example: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = value.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -1383,7 +1435,7 @@ fn parse_http_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     }
     Err(ConfigError::new(
         key,
-        format!("{value:?} is not an address:port such as \"127.0.0.1:8080\""),
+        format!("{value:?} is not an address:port such as \"{example}\""),
     ))
 }
 
@@ -2315,6 +2367,74 @@ password = "sb-hunter2"
         let open = format!("{MINIMAL}[access]\nmodel = \"presence\"\n{STANDBY}");
         let d = parse(&open).describe(&no_env);
         assert!(!d.contains("it cannot read the status node"), "{d}");
+    }
+
+    #[test]
+    fn metrics_table() {
+        // absent: off
+        let c = parse(MINIMAL);
+        assert_eq!(c.component(&no_env).expect("component").metrics, None);
+        assert!(c.describe(&no_env).contains("metrics = (off)"));
+
+        let c = parse(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9464\"\n"
+        ));
+        let s = c.component(&no_env).expect("component");
+        assert_eq!(s.metrics, Some("127.0.0.1:9464".parse().expect("addr")));
+        let d = c.describe(&no_env);
+        assert!(
+            d.contains("metrics.listen = \"127.0.0.1:9464\" (GET http://127.0.0.1:9464/metrics)"),
+            "{d}"
+        );
+        assert!(!d.contains("no authentication"), "{d}");
+        let c = parse(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"localhost:9464\"\n"
+        ));
+        assert_eq!(
+            c.component(&no_env).expect("component").metrics,
+            Some("127.0.0.1:9464".parse().expect("addr"))
+        );
+        let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"[::1]:9464\"\n"));
+        assert!(c.component(&no_env).expect("component").metrics.is_some());
+
+        // any address is allowed, with a warning off loopback
+        let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9464\"\n"));
+        assert_eq!(
+            c.component(&no_env).expect("component").metrics,
+            Some("0.0.0.0:9464".parse().expect("addr"))
+        );
+        assert!(c.check(&no_env).is_ok());
+        let d = c.describe(&no_env);
+        assert!(
+            d.contains("warning: metrics.listen = 0.0.0.0:9464 is not a loopback address: the endpoint has no authentication"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn metrics_bad_values_named() {
+        let cases = [
+            ("listen = \"nowhere\"", "metrics.listen"),
+            ("listen = \"example.org:9464\"", "metrics.listen"),
+            ("listen = \"127.0.0.1\"", "metrics.listen"),
+            ("listen = \"127.0.0.1:0\"", "metrics.listen"),
+            ("listen = 9464", "metrics.listen"),
+            ("listen = \"127.0.0.1:9464\"\npath = \"/m\"", "metrics.path"),
+            ("", "metrics.listen"),
+        ];
+        for (line, key) in cases {
+            let e = parse_err(&format!("{MINIMAL}[metrics]\n{line}\n"));
+            assert_eq!(e.key(), Some(key), "{line}: {e}");
+            assert!(e.to_string().contains(key), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let e = parse_err(&format!("{MINIMAL}[metrics]\nlisten = \"nowhere\"\n"));
+        assert_eq!(e.line(), Some(8));
+        assert!(e.to_string().contains("127.0.0.1:9464"), "{e}");
+        let e = parse_err(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9464\"\npath = \"/m\"\n"
+        ));
+        assert!(e.to_string().contains("unknown key"), "{e}");
     }
 
     #[test]

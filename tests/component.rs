@@ -157,8 +157,9 @@ async fn two_connections_status_changes_and_disconnect() {
     let desk = subscribed_user(&p, &mut w, "alice", "desk", 2).await;
     let phone = User::connect(&p, "alice", "phone", loopback(3)).await;
     let (dj, pj) = (desk.jid.clone(), phone.jid.clone());
-    w.wait_until("phone on active", T, |s| {
-        s.active_publishes.iter().any(|i| i.fulljid == pj)
+    // Live comes after active: once live has it, both have.
+    w.wait_until("phone on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == pj)
     })
     .await;
 

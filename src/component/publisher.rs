@@ -62,11 +62,30 @@ pub struct Publisher {
     pub conn: Connection,
     pub service: String,
     pub nodes: NodeNames,
+    /// The access model the nodes get.
+    pub access_model: String,
 }
 
 impl Publisher {
     async fn pubsub_iq(&self, kind: &str, payload: Element) -> Result<Element, IqError> {
         self.conn.iq(kind, &self.service, payload).await
+    }
+
+    /// Makes sure the status node exists with its configuration before
+    /// anything is published on it: ejabberd would otherwise create it on
+    /// the first publish with its defaults (open access).
+    pub async fn ensure_status_node(&self) -> Result<(), IqError> {
+        let config = self.status_config(&self.access_model);
+        match self
+            .pubsub_iq("set", pubsub::configure(&self.nodes.status, config.clone()))
+            .await
+        {
+            Err(e) if e.condition() == Some("item-not-found") => {
+                self.create(&self.nodes.status, config).await
+            }
+            // Other refusals are reported by the node set-up that follows.
+            _ => Ok(()),
+        }
     }
 
     /// Publishes the service status (creating the status node if missing).
@@ -84,7 +103,7 @@ impl Publisher {
         };
         match self.pubsub_iq("set", payload()).await {
             Err(e) if e.condition() == Some("item-not-found") => {
-                self.create(&self.nodes.status, self.status_config("open"))
+                self.create(&self.nodes.status, self.status_config(&self.access_model))
                     .await?;
                 self.pubsub_iq("set", payload()).await.map(|_| ())
             }
@@ -312,23 +331,60 @@ pub async fn online_sessions(
     conn: &Connection,
     domain: &str,
 ) -> Result<Vec<OnlineSession>, IqError> {
-    let listed = match admin_command(
-        conn,
-        domain,
-        ns::ONLINE_USERS_LIST,
-        adhoc::online_users_submit,
-    )
-    .await
-    {
-        Ok(res) => adhoc::reply(&res)
-            .and_then(|r| r.form)
-            .map(adhoc::parse_online_sessions),
-        Err(IqError::Stanza(e)) => {
-            tracing::debug!("online-users list refused ({e}); asking disco#items");
-            None
+    online_sessions_via(conn, domain, &Listing::default()).await
+}
+
+/// Which listing the server answered last time, so that a server that
+/// refuses the admin command (ejabberd) is asked the right way at once.
+#[derive(Clone, Default)]
+pub struct Listing(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Listing {
+    fn disco(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn use_disco(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the listing comes from the admin command, whose server
+    /// (Prosody) answers a component's stanzas in order: a round trip behind
+    /// the probes then proves every probe answer has arrived.
+    pub fn ordered(&self) -> bool {
+        !self.disco()
+    }
+}
+
+/// As `online_sessions`, remembering which request works in `listing`.
+pub async fn online_sessions_via(
+    conn: &Connection,
+    domain: &str,
+    listing: &Listing,
+) -> Result<Vec<OnlineSession>, IqError> {
+    let listed = if listing.disco() {
+        None
+    } else {
+        match conn
+            .iq("set", domain, adhoc::online_users_submit(None))
+            .await
+        {
+            // Only a completed answer with session lines counts: ejabberd
+            // answers bare JIDs to `execute` and refuses `complete`.
+            Ok(res) => adhoc::reply(&res)
+                .filter(|r| r.status == Some("completed"))
+                .and_then(|r| r.form)
+                .map(adhoc::parse_online_sessions),
+            Err(IqError::Stanza(e)) => {
+                tracing::debug!("online-users list refused ({e}); asking disco#items");
+                None
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
+    if listed.is_none() {
+        listing.use_disco();
+    }
     let Some(listed) = listed else {
         let res = conn
             .iq("get", domain, disco::items(Some(disco::ONLINE_USERS_NODE)))

@@ -1,6 +1,7 @@
 //! The service: connection with backoff, start-up (SPEC §5), the event loop
 //! that feeds the tracker and executes its actions, and clean shutdown.
 
+use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
 use super::tracker::{Action, Change, Tracker};
@@ -12,6 +13,7 @@ use crate::wire::{self, ns, time, Attr};
 use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use xmpp_parsers::minidom::Element;
@@ -35,6 +37,10 @@ pub struct ServiceConfig {
     pub audit_interval: Duration,
     /// Run as one of several instances (SPEC §8).
     pub standby: Option<StandbySettings>,
+    /// `[metrics] listen`: serve `GET /metrics` there (bound by [`run`]).
+    pub metrics: Option<SocketAddr>,
+    /// What the service counts: a no-op until [`run`] serves `metrics`.
+    pub telemetry: Metrics,
 }
 
 impl ServiceConfig {
@@ -54,6 +60,8 @@ impl ServiceConfig {
             instance: s.instance_name(),
             audit_interval: s.audit_interval,
             standby: s.standby.clone(),
+            metrics: s.metrics,
+            telemetry: Metrics::disabled(),
             privacy: Privacy {
                 ip: s.privacy.ip,
                 hide: s.privacy.hide.iter().map(|h| h.to_string()).collect(),
@@ -80,6 +88,12 @@ pub enum RunError {
     Connect(ConnectError),
     #[error("{0}")]
     Setup(SetupError),
+    /// The metrics endpoint could not listen (a configuration problem).
+    #[error("metrics.listen = {addr}: cannot serve the metrics endpoint there: {err}")]
+    Metrics {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 enum Outcome {
@@ -116,11 +130,30 @@ impl Backoff {
 /// Runs the component until `shutdown` turns true (then exits cleanly) or a
 /// fatal error (wrong secret, a refused node configuration). With
 /// `[standby]`, as one of several instances (see `standby`).
-pub async fn run(cfg: ServiceConfig, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    match cfg.standby.clone() {
+/// With `metrics`, the endpoint is bound first: an address that cannot be
+/// bound is an error before anything connects.
+pub async fn run(mut cfg: ServiceConfig, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let endpoint = match cfg.metrics {
+        Some(addr) => {
+            let m = Metrics::new(cfg.standby.is_some());
+            let (bound, task) = m
+                .serve(addr)
+                .await
+                .map_err(|err| RunError::Metrics { addr, err })?;
+            tracing::info!("metrics: serving http://{bound}{}", metrics::PATH);
+            cfg.telemetry = m;
+            Some(task)
+        }
+        None => None,
+    };
+    let r = match cfg.standby.clone() {
         Some(sb) => super::standby::run(cfg, sb, shutdown).await,
         None => component_loop(&cfg, shutdown, None).await.map(|_| ()),
+    };
+    if let Some(task) = endpoint {
+        task.abort();
     }
+    r
 }
 
 /// How the component loop ended (other than by a fatal error).
@@ -163,7 +196,10 @@ pub async fn component_loop(
             _ = shutdown.changed() => return Ok(LoopEnd::Shutdown),
         };
         match connected {
-            Err(e) if e.is_fatal() => return Err(RunError::Connect(e)),
+            Err(e) if e.is_fatal() => {
+                cfg.telemetry.error(ErrorKind::Connect);
+                return Err(RunError::Connect(e));
+            }
             Err(ConnectError::Conflict { .. }) if step_down.is_some() => {
                 let until =
                     *conflict_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
@@ -176,6 +212,7 @@ pub async fn component_loop(
                 }
             }
             Err(e) => {
+                cfg.telemetry.error(ErrorKind::Connect);
                 let d = backoff.take();
                 tracing::warn!("{e}; retrying in {d:?}");
                 tokio::select! {
@@ -190,13 +227,23 @@ pub async fn component_loop(
                     run_session(cfg, conn, inbound, task, &mut shutdown, step_down.as_mut()).await;
                 match outcome {
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
-                    Outcome::SteppedDown => return Ok(LoopEnd::SteppedDown),
+                    Outcome::SteppedDown => {
+                        cfg.telemetry.status(ServiceStatus::Init);
+                        cfg.telemetry.tracked(0);
+                        return Ok(LoopEnd::SteppedDown);
+                    }
                     Outcome::Fatal(e) => return Err(e),
                     Outcome::Lost(reason) if step_down.is_some() => {
+                        cfg.telemetry.reconnect();
+                        cfg.telemetry.status(ServiceStatus::Init);
+                        cfg.telemetry.tracked(0);
                         tracing::warn!("connection lost: {reason}; back to standby");
                         return Ok(LoopEnd::Lost);
                     }
                     Outcome::Lost(reason) => {
+                        cfg.telemetry.reconnect();
+                        cfg.telemetry.status(ServiceStatus::Init);
+                        cfg.telemetry.tracked(0);
                         if since.elapsed() > Duration::from_secs(30) {
                             backoff.reset();
                         }
@@ -216,6 +263,10 @@ pub async fn component_loop(
 /// What start-up found: active's items and the server's sessions' IPs.
 struct Discovery {
     sessions: usize,
+    /// Full JIDs the server listed (hidden users left out).
+    listed: Vec<String>,
+    /// The probe barrier proved every answer arrived (see `Listing::ordered`).
+    answered: bool,
     active: Vec<UserItem>,
     capacity: Option<usize>,
     ips: HashMap<String, String>,
@@ -236,6 +287,8 @@ enum Done {
     Status(ServiceStatus, Result<(), IqError>),
     Discovered(Result<Discovery, StartupError>),
     Audited(Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>),
+    /// A session check: who was tracked before the listing, and the listing.
+    Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +313,13 @@ struct Session<'a> {
     over_capacity: bool,
     auditing: bool,
     audit_when_online: bool,
+    /// How this server lists its sessions (learned on the first listing).
+    listing: publisher::Listing,
+    /// Discovery done, waiting (bounded) for listed sessions' presences.
+    pending: Option<(Discovery, tokio::time::Instant)>,
+    /// The server grants XEP-0356 presence permission.
+    privileged: bool,
+    checking: bool,
 }
 
 impl<'a> Session<'a> {
@@ -268,10 +328,13 @@ impl<'a> Session<'a> {
         conn: Connection,
     ) -> (Session<'a>, mpsc::UnboundedReceiver<Done>) {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        cfg.telemetry.status(ServiceStatus::Init);
+        cfg.telemetry.tracked(0);
         let publisher = Publisher {
             conn: conn.clone(),
             service: cfg.pubsub.clone(),
             nodes: cfg.nodes.clone(),
+            access_model: cfg.access_model.clone(),
         };
         (
             Session {
@@ -286,6 +349,10 @@ impl<'a> Session<'a> {
                 over_capacity: false,
                 auditing: false,
                 audit_when_online: false,
+                listing: publisher::Listing::default(),
+                pending: None,
+                privileged: false,
+                checking: false,
             },
             done_rx,
         )
@@ -314,9 +381,22 @@ async fn run_session(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
+    let mut checks = tokio::time::interval(SESSION_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick(&mut audits) => s.start_audit(),
+            _ = checks.tick() => s.start_session_check(),
+            _ = until(s.pending.as_ref().map(|p| p.1)) => {
+                if let Some((d, _)) = s.pending.take() {
+                    tracing::info!(
+                        "{} listed sessions sent no presence within {:?}: not tracked",
+                        s.unanswered(&d.listed),
+                        cfg.probe_timeout
+                    );
+                    s.reconcile(d);
+                }
+            }
             _ = fenced(&mut step_down) => {
                 // Drop the socket: whatever is still queued is never written.
                 task.abort();
@@ -352,6 +432,19 @@ async fn run_session(
                 }
             }
         }
+    }
+}
+
+/// How often, with XEP-0356 presence permission, the server's sessions are
+/// listed to find sessions that ended without an unavailable presence
+/// (SPEC §5: they must leave active within 15 s; one listing per check).
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -392,15 +485,22 @@ impl Session<'_> {
         let domain = self.cfg.domain.clone();
         let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
         let tx = self.done_tx.clone();
+        let m = self.cfg.telemetry.clone();
         tokio::spawn(async move {
             let r = async {
                 // Configuration changed behind our back drifts back here.
                 if let Err(e) = publisher.setup_nodes(&model, &members).await {
+                    m.error(ErrorKind::Setup);
                     tracing::warn!("re-applying the node configuration: {e}");
                 }
-                let (items, _) = publisher.active_items().await?;
+                let (items, _) = publisher
+                    .active_items()
+                    .await
+                    .inspect_err(|_| m.error(ErrorKind::Fetch))?;
                 let on_active = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
-                let sessions = publisher::online_sessions(&publisher.conn, &domain).await?;
+                let sessions = publisher::online_sessions(&publisher.conn, &domain)
+                    .await
+                    .inspect_err(|_| m.error(ErrorKind::Listing))?;
                 Ok((on_active, sessions))
             }
             .await;
@@ -443,6 +543,9 @@ impl Session<'_> {
             removed = audit.removed,
             "audit"
         );
+        self.cfg
+            .telemetry
+            .audit(audit.removed, audit.repaired.len(), audit.probe.len());
         self.execute(audit.actions);
     }
 
@@ -460,9 +563,10 @@ impl Session<'_> {
     fn start_discovery(&self) {
         let cfg = self.cfg.clone();
         let publisher = self.publisher.clone();
+        let listing = self.listing.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let r = discover(&cfg, &publisher).await;
+            let r = discover(&cfg, &publisher, &listing).await;
             let _ = tx.send(Done::Discovered(r));
         });
     }
@@ -471,26 +575,114 @@ impl Session<'_> {
         match el.name() {
             "presence" => self.handle_presence(&el),
             "iq" => self.handle_iq(&el),
-            "message" => {
-                if el.children().any(|c| {
-                    c.is("privilege", ns::PRIVILEGE_1) || c.is("privilege", ns::PRIVILEGE_2)
-                }) {
-                    tracing::info!("the server granted privileges (XEP-0356)");
-                }
-            }
+            "message" => self.handle_privilege(&el),
             other => tracing::debug!(name = other, "ignoring unknown element"),
         }
     }
 
+    /// XEP-0356: the permissions message the server sends on connect
+    /// (`urn:xmpp:privilege:1` from ejabberd 23.01, `:2` from Prosody's
+    /// mod_privilege). With presence permission every user's presence
+    /// arrives, roster or not.
+    fn handle_privilege(&mut self, el: &Element) {
+        let Some(privilege) = el
+            .children()
+            .find(|c| c.is("privilege", ns::PRIVILEGE_1) || c.is("privilege", ns::PRIVILEGE_2))
+        else {
+            return;
+        };
+        let presence = privilege
+            .children()
+            .filter(|p| p.name() == "perm" && p.attr("access") == Some("presence"))
+            .filter_map(|p| p.attr("type"))
+            .find(|t| *t != "none");
+        match presence {
+            Some(kind) => {
+                self.privileged = true;
+                tracing::info!(
+                    "XEP-0356 presence permission ({kind}): tracking every user's sessions, \
+                     with or without a roster subscription; checking for sessions that end \
+                     without an unavailable presence every {SESSION_CHECK:?}"
+                );
+            }
+            None => tracing::info!(
+                "XEP-0356 privileges without presence permission: tracking users who have \
+                 the component in their roster"
+            ),
+        }
+    }
+
+    /// Privileged mode: sessions that ended without an unavailable presence
+    /// (ejabberd forwards none then) are found by one listing, compared with
+    /// what was tracked before it was asked for.
+    fn start_session_check(&mut self) {
+        if !self.privileged || self.checking || self.status != ServiceStatus::Online {
+            return;
+        }
+        self.checking = true;
+        let before = self.tracker.available();
+        let conn = self.publisher.conn.clone();
+        let domain = self.cfg.domain.clone();
+        let listing = self.listing.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let r = publisher::online_sessions_via(&conn, &domain, &listing).await;
+            let _ = tx.send(Done::Checked(before, r));
+        });
+    }
+
+    fn finish_session_check(
+        &mut self,
+        before: Vec<String>,
+        r: Result<Vec<publisher::OnlineSession>, IqError>,
+    ) {
+        self.checking = false;
+        let sessions = match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("session check failed: {e}");
+                return;
+            }
+        };
+        let listed: HashSet<&str> = sessions.iter().map(|s| s.fulljid.as_str()).collect();
+        let mut gone = 0;
+        for jid in before.iter().filter(|j| !listed.contains(j.as_str())) {
+            let Some((bare, _)) = jid.split_once('/') else {
+                continue;
+            };
+            let acts = self
+                .tracker
+                .presence(jid, bare, Change::Unavailable, time::now());
+            gone += usize::from(!acts.is_empty());
+            self.execute(acts);
+        }
+        if gone > 0 {
+            tracing::info!("session check: {gone} sessions ended without an unavailable presence");
+        }
+    }
+
     fn handle_presence(&mut self, el: &Element) {
+        self.handle_presence_inner(el);
+        if self.pending.is_some() {
+            self.check_pending();
+        }
+    }
+
+    fn handle_presence_inner(&mut self, el: &Element) {
         let p = match presence::parse(el) {
             Ok(p) => p,
             Err(e) => {
+                self.cfg.telemetry.error(ErrorKind::BadStanza);
                 let from = el.attr("from").unwrap_or("?");
                 tracing::warn!(from = %truncate(from), "ignored a presence: {e}");
                 return;
             }
         };
+        self.cfg.telemetry.presence(match p.kind {
+            PresenceKind::Available(_) => Seen::Available,
+            PresenceKind::Unavailable => Seen::Unavailable,
+            _ => Seen::Other,
+        });
         let bare = p.from.to_bare().to_string();
         let local = p.from.domain().as_str() == self.cfg.domain;
         match p.kind {
@@ -520,6 +712,9 @@ impl Session<'_> {
                 self.contacts.remove(&bare);
             }
             PresenceKind::Probe => {
+                // Their server probes its users' contacts: this user has us
+                // in their roster.
+                self.contacts.insert(bare.clone());
                 let to = p.from.to_string();
                 self.send(self.own_presence(&to, None));
             }
@@ -532,7 +727,12 @@ impl Session<'_> {
                 if !local || self.cfg.privacy.hidden(&bare) {
                     return;
                 }
-                if self.contacts.insert(bare.clone()) && self.status == ServiceStatus::Online {
+                // With presence permission a presence says nothing of the
+                // roster: only real contacts get our presence.
+                if !self.privileged
+                    && self.contacts.insert(bare.clone())
+                    && self.status == ServiceStatus::Online
+                {
                     // First sign of this user since we came online: make
                     // sure they know we are.
                     self.send(self.own_presence(&bare, None));
@@ -611,6 +811,7 @@ impl Session<'_> {
             Done::Status(st, Ok(())) => {
                 if st == ServiceStatus::Online && self.status != ServiceStatus::Online {
                     self.status = ServiceStatus::Online;
+                    self.cfg.telemetry.status(ServiceStatus::Online);
                     tracing::info!(
                         connections = self.tracker.len(),
                         "online: active is up to date"
@@ -630,21 +831,19 @@ impl Session<'_> {
                 )));
             }
             Done::Audited(r) => self.finish_audit(r),
+            Done::Checked(before, r) => self.finish_session_check(before, r),
             Done::Discovered(Ok(d)) => {
-                tracing::info!(
-                    users = d.users,
-                    sessions = d.sessions,
-                    tracked = self.tracker.len(),
-                    on_active = d.active.len(),
-                    "start-up discovery done, reconciling"
-                );
-                if let Some(c) = d.capacity {
-                    tracing::info!("active can hold {c} items");
+                let missing = self.unanswered(&d.listed);
+                if d.answered || missing == 0 {
+                    self.reconcile(d);
+                } else {
+                    tracing::info!(
+                        "waiting up to {:?} for the presence of {missing} listed sessions",
+                        self.cfg.probe_timeout
+                    );
+                    let deadline = tokio::time::Instant::now() + self.cfg.probe_timeout;
+                    self.pending = Some((d, deadline));
                 }
-                self.capacity = d.capacity;
-                let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
-                self.execute(acts);
-                self.check_capacity();
             }
             Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
                 return Some(Outcome::Fatal(RunError::Setup(e)));
@@ -654,6 +853,42 @@ impl Session<'_> {
             }
         }
         None
+    }
+
+    /// Listed sessions whose presence has not arrived.
+    fn unanswered(&self, listed: &[String]) -> usize {
+        listed.iter().filter(|j| !self.tracker.knows(j)).count()
+    }
+
+    /// Once every listed session answered: stop waiting.
+    fn check_pending(&mut self) {
+        let done = match &self.pending {
+            Some((d, _)) => self.unanswered(&d.listed) == 0,
+            None => false,
+        };
+        if done {
+            if let Some((d, _)) = self.pending.take() {
+                self.reconcile(d);
+            }
+        }
+    }
+
+    /// SPEC §5 step 5, with what discovery found.
+    fn reconcile(&mut self, d: Discovery) {
+        tracing::info!(
+            users = d.users,
+            sessions = d.sessions,
+            tracked = self.tracker.len(),
+            on_active = d.active.len(),
+            "start-up discovery done, reconciling"
+        );
+        if let Some(c) = d.capacity {
+            tracing::info!("active can hold {c} items");
+        }
+        self.capacity = d.capacity;
+        let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
+        self.execute(acts);
+        self.check_capacity();
     }
 
     /// Says loudly when active cannot hold every tracked connection: the
@@ -679,7 +914,9 @@ impl Session<'_> {
     /// through `done_tx`. Order per connection is the tracker's business: it
     /// never has two actions of one connection in flight.
     fn execute(&self, actions: Vec<Action>) {
+        self.cfg.telemetry.tracked(self.tracker.len());
         for action in actions {
+            let m = self.cfg.telemetry.clone();
             let tx = self.done_tx.clone();
             let publisher = self.publisher.clone();
             let domain = self.cfg.domain.clone();
@@ -691,12 +928,17 @@ impl Session<'_> {
                         let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
                         let ip = match publisher::user_stats(&publisher.conn, &domain, &name).await
                         {
-                            Ok(sessions) => sessions
-                                .into_iter()
-                                .find(|s| s.resource == resource)
-                                .map(|s| privacy.ip(&s.ip))
-                                .unwrap_or_default(),
+                            Ok(sessions) => {
+                                match sessions.iter().find(|s| s.resource == resource) {
+                                    Some(s) => privacy.ip(&s.ip),
+                                    None => {
+                                        tracing::warn!(%fulljid, ?sessions, "user-stats does not list this session");
+                                        String::new()
+                                    }
+                                }
+                            }
                             Err(e) => {
+                                m.error(ErrorKind::UserStats);
                                 tracing::warn!(user = %name, "user-stats failed: {e}; publishing without an IP. {}", publisher::admin_hint(&e));
                                 String::new()
                             }
@@ -704,7 +946,9 @@ impl Session<'_> {
                         Done::Ip { fulljid, ip }
                     }
                     Action::SetActive { item } => {
+                        let t = m.start();
                         let r = publisher.set_active(&item).await;
+                        m.publish_done(Node::Active, t, r.is_ok());
                         log_write_error("publishing on active", &item.fulljid, &r);
                         Done::Written {
                             fulljid: item.fulljid,
@@ -714,6 +958,7 @@ impl Session<'_> {
                     }
                     Action::RetractActive { fulljid } => {
                         let r = publisher.retract_active(&fulljid).await;
+                        count_retract(&m, &r);
                         log_write_error("retracting from active", &fulljid, &r);
                         Done::Written {
                             fulljid,
@@ -731,7 +976,9 @@ impl Session<'_> {
                         }
                     }
                     Action::PublishLive { item } => {
+                        let t = m.start();
                         let r = publisher.publish_live(&item).await;
+                        m.publish_done(Node::Live, t, r.is_ok());
                         log_write_error("publishing on live", &item.fulljid, &r);
                         Done::Written {
                             fulljid: item.fulljid,
@@ -743,6 +990,7 @@ impl Session<'_> {
                         let r = publisher
                             .publish_status(ServiceStatus::Online, instance.as_deref())
                             .await;
+                        m.publish_done(Node::Status, None, r.is_ok());
                         Done::Status(ServiceStatus::Online, r)
                     }
                 };
@@ -761,13 +1009,25 @@ impl Session<'_> {
                 .publish_status(ServiceStatus::Offline, self.cfg.instance.as_deref()),
         )
         .await;
-        if !matches!(r, Ok(Ok(()))) {
+        let published = matches!(r, Ok(Ok(())));
+        self.cfg
+            .telemetry
+            .publish_done(Node::Status, None, published);
+        self.cfg.telemetry.status(ServiceStatus::Offline);
+        if !published {
             tracing::warn!("could not publish offline before exiting");
         }
         for c in &self.contacts {
             self.send(presence::build(&self.cfg.jid, c, Some("unavailable"), None));
         }
         self.conn.close().await;
+    }
+}
+
+fn count_retract(m: &Metrics, r: &Result<(), IqError>) {
+    match r {
+        Ok(()) => m.retracted(),
+        Err(_) => m.error(ErrorKind::Retract),
     }
 }
 
@@ -823,23 +1083,32 @@ fn disco_info() -> Element {
 
 /// SPEC §5 steps 2–4: `init`, nodes, then who is connected (admin listing,
 /// user-stats, probes) and what active holds.
-async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discovery, StartupError> {
+async fn discover(
+    cfg: &ServiceConfig,
+    publisher: &Publisher,
+    listing: &publisher::Listing,
+) -> Result<Discovery, StartupError> {
     let iq_err = |what: &str| {
         let what = what.to_string();
         move |err| StartupError::Iq { what, err }
     };
-    publisher
+    let m = &cfg.telemetry;
+    let _ = publisher.ensure_status_node().await;
+    let r = publisher
         .publish_status(ServiceStatus::Init, cfg.instance.as_deref())
-        .await
-        .map_err(iq_err("publishing init on the status node"))?;
+        .await;
+    m.publish_done(Node::Status, None, r.is_ok());
+    r.map_err(iq_err("publishing init on the status node"))?;
     publisher
         .setup_nodes(&cfg.access_model, &cfg.members)
         .await
+        .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
     let conn = &publisher.conn;
-    let sessions = publisher::online_sessions(conn, &cfg.domain)
+    let sessions = publisher::online_sessions_via(conn, &cfg.domain, listing)
         .await
         .map_err(|err| {
+            m.error(ErrorKind::Listing);
             tracing::error!(
                 "listing online sessions failed: {err}. {}",
                 publisher::admin_hint(&err)
@@ -861,22 +1130,31 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         .iter()
         .filter_map(|s| Some((s.fulljid.clone(), cfg.privacy.ip(s.ip.as_deref()?))))
         .collect();
-    // A round trip behind the probes: the server answers in order, so once
-    // this returns every probe answer has been received. Bounded either way.
+    // A round trip behind the probes: Prosody answers a component's stanzas
+    // in order, so once this returns every probe answer has been received.
+    // ejabberd answers the ping before the probes (seen): there the session
+    // waits for the listed sessions' answers instead, bounded by
+    // probe_timeout (see `Session::discovered`).
     let barrier = Element::builder("ping", ns::PING).build();
-    if let Err(e) = conn
+    let answered = match conn
         .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
         .await
     {
-        tracing::debug!("probe barrier: {e}");
-    }
+        Ok(_) => listing.ordered(),
+        Err(e) => {
+            tracing::debug!("probe barrier: {e}");
+            false
+        }
+    };
     let (active, bad) = publisher
         .active_items()
         .await
+        .inspect_err(|_| m.error(ErrorKind::Fetch))
         .map_err(iq_err("fetching the items of active"))?;
     for id in bad {
         tracing::info!(item = %truncate(&id), "retracting an unreadable item from active");
-        let _ = publisher.retract_active(&id).await;
+        let r = publisher.retract_active(&id).await;
+        count_retract(m, &r);
     }
     let capacity = publisher.active_capacity().await;
     Ok(Discovery {
@@ -885,5 +1163,11 @@ async fn discover(cfg: &ServiceConfig, publisher: &Publisher) -> Result<Discover
         ips,
         users: users.len(),
         sessions: sessions.len(),
+        listed: sessions
+            .iter()
+            .filter(|s| !cfg.privacy.hidden(&s.bare))
+            .map(|s| s.fulljid.clone())
+            .collect(),
+        answered,
     })
 }

@@ -8,6 +8,7 @@
 //! to the component loop of `service`. The c2s connection comes from the
 //! client wing's `c2s` module: it is the project's one c2s transport.
 
+use super::metrics::RoleValue;
 use super::service::{self, LoopEnd, RunError, ServiceConfig};
 use crate::client::c2s::{self, C2s, C2sOptions};
 use crate::config::StandbySettings;
@@ -240,8 +241,10 @@ pub async fn run(
     let mut pinging = false;
     let mut said_waiting: Option<Option<String>> = None;
     tracing::info!(instance = %me, "standby: watching {} through {}", cfg.jid, sb.jid);
+    cfg.telemetry.role(RoleValue::Standby);
     let result = loop {
         if machine.role() == Role::Active {
+            cfg.telemetry.role(RoleValue::Active);
             // Active: run the component until it ends, fenced by the link.
             let (stop_tx, stop_rx) = watch::channel(false);
             let mut component = Box::pin(service::component_loop(
@@ -270,6 +273,7 @@ pub async fn run(
                 Ok(LoopEnd::SteppedDown) | Ok(LoopEnd::Conflict) | Ok(LoopEnd::Lost) => {
                     tracing::info!(instance = %me, "standby: another instance is active");
                     machine.lost_the_race(Instant::now());
+                    cfg.telemetry.role(RoleValue::Standby);
                     said_waiting = None;
                 }
             }

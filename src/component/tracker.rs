@@ -162,6 +162,11 @@ impl Tracker {
             .collect()
     }
 
+    /// Whether any presence of `fulljid` has been seen (and it is not gone).
+    pub fn knows(&self, fulljid: &str) -> bool {
+        self.conns.contains_key(fulljid)
+    }
+
     /// What active holds for `fulljid`, as confirmed.
     pub fn active_item(&self, fulljid: &str) -> Option<&UserItem> {
         self.conns.get(fulljid).and_then(|c| c.active.as_ref())
@@ -332,7 +337,11 @@ impl Tracker {
             conn.stage = Stage::Idle;
             conn.queue.push_front((t, conn.stage_reconcile));
         }
-        self.pump(fulljid)
+        // The write may turn out unnecessary (same as active): that can be
+        // the last reconciliation step.
+        let mut actions = self.pump(fulljid);
+        actions.extend(self.check_reconciled());
+        actions
     }
 
     /// The write in flight for `fulljid` finished (`ok` = server confirmed).
@@ -350,14 +359,14 @@ impl Tracker {
                     }
                     (_, _) => {
                         let gone = conn.active.take();
+                        // The session is over: a later one with the same
+                        // full JID is a new connection with its own address.
+                        let old_ip = conn.ip.take();
                         UserItem {
                             fulljid: fulljid.to_string(),
                             name: conn.name.clone(),
                             status: Status::Offline,
-                            ip: gone
-                                .map(|g| g.ip)
-                                .or_else(|| conn.ip.clone())
-                                .unwrap_or_default(),
+                            ip: gone.map(|g| g.ip).or(old_ip).unwrap_or_default(),
                             since: match t {
                                 Target::Offline { since } | Target::Online { since, .. } => since,
                             },
@@ -448,6 +457,7 @@ impl Tracker {
                 }
                 Target::Offline { .. } => {
                     if conn.active.is_none() {
+                        conn.ip = None;
                         if reconcile {
                             conn.stage_reconcile = false;
                             self.reconciling.remove(fulljid);
@@ -553,6 +563,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reconnect_with_the_same_full_jid_learns_its_address_again() {
+        let mut tr = running();
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        tr.ip_learned(A, "127.0.0.2".into());
+        // Gone and back before the first write is even confirmed.
+        tr.presence(A, "alice@l", Change::Unavailable, t("02"));
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("03"));
+        tr.done(A, true); // active
+        tr.done(A, true); // live
+        tr.done(A, true); // retract
+        assert_eq!(
+            tr.done(A, true), // live offline
+            vec![Action::FetchIp {
+                fulljid: A.into(),
+                name: "alice@l".into()
+            }]
+        );
+    }
+
+    #[test]
     fn duplicates_are_dropped_and_other_connections_proceed() {
         let mut tr = running();
         tr.presence(A, "alice@l", Change::Available(Status::Dnd), t("01"));
@@ -584,6 +614,28 @@ mod tests {
         tr.presence(A, "alice@l", Change::Available(Status::Away), t("02"));
         let away = item(A, Status::Away, "127.0.0.2", t("02"));
         assert_eq!(tr.done(A, false), vec![Action::SetActive { item: away }]);
+    }
+
+    #[test]
+    fn reconcile_ends_when_a_learned_ip_shows_nothing_changed() {
+        // ejabberd's listing has no addresses: the IP is learned after
+        // reconciliation started, and then the item turns out unchanged.
+        let mut tr = Tracker::new();
+        let kept = item(A, Status::Online, "127.0.0.2", t("00"));
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("05"));
+        let acts = tr.reconcile(vec![kept.clone()], &HashMap::new(), t("06"));
+        assert_eq!(
+            acts,
+            vec![Action::FetchIp {
+                fulljid: A.into(),
+                name: "alice@l".into()
+            }]
+        );
+        assert_eq!(
+            tr.ip_learned(A, "127.0.0.2".into()),
+            vec![Action::ReconcileDone]
+        );
+        assert_eq!(tr.active_item(A), Some(&kept), "kept as it was");
     }
 
     #[test]
