@@ -74,17 +74,30 @@ impl Publisher {
     /// Makes sure the status node exists with its configuration before
     /// anything is published on it: ejabberd would otherwise create it on
     /// the first publish with its defaults (open access).
-    pub async fn ensure_status_node(&self) -> Result<(), IqError> {
+    pub async fn ensure_status_node(&self) -> Result<(), SetupError> {
+        let node = &self.nodes.status;
         let config = self.status_config(&self.access_model);
         match self
-            .pubsub_iq("set", pubsub::configure(&self.nodes.status, config.clone()))
+            .pubsub_iq("set", pubsub::configure(node, config.clone()))
             .await
         {
-            Err(e) if e.condition() == Some("item-not-found") => {
-                self.create(&self.nodes.status, config).await
-            }
-            // Other refusals are reported by the node set-up that follows.
-            _ => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.condition() == Some("item-not-found") => self
+                .create(node, config)
+                .await
+                .map_err(|e| self.refused("creating", node, e)),
+            Err(e) => Err(self.refused("configuring", node, e)),
+        }
+    }
+
+    fn refused(&self, what: &'static str, node: &str, err: IqError) -> SetupError {
+        SetupError::Refused {
+            what,
+            node: node.to_string(),
+            service: self.service.clone(),
+            model: self.access_model.clone(),
+            hint: hint(&err),
+            err,
         }
     }
 

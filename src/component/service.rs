@@ -1093,7 +1093,11 @@ async fn discover(
         move |err| StartupError::Iq { what, err }
     };
     let m = &cfg.telemetry;
-    let _ = publisher.ensure_status_node().await;
+    publisher
+        .ensure_status_node()
+        .await
+        .inspect_err(|_| m.error(ErrorKind::Setup))
+        .map_err(StartupError::Setup)?;
     let r = publisher
         .publish_status(ServiceStatus::Init, cfg.instance.as_deref())
         .await;
