@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
 # Prosody's SQLite driver: the pubsub component stores items with storage = "sql".
 dpkg-query -W -f '${Status}' lua-dbi-sqlite3 2>/dev/null | grep -q "install ok installed" || missing+=(lua-dbi-sqlite3)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -13,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# Debian's package may start a system-wide Prosody; the tests start their own
+# Debian's packages may start a system-wide server; the tests start their own
 # on free loopback ports and never touch it.
 
 cargo fmt --all -- --check

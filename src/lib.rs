@@ -5,9 +5,11 @@
 //! stanza stream) at the bottom; `component` (the service) and `client`
 //! (users of the service) on top of them, never importing each other.
 
+pub mod bench;
 pub mod client;
 pub mod component;
 pub mod config;
+pub mod lab;
 pub mod wire;
 pub mod xmpp;
 

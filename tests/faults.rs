@@ -50,11 +50,7 @@ async fn wait_active(
 
 #[test]
 fn unreachable_server_is_retried_and_sigterm_still_exits_at_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pubpresence::lab::free_ports(1).expect("free port")[0];
     let cfg = format!(
         "jid = \"pubpresence.localhost\"\nserver = \"127.0.0.1:{port}\"\nsecret = \"x\"\n\
          domain = \"localhost\"\npubsub = \"pubsub.localhost\"\n[access]\nmodel = \"open\"\n"

@@ -15,8 +15,8 @@ const WATCHER: &str = "watcher";
 
 /// A loopback port nobody listens on right now.
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let port = pubpresence::lab::free_ports(1).expect("free port")[0];
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn config(p: &Prosody, metrics: SocketAddr) -> String {

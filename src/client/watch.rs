@@ -3,15 +3,16 @@
 //! replay what was buffered, then every change. Starts over by itself when
 //! the service goes back to `init` or `offline`.
 
-use super::c2s::{C2s, C2sError};
+use super::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
 use super::follow::{Follower, Step, WatchEvent};
-use crate::config::Nodes;
+use crate::config::{Nodes, WatchSettings};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{pubsub, time, Attr};
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 
 /// Whom to follow.
@@ -26,12 +27,62 @@ pub struct Target {
     pub iq_timeout: Duration,
 }
 
+impl Target {
+    /// The target of a `[watch]` config.
+    pub fn from_settings(s: &WatchSettings) -> Target {
+        Target {
+            component: s.component.to_string(),
+            pubsub: s.pubsub.to_string(),
+            nodes: s.nodes.clone(),
+            probe_timeout: s.probe_timeout,
+            iq_timeout: s.iq_timeout,
+        }
+    }
+}
+
+/// How a `[watch]` config logs in (from the system's default source address).
+pub fn login_options(s: &WatchSettings) -> C2sOptions {
+    C2sOptions {
+        jid: Jid::from(s.jid.clone()),
+        password: s.password.expose().to_string(),
+        server: Some(s.server.clone()),
+        bind_ip: None,
+        allow_plaintext: s.allow_plaintext,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("{0}")]
+    #[error(transparent)]
     C2s(#[from] C2sError),
     #[error("the connection to the server was lost")]
     Disconnected,
+    /// The pubsub service refused our subscription: not a member of the
+    /// nodes' whitelist (or another access model keeps us out).
+    #[error("{jid} may not subscribe to {node} on {pubsub}: {condition} (is {jid} in the component's [access] members?)")]
+    Denied {
+        jid: String,
+        node: String,
+        pubsub: String,
+        condition: String,
+    },
+}
+
+impl WatchError {
+    /// Errors that retrying will not cure: wrong password, no TLS where it
+    /// is required, refused subscription, an invalid JID.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            WatchError::Denied { .. }
+                | WatchError::C2s(
+                    C2sError::Auth(_)
+                        | C2sError::NoTls { .. }
+                        | C2sError::InvalidJid(..)
+                        | C2sError::Tls { .. }
+                )
+        )
+    }
 }
 
 fn iq(kind: &str, to: &str, payload: Element) -> Element {
@@ -55,25 +106,40 @@ pub async fn follow(
     // A node that does not exist yet means the component never ran: retry.
     let mut subscribed = false;
     let (fetch_tx, mut fetch_rx) = mpsc::channel::<Option<Vec<UserItem>>>(4);
-    let mut retry = tokio::time::interval(Duration::from_secs(2));
-    let mut probed_at = tokio::time::Instant::now();
+    let mut next_try = tokio::time::Instant::now();
+    let mut wait = SUBSCRIBE_RETRY_FIRST;
+    let mut denied_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = retry.tick(), if !subscribed => {
-                subscribed = subscribe(&c2s, &target, &me).await?;
-                if subscribed {
-                    // Probe: available without show means online.
-                    let probe = Element::builder("presence", crate::wire::ns::CLIENT)
-                        .a("to", target.component.clone())
-                        .a("type", "probe")
-                        .build();
-                    c2s.send(probe)?;
-                    probed_at = tokio::time::Instant::now();
+            _ = tokio::time::sleep_until(next_try), if !subscribed => {
+                match subscribe(&c2s, &target, &me).await {
+                    Ok(true) => {
+                        subscribed = true;
+                        // Probe: available without show means online.
+                        let probe = Element::builder("presence", crate::wire::ns::CLIENT)
+                            .a("to", target.component.clone())
+                            .a("type", "probe")
+                            .build();
+                        c2s.send(probe)?;
+                    }
+                    Ok(false) => denied_since = None,
+                    // A component that is creating its nodes has not added
+                    // the members yet: a refusal is final only if it lasts.
+                    Err(e @ WatchError::Denied { .. }) => {
+                        let since = *denied_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= DENIED_GRACE {
+                            return Err(e);
+                        }
+                        tracing::info!("{e}; retrying (the component may be setting the node up)");
+                    }
+                    Err(e) => return Err(e),
                 }
+                next_try = tokio::time::Instant::now() + wait;
+                wait = (wait * 2).min(SUBSCRIBE_RETRY_CAP);
             }
             el = inbound.recv() => {
                 let Some(el) = el else { return Err(WatchError::Disconnected) };
-                let step = handle(&mut f, &target, &el, probed_at);
+                let step = handle(&mut f, &target, &el);
                 if !emit(&out, step, &c2s, &target, &fetch_tx).await {
                     return Ok(());
                 }
@@ -91,6 +157,22 @@ pub async fn follow(
     }
 }
 
+/// Retries of the first subscription while the nodes do not exist yet (or
+/// refuse us for a moment): doubling from the first to the cap.
+const SUBSCRIBE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const SUBSCRIBE_RETRY_CAP: Duration = Duration::from_secs(4);
+/// How long a refused subscription may last before it is final.
+const DENIED_GRACE: Duration = Duration::from_secs(10);
+
+/// Stanza error conditions by which a pubsub service says "not you".
+const DENIED: [&str; 5] = [
+    "forbidden",
+    "not-allowed",
+    "not-authorized",
+    "registration-required",
+    "subscription-required",
+];
+
 /// Subscribes to status and live; false when a node does not exist yet.
 async fn subscribe(c2s: &C2s, target: &Target, me: &str) -> Result<bool, WatchError> {
     for node in [&target.nodes.status, &target.nodes.live] {
@@ -106,18 +188,21 @@ async fn subscribe(c2s: &C2s, target: &Target, me: &str) -> Result<bool, WatchEr
                 tracing::info!(node = %node, "node does not exist yet: is pubpresence running?");
                 return Ok(false);
             }
+            Err(C2sError::Stanza { condition, .. }) if DENIED.contains(&condition.as_str()) => {
+                return Err(WatchError::Denied {
+                    jid: me.split('/').next().unwrap_or(me).to_string(),
+                    node: node.clone(),
+                    pubsub: target.pubsub.clone(),
+                    condition,
+                });
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(true)
 }
 
-fn handle(
-    f: &mut Follower,
-    target: &Target,
-    el: &Element,
-    _probed_at: tokio::time::Instant,
-) -> Step {
+fn handle(f: &mut Follower, target: &Target, el: &Element) -> Step {
     match el.name() {
         "message" => {
             let mut step = Step::default();
@@ -204,6 +289,173 @@ async fn emit(
         }
     }
     true
+}
+
+/// What [`run`] reports: the follower's events, and its own link.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Event(WatchEvent),
+    /// Logged in (again) as this full JID.
+    Connected(String),
+    /// The connection was lost (or a login failed); next attempt in `retry_in`.
+    Lost {
+        reason: String,
+        retry_in: Duration,
+    },
+}
+
+/// Reconnect backoff: doubling from the first to the cap, as the component.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// A session this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
+/// Bound on the unsubscribe-and-close at shutdown.
+const GOODBYE: Duration = Duration::from_secs(3);
+
+/// Logs in, follows (SPEC §6) and reconnects with capped exponential backoff
+/// when the connection drops, until `shutdown` turns true or `out` is
+/// closed. Each new connection starts the procedure over: a new `service`
+/// event and a new `snapshot` follow.
+///
+/// Fails at once when the first login fails (wrong password, server
+/// unreachable: the caller wants to hear it, not a retry loop), and at any
+/// time on an error retrying cannot cure ([`WatchError::is_fatal`]).
+///
+/// Without a resource in `login.jid`, one is chosen for the whole run: a
+/// reconnect takes over the same full JID, so the pubsub subscriptions (made
+/// for the full JID) stay the same ones instead of piling up one per
+/// connection. They are removed at shutdown.
+pub async fn run(
+    mut login: C2sOptions,
+    target: Target,
+    out: mpsc::Sender<Update>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WatchError> {
+    if let Err(bare) = login.jid.try_as_full() {
+        let resource = format!("watch-{:08x}", random_u32());
+        let full = bare
+            .with_resource_str(&resource)
+            .map_err(|e| C2sError::InvalidJid(login.jid.to_string(), e.to_string()))?;
+        login.jid = Jid::from(full);
+    }
+    let mut retry = RETRY_FIRST;
+    let mut ever_connected = false;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let connected = tokio::select! {
+            r = c2s_mod::connect(&login) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let reason = match connected {
+            Err(e) if !ever_connected || WatchError::from(e.clone()).is_fatal() => {
+                return Err(e.into())
+            }
+            Err(e) => e.to_string(),
+            Ok((c2s, inbound)) => {
+                ever_connected = true;
+                let started = tokio::time::Instant::now();
+                tracing::info!(jid = %c2s.jid(), "logged in");
+                if out
+                    .send(Update::Connected(c2s.jid().to_string()))
+                    .await
+                    .is_err()
+                {
+                    goodbye(&c2s, &target).await;
+                    return Ok(());
+                }
+                let (tx, mut rx) = mpsc::channel(64);
+                let session = follow(c2s.clone(), inbound, target.clone(), tx);
+                tokio::pin!(session);
+                let ended = loop {
+                    tokio::select! {
+                        r = &mut session => break Some(r),
+                        Some(ev) = rx.recv() => {
+                            if out.send(Update::Event(ev)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        _ = shutdown.changed() => break None,
+                    }
+                };
+                // Events the follower queued before it ended still count.
+                while let Ok(ev) = rx.try_recv() {
+                    let _ = out.send(Update::Event(ev)).await;
+                }
+                match ended {
+                    None | Some(Ok(())) => {
+                        goodbye(&c2s, &target).await;
+                        return Ok(());
+                    }
+                    Some(Err(e)) if e.is_fatal() => {
+                        c2s.close().await;
+                        return Err(e);
+                    }
+                    Some(Err(e)) => {
+                        c2s.close().await;
+                        if started.elapsed() >= STABLE {
+                            retry = RETRY_FIRST;
+                        }
+                        e.to_string()
+                    }
+                }
+            }
+        };
+        tracing::warn!("watch: {reason}; reconnecting in {retry:?}");
+        let lost = Update::Lost {
+            reason,
+            retry_in: retry,
+        };
+        if out.send(lost).await.is_err() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        retry = (retry * 2).min(RETRY_CAP);
+    }
+}
+
+/// Clean exit: unsubscribe from status and live (best effort, bounded) and
+/// close the stream.
+async fn goodbye(c2s: &C2s, target: &Target) {
+    let me = c2s.jid().to_string();
+    let _ = tokio::time::timeout(GOODBYE, async {
+        for node in [&target.nodes.status, &target.nodes.live] {
+            let _ = c2s
+                .iq(iq("set", &target.pubsub, unsubscribe(node, &me)), GOODBYE)
+                .await;
+        }
+    })
+    .await;
+    c2s.clone().close().await;
+}
+
+fn unsubscribe(node: &str, jid: &str) -> Element {
+    Element::builder("pubsub", crate::wire::ns::PUBSUB)
+        .append(
+            Element::builder("unsubscribe", crate::wire::ns::PUBSUB)
+                .a("node", node)
+                .a("jid", jid)
+                .build(),
+        )
+        .build()
+}
+
+/// Enough randomness for a resource name, without a dependency.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 fn user_json(i: &UserItem) -> serde_json::Value {

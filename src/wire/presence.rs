@@ -55,8 +55,7 @@ pub fn parse(el: &Element) -> Result<PresenceIn, PresenceError> {
                 Some(s) => PresenceKind::Available(s),
                 None => {
                     // Bounded: a hostile client can send a huge <show/>.
-                    let mut bad = show.unwrap_or_default();
-                    bad.truncate(32);
+                    let bad = show.unwrap_or_default().chars().take(32).collect();
                     return Err(PresenceError::BadShow(bad));
                 }
             }
@@ -69,9 +68,8 @@ pub fn parse(el: &Element) -> Result<PresenceIn, PresenceError> {
         Some("probe") => PresenceKind::Probe,
         Some("error") => PresenceKind::Error(StanzaError::from_stanza(el)),
         Some(other) => {
-            let mut t = other.to_string();
-            t.truncate(32);
-            return Err(PresenceError::BadType(t));
+            // Bounded, on a character boundary (a byte cut could panic).
+            return Err(PresenceError::BadType(other.chars().take(32).collect()));
         }
     };
     let delay = el
@@ -143,6 +141,17 @@ mod tests {
             p("<presence xmlns='jabber:component:accept' from='@@@'/>"),
             Err(PresenceError::BadFrom)
         );
+    }
+
+    #[test]
+    fn long_multibyte_values_are_cut_on_character_boundaries() {
+        let show = "é".repeat(40);
+        let xml = format!(
+            "<presence xmlns='jabber:component:accept' from='a@l/r'><show>{show}</show></presence>"
+        );
+        assert_eq!(p(&xml), Err(PresenceError::BadShow("é".repeat(32))));
+        let xml = format!("<presence xmlns='jabber:component:accept' from='a@l/r' type='{show}'/>");
+        assert_eq!(p(&xml), Err(PresenceError::BadType("é".repeat(32))));
     }
 
     #[test]

@@ -148,10 +148,20 @@ pub const STATUS: &str = "presence/status";
 
 impl Watcher {
     pub async fn connect(p: &Prosody, user: &str) -> Watcher {
+        Watcher::connect_to(p.c2s_addr(), &p.domain, &p.pubsub_jid, user).await
+    }
+
+    /// The same for any server (password = user name).
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        domain: &str,
+        pubsub: &str,
+        user: &str,
+    ) -> Watcher {
         let (c2s, mut rx) = c2s::connect_as(
-            &format!("{user}@{}/watch", p.domain),
+            &format!("{user}@{domain}/watch"),
             user,
-            p.c2s_addr(),
+            addr,
             super::loopback(1),
         )
         .await
@@ -206,7 +216,7 @@ impl Watcher {
         });
         Watcher {
             c2s,
-            pubsub: p.pubsub_jid.clone(),
+            pubsub: pubsub.to_string(),
             seen,
             changed,
             other,

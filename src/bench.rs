@@ -1,0 +1,1058 @@
+//! `pubpresence bench`: latency, CPU, start-up and memory of the component
+//! against a real Prosody on loopback (issue 6).
+//!
+//! One run: a lab Prosody (pubsub storage `sql`, SQLite: the recommended
+//! deployment), a watcher subscribed to `presence/live` and to a plain node
+//! `bench/floor`, the component (a child `pubpresence run` when a binary is
+//! given, so that its CPU and RSS are its own; in this process otherwise),
+//! N simulated sessions connected (the base population), a restart of the
+//! component with those N sessions connected (start-up), then for each rate
+//! a load of simulated users changing status while `admin` publishes
+//! equivalent items straight to `bench/floor` (the one-hop floor).
+//!
+//! Latency: from [`SimEvent::Change`]'s `at` (just before the presence is
+//! sent) to the watcher reading the live notification; the floor: from just
+//! before the publish IQ is sent to the watcher reading its notification.
+
+use crate::client::c2s::{self, C2s, C2sOptions};
+use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
+use crate::component::service::{self, ServiceConfig};
+use crate::config::Config;
+use crate::jid::Jid;
+use crate::lab::{self, LabError, Prosody};
+use crate::minidom::Element;
+use crate::wire::status::{self as wstatus, ServiceStatus};
+use crate::wire::user::{Status, UserItem};
+use crate::wire::{ns, pubsub, Attr};
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// The storage of the lab's pubsub service, named next to every figure.
+pub const STORAGE: &str = "Prosody 0.12 pubsub, storage = \"sql\" (SQLite)";
+const LIVE: &str = "presence/live";
+const ACTIVE: &str = "presence/active";
+const STATUS: &str = "presence/status";
+const FLOOR: &str = "bench/floor";
+const WATCHER: &str = "watcher";
+/// Connections per base account (fewer accounts: fewer prosodyctl calls).
+const PER_ACCOUNT: usize = 50;
+/// Load accounts; each phase's connections are spread over them.
+const LOAD_ACCOUNTS: usize = 4;
+/// Changes per second of one load connection (the rest is more connections).
+const PER_CONNECTION_RATE: f64 = 4.0;
+const IQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Linux's USER_HZ (the unit of utime/stime in /proc/PID/stat).
+const CLK_TCK: f64 = 100.0;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Small numbers (CI): only changes what `quick()` sets.
+    pub quick: bool,
+    /// Base sessions connected during the start-up and memory figures.
+    pub connections: usize,
+    /// Steady change rates (all load connections together), one phase each.
+    pub rates: Vec<f64>,
+    /// Measured window of each rate phase.
+    pub duration: Duration,
+    /// Floor publishes per second during each phase.
+    pub floor_rate: f64,
+    /// The `pubpresence` binary to run the component as a child process
+    /// (`pubpresence run --config`); `None`: in this process (its CPU and
+    /// RSS then include the load generator and the watcher).
+    pub component_bin: Option<PathBuf>,
+}
+
+impl BenchOptions {
+    /// The full run: 1,000 sessions, 200 and 1,000 changes/s, 5 s each.
+    pub fn full() -> BenchOptions {
+        BenchOptions {
+            quick: false,
+            connections: 1000,
+            rates: vec![200.0, 1000.0],
+            duration: Duration::from_secs(5),
+            floor_rate: 20.0,
+            component_bin: None,
+        }
+    }
+
+    /// CI: 100 sessions, 50 and 200 changes/s, 2 s each (about 20 s).
+    pub fn quick() -> BenchOptions {
+        BenchOptions {
+            quick: true,
+            connections: 100,
+            rates: vec![50.0, 200.0],
+            duration: Duration::from_secs(2),
+            floor_rate: 20.0,
+            component_bin: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("c2s: {0}")]
+    C2s(#[from] c2s::C2sError),
+    #[error("simulated users: {0}")]
+    Sim(#[from] sim::SimError),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("the component: {0}")]
+    Component(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// Where it ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub model: String,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            nproc: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            model,
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<f64>) -> Latency {
+        if v.is_empty() {
+            return Latency::default();
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let p = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Latency {
+            samples: v.len(),
+            p50_ms: p(0.50),
+            p99_ms: p(0.99),
+            max_ms: v[v.len() - 1],
+        }
+    }
+}
+
+/// One steady-rate phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RatePoint {
+    pub target_rate: f64,
+    pub load_connections: usize,
+    /// Changes sent per second over the window.
+    pub achieved_rate: f64,
+    pub changes: usize,
+    /// Changes whose live event the watcher received.
+    pub received: usize,
+    pub latency: Latency,
+    pub floor_sent: usize,
+    pub floor: Latency,
+    /// p99 latency / floor p99.
+    pub p99_over_floor: f64,
+    pub server_cpu_s: f64,
+    pub component_cpu_s: f64,
+    /// component CPU / server CPU.
+    pub cpu_ratio: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Startup {
+    /// Sessions connected when the component started.
+    pub sessions: usize,
+    /// From the component's start (spawn) to `online` on the status node.
+    pub seconds: f64,
+    /// Items of `presence/active` once online.
+    pub active_items: usize,
+    /// Start-up with no session connected, for comparison.
+    pub idle_seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Memory {
+    /// VmRSS once online, no session tracked.
+    pub idle_kib: u64,
+    /// VmRSS with `connections` sessions tracked.
+    pub loaded_kib: u64,
+    pub connections: usize,
+    /// (loaded - idle) / connections.
+    pub per_connection_bytes: f64,
+    /// VmRSS after the restart with `connections` sessions.
+    pub restarted_kib: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub machine: Machine,
+    pub storage: &'static str,
+    /// "child process" or "in-process (includes the load generator)".
+    pub component_process: &'static str,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub startup: Startup,
+    pub memory: Memory,
+    pub rates: Vec<RatePoint>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        s.push_str(&format!(
+            "pubpresence bench ({} mode) on {} CPUs, {}\nserver: {}; component: {}\n\n",
+            self.mode, m.nproc, m.model, self.storage, self.component_process
+        ));
+        s.push_str(&format!(
+            "start-up to online: {:.3} s with {} sessions connected ({:.3} s with none); active holds {} items\n",
+            self.startup.seconds, self.startup.sessions, self.startup.idle_seconds, self.startup.active_items
+        ));
+        let mem = &self.memory;
+        s.push_str(&format!(
+            "component RSS: {} KiB idle, {} KiB with {} sessions tracked ({:.0} B per connection), {} KiB after the restart\n\n",
+            mem.idle_kib, mem.loaded_kib, mem.connections, mem.per_connection_bytes, mem.restarted_kib
+        ));
+        s.push_str(
+            "rate/s  sent/s  conns  changes  recv   p50 ms   p99 ms  floor p50  floor p99  p99/floor  server CPU s  comp CPU s  comp/server\n",
+        );
+        for r in &self.rates {
+            s.push_str(&format!(
+                "{:>6.0}  {:>6.0}  {:>5}  {:>7}  {:>5}  {:>7.2}  {:>7.2}  {:>9.2}  {:>9.2}  {:>9.2}  {:>12.2}  {:>10.2}  {:>10.1}%\n",
+                r.target_rate,
+                r.achieved_rate,
+                r.load_connections,
+                r.changes,
+                r.received,
+                r.latency.p50_ms,
+                r.latency.p99_ms,
+                r.floor.p50_ms,
+                r.floor.p99_ms,
+                r.p99_over_floor,
+                r.server_cpu_s,
+                r.component_cpu_s,
+                r.cpu_ratio * 100.0,
+            ));
+        }
+        s.push_str(&format!("(all figures: {})\n", self.storage));
+        s
+    }
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLK_TCK)
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// What the watcher read, with when.
+#[derive(Debug, Clone)]
+enum Seen {
+    Live(Instant, UserItem),
+    Floor(Instant, String),
+}
+
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The component, as a child process or a task.
+enum Component {
+    Child(Child),
+    Task(watch::Sender<bool>, tokio::task::JoinHandle<()>),
+}
+
+impl Component {
+    fn start(bin: Option<&Path>, config: &Path, dir: &Path) -> Result<Component, BenchError> {
+        match bin {
+            Some(bin) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("component.log"))
+                    .map_err(setup)?;
+                let child = Command::new(bin)
+                    .arg("run")
+                    .arg("--config")
+                    .arg(config)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().map_err(setup)?)
+                    .stderr(log)
+                    .spawn()
+                    .map_err(|e| setup(format!("starting {}: {e}", bin.display())))?;
+                Ok(Component::Child(child))
+            }
+            None => {
+                let no_env = |_: &str| None;
+                let cfg = Config::load(config).map_err(setup)?;
+                let sc = ServiceConfig::from_settings(&cfg.component(&no_env).map_err(setup)?);
+                let (tx, rx) = watch::channel(false);
+                let task = tokio::spawn(async move {
+                    if let Err(e) = service::run(sc, rx).await {
+                        tracing::warn!("bench component: {e}");
+                    }
+                });
+                Ok(Component::Task(tx, task))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Component::Child(c) => c.id(),
+            Component::Task(..) => std::process::id(),
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self {
+            Component::Child(c) => matches!(c.try_wait(), Ok(Some(_))),
+            Component::Task(_, t) => t.is_finished(),
+        }
+    }
+
+    /// SIGTERM (or the shutdown channel), bounded; SIGKILL after 10 s.
+    async fn stop(&mut self) {
+        match self {
+            Component::Child(c) => {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Component::Task(tx, task) => {
+                let _ = tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut *task).await;
+                task.abort();
+            }
+        }
+    }
+}
+
+fn client_iq_id(id: &str, kind: &str, to: &str, payload: Element) -> Element {
+    Element::builder("iq", ns::CLIENT)
+        .a("type", kind)
+        .a("id", id)
+        .a("to", to)
+        .append(payload)
+        .build()
+}
+
+fn client_iq(kind: &str, to: &str, payload: Element) -> Element {
+    Element::builder("iq", ns::CLIENT)
+        .a("type", kind)
+        .a("to", to)
+        .append(payload)
+        .build()
+}
+
+async fn login(
+    prosody: &Prosody,
+    user: &str,
+    resource: &str,
+) -> Result<(C2s, mpsc::Receiver<Element>), BenchError> {
+    let jid = format!("{user}@{}/{resource}", prosody.domain);
+    let opts = C2sOptions {
+        jid: Jid::new(&jid).map_err(setup)?,
+        password: user.to_string(),
+        server: Some(prosody.c2s_addr().to_string()),
+        bind_ip: Some(lab::loopback(1)),
+        allow_plaintext: true,
+    };
+    let (c, rx) = c2s::connect(&opts).await?;
+    c.send(Element::builder("presence", ns::CLIENT).build())?;
+    Ok((c, rx))
+}
+
+/// Reads the watcher's stanzas into `log`, stamped on arrival.
+fn spawn_watcher_reader(mut inbound: mpsc::Receiver<Element>, log: Log<Seen>) {
+    tokio::spawn(async move {
+        while let Some(el) = inbound.recv().await {
+            let now = Instant::now();
+            for ev in pubsub::parse_event(&el) {
+                if let pubsub::Event::Items { node, items, .. } = ev {
+                    let mut l = lock(&log);
+                    for (id, payload) in items {
+                        if node == LIVE {
+                            if let Some(u) = payload.as_ref().and_then(UserItem::from_element) {
+                                l.push(Seen::Live(now, u));
+                            }
+                        } else if node == FLOOR {
+                            l.push(Seen::Floor(now, id));
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The status node's current status, if it can be read.
+async fn read_status(c: &C2s, pubsub_jid: &str) -> Option<ServiceStatus> {
+    let r = c
+        .iq(
+            client_iq("get", pubsub_jid, pubsub::items(STATUS)),
+            IQ_TIMEOUT,
+        )
+        .await
+        .ok()?;
+    pubsub::parse_items(&r)
+        .into_iter()
+        .filter_map(|(_, p)| p.as_ref().and_then(wstatus::from_element))
+        .map(|(s, _)| s)
+        .next_back()
+}
+
+/// Polls the status node until `want` (every 10 ms), bounded.
+async fn wait_status(
+    c: &C2s,
+    pubsub_jid: &str,
+    want: ServiceStatus,
+    limit: Duration,
+    mut component: Option<&mut Component>,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if read_status(c, pubsub_jid).await == Some(want) {
+            return Ok(());
+        }
+        if component.as_mut().is_some_and(|c| c.exited()) {
+            return Err(BenchError::Component("exited before online".into()));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!(
+                "status {} within {limit:?}",
+                want.as_str()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Subscribes the watcher to `node`, retrying while the component sets it up.
+async fn subscribe(c: &C2s, pubsub_jid: &str, node: &str) -> Result<(), BenchError> {
+    let me = c.jid().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c
+            .iq(
+                client_iq("set", pubsub_jid, pubsub::subscribe(node, &me)),
+                IQ_TIMEOUT,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(BenchError::Setup(format!("subscribing to {node}: {e}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Drains the sim's events into `log`.
+fn spawn_sim_reader(mut rx: mpsc::UnboundedReceiver<SimEvent>, log: Log<SimEvent>) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            lock(&log).push(ev);
+        }
+    });
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, f: F) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(what.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Registers accounts (password = name), a few prosodyctl at a time.
+fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
+    for chunk in names.chunks(8) {
+        let results: Vec<Result<(), LabError>> = std::thread::scope(|s| {
+            let hs: Vec<_> = chunk
+                .iter()
+                .map(|n| s.spawn(move || prosody.register(n, n)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Startup("prosodyctl thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
+    if opts.connections == 0 || opts.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+        return Err(setup("connections and rates must be positive"));
+    }
+    let base_accounts = opts.connections.div_ceil(PER_ACCOUNT);
+    let mut names: Vec<String> = vec![WATCHER.to_string()];
+    names.extend((1..=base_accounts).map(|i| format!("base{i}")));
+    names.extend((1..=LOAD_ACCOUNTS).map(|i| format!("load{i}")));
+    let prosody = tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
+        let p = Prosody::start()?;
+        register_all(&p, &names)?;
+        Ok(p)
+    })
+    .await
+    .map_err(setup)??;
+    let outcome = bench(&prosody, &opts).await;
+    if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
+        tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(prosody)).await;
+    outcome
+}
+
+async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchError> {
+    let server_pid = prosody
+        .pid()
+        .ok_or_else(|| setup("the lab Prosody has no pid"))?;
+    let pubsub_jid = prosody.pubsub_jid.clone();
+    let watcher_jid = format!("{WATCHER}@{}", prosody.domain);
+    let config = prosody.dir.path().join("bench.toml");
+    std::fs::write(&config, prosody.config_toml(&[&watcher_jid])).map_err(setup)?;
+
+    // The watcher and the floor publisher (admin, who creates bench/floor).
+    let (watcher, w_in) = login(prosody, WATCHER, "bench").await?;
+    let seen: Log<Seen> = Arc::default();
+    spawn_watcher_reader(w_in, seen.clone());
+    let (admin, mut a_in) = login(prosody, "admin", "floor").await?;
+    tokio::spawn(async move { while a_in.recv().await.is_some() {} });
+    admin
+        .iq(
+            client_iq(
+                "set",
+                &pubsub_jid,
+                pubsub::create(
+                    FLOOR,
+                    pubsub::config_form(&[
+                        ("pubsub#access_model", "open".into()),
+                        ("pubsub#max_items", "1000".into()),
+                    ]),
+                ),
+            ),
+            IQ_TIMEOUT,
+        )
+        .await?;
+    subscribe(&watcher, &pubsub_jid, FLOOR).await?;
+
+    // The component, no session connected.
+    let bin = opts.component_bin.as_deref();
+    let t0 = Instant::now();
+    let mut comp = Component::start(bin, &config, prosody.dir.path())?;
+    let idle_startup = async {
+        wait_status(
+            &watcher,
+            &pubsub_jid,
+            ServiceStatus::Online,
+            Duration::from_secs(30),
+            Some(&mut comp),
+        )
+        .await
+    };
+    let r = idle_startup.await;
+    let idle_seconds = t0.elapsed().as_secs_f64();
+    if let Err(e) = r {
+        comp.stop().await;
+        return Err(e);
+    }
+    let outcome = measured(prosody, opts, &watcher, &admin, &seen, comp, server_pid).await;
+    watcher.close().await;
+    admin.close().await;
+    outcome.map(|mut r| {
+        r.startup.idle_seconds = idle_seconds;
+        r
+    })
+}
+
+/// Everything after the component's first start; stops what it starts.
+async fn measured(
+    prosody: &Prosody,
+    opts: &BenchOptions,
+    watcher: &C2s,
+    admin: &C2s,
+    seen: &Log<Seen>,
+    mut comp: Component,
+    server_pid: u32,
+) -> Result<Report, BenchError> {
+    let pubsub_jid = prosody.pubsub_jid.clone();
+    let config = prosody.dir.path().join("bench.toml");
+    let bin = opts.component_bin.as_deref();
+    if let Err(e) = subscribe(watcher, &pubsub_jid, LIVE).await {
+        comp.stop().await;
+        return Err(e);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = rss_kib(comp.pid()).unwrap_or(0);
+
+    // The base population: N sessions, connected and staying.
+    let n = opts.connections;
+    let mut base_opts = SimOptions::numbered(
+        prosody.c2s_addr().to_string(),
+        prosody.domain.clone(),
+        prosody.component_jid.clone(),
+        "base",
+        n.div_ceil(PER_ACCOUNT),
+        PER_ACCOUNT.min(n),
+    );
+    // Exactly n connections: trim the last account.
+    let extra = base_opts.connections() - n;
+    if let Some(last) = base_opts.users.last_mut() {
+        let keep = last.resources.len() - extra;
+        last.resources.truncate(keep);
+    }
+    base_opts.rate = 0.0;
+    base_opts.disconnect_share = 0.0;
+    base_opts.first_ip = Ipv4Addr::new(127, 0, 0, 2);
+    base_opts.login_concurrency = 32;
+    let (base_ctl, base_rx) = watch::channel(SimControl::Run);
+    let base_events: Log<SimEvent> = Arc::default();
+    let (btx, brx) = mpsc::unbounded_channel();
+    spawn_sim_reader(brx, base_events.clone());
+    let base_task = tokio::spawn(sim::run(base_opts, base_rx, Some(btx)));
+
+    let result = async {
+        let base_seen = |seen: &Log<Seen>| {
+            lock(seen)
+                .iter()
+                .filter_map(|s| match s {
+                    Seen::Live(_, u)
+                        if u.name.starts_with("base") && u.status != Status::Offline =>
+                    {
+                        Some(u.fulljid.clone())
+                    }
+                    _ => None,
+                })
+                .collect::<HashSet<String>>()
+                .len()
+        };
+        wait_for(
+            &format!("{n} base sessions on live"),
+            Duration::from_secs(60 + n as u64 / 10),
+            || base_seen(seen) >= n,
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let loaded_kib = rss_kib(comp.pid()).unwrap_or(0);
+
+        // Restart with the N sessions connected: start-up.
+        comp.stop().await;
+        let _ = wait_status(
+            watcher,
+            &pubsub_jid,
+            ServiceStatus::Offline,
+            Duration::from_secs(15),
+            None,
+        )
+        .await;
+        let t0 = Instant::now();
+        comp = Component::start(bin, &config, prosody.dir.path())?;
+        wait_status(
+            watcher,
+            &pubsub_jid,
+            ServiceStatus::Online,
+            Duration::from_secs(120),
+            Some(&mut comp),
+        )
+        .await?;
+        let startup_s = t0.elapsed().as_secs_f64();
+        let active_items = watcher
+            .iq(
+                client_iq("get", &pubsub_jid, pubsub::items(ACTIVE)),
+                IQ_TIMEOUT,
+            )
+            .await
+            .map(|r| pubsub::parse_items(&r).len())
+            .unwrap_or(0);
+        // The node may have been recreated: subscribe again.
+        subscribe(watcher, &pubsub_jid, LIVE).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let restarted_kib = rss_kib(comp.pid()).unwrap_or(0);
+
+        let mut rates = Vec::new();
+        for (i, &rate) in opts.rates.iter().enumerate() {
+            rates.push(
+                phase(
+                    prosody, opts, watcher, admin, seen, &comp, server_pid, i, rate,
+                )
+                .await?,
+            );
+        }
+        let per = (loaded_kib as f64 - idle_kib as f64) * 1024.0 / n as f64;
+        Ok::<_, BenchError>((
+            Startup {
+                sessions: n,
+                seconds: startup_s,
+                active_items,
+                idle_seconds: 0.0,
+            },
+            Memory {
+                idle_kib,
+                loaded_kib,
+                connections: n,
+                per_connection_bytes: per,
+                restarted_kib,
+            },
+            rates,
+        ))
+    }
+    .await;
+
+    let _ = base_ctl.send(SimControl::Stop);
+    let _ = tokio::time::timeout(Duration::from_secs(30), base_task).await;
+    comp.stop().await;
+    let (startup, memory, rates) = result?;
+    Ok(Report {
+        mode: if opts.quick { "quick" } else { "full" },
+        machine: Machine::probe(),
+        storage: STORAGE,
+        component_process: if opts.component_bin.is_some() {
+            "child process (pubpresence run)"
+        } else {
+            "in-process (CPU and RSS include the load generator and the watcher)"
+        },
+        connections: n,
+        duration_s: opts.duration.as_secs_f64(),
+        startup,
+        memory,
+        rates,
+    })
+}
+
+/// One steady-rate phase: load users changing status, the floor publisher,
+/// CPU of both processes over the window.
+#[allow(clippy::too_many_arguments)]
+async fn phase(
+    prosody: &Prosody,
+    opts: &BenchOptions,
+    watcher: &C2s,
+    admin: &C2s,
+    seen: &Log<Seen>,
+    comp: &Component,
+    server_pid: u32,
+    index: usize,
+    rate: f64,
+) -> Result<RatePoint, BenchError> {
+    let _ = watcher;
+    let conns = ((rate / PER_CONNECTION_RATE).ceil() as usize).clamp(LOAD_ACCOUNTS, 2000);
+    let per = conns.div_ceil(LOAD_ACCOUNTS);
+    let mut o = SimOptions::numbered(
+        prosody.c2s_addr().to_string(),
+        prosody.domain.clone(),
+        prosody.component_jid.clone(),
+        "load",
+        LOAD_ACCOUNTS,
+        per,
+    );
+    let conns = o.connections();
+    o.rate = rate;
+    o.disconnect_share = 0.0;
+    o.first_ip = Ipv4Addr::new(127, 1, 0, 1);
+    o.seed = 7 + index as u64;
+    o.login_concurrency = 32;
+    let (ctl, rx) = watch::channel(SimControl::Hold);
+    let events: Log<SimEvent> = Arc::default();
+    let (tx, erx) = mpsc::unbounded_channel();
+    spawn_sim_reader(erx, events.clone());
+    let task = tokio::spawn(sim::run(o, rx, Some(tx)));
+    let ready = wait_for("load users logged in", Duration::from_secs(60), || {
+        lock(&events)
+            .iter()
+            .any(|e| matches!(e, SimEvent::Ready { .. }))
+    })
+    .await;
+    if let Err(e) = ready {
+        let _ = ctl.send(SimControl::Stop);
+        let _ = task.await;
+        return Err(e);
+    }
+    // Their logins' live events pass before the window opens.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let cpu0 = (cpu_seconds(server_pid), cpu_seconds(comp.pid()));
+    let start = Instant::now();
+    let _ = ctl.send(SimControl::Run);
+    // The floor: admin publishes equivalent items to bench/floor meanwhile.
+    let mut floor_sent: HashMap<String, Instant> = HashMap::new();
+    let interval = Duration::from_secs_f64(1.0 / opts.floor_rate.max(0.1));
+    let mut tick = tokio::time::interval(interval);
+    let mut seq = 0u64;
+    while start.elapsed() < opts.duration {
+        tick.tick().await;
+        seq += 1;
+        let id = format!("f{index}-{seq}");
+        let item = UserItem {
+            fulljid: format!("floor@{}/bench", prosody.domain),
+            name: format!("floor@{}", prosody.domain),
+            status: if seq % 2 == 0 {
+                Status::Away
+            } else {
+                Status::Online
+            },
+            ip: "127.0.0.1".into(),
+            since: chrono::Utc::now(),
+        };
+        // Fire and forget, but with an id: an IQ needs one.
+        let el = client_iq_id(
+            &format!("bench-{id}"),
+            "set",
+            &prosody.pubsub_jid,
+            pubsub::publish(FLOOR, Some(&id), item.to_element()),
+        );
+        let at = Instant::now();
+        admin.send(el)?;
+        floor_sent.insert(id, at);
+    }
+    let _ = ctl.send(SimControl::Hold);
+    let window = start.elapsed();
+    // Let what was sent arrive (bounded), then the CPU window closes.
+    let changes_of = |events: &Log<SimEvent>| {
+        lock(events)
+            .iter()
+            .filter_map(|e| match e {
+                SimEvent::Change {
+                    fulljid,
+                    status,
+                    at,
+                    ..
+                } if *at >= start => Some((fulljid.clone(), *status, *at)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let got = lock(seen).len();
+        if got == last || Instant::now() > drain_deadline {
+            break;
+        }
+        last = got;
+    }
+    let cpu1 = (cpu_seconds(server_pid), cpu_seconds(comp.pid()));
+    let changes = changes_of(&events);
+    let _ = ctl.send(SimControl::Stop);
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+
+    // Match each change to the next live item of that connection with its
+    // status, received after it.
+    let mut live: HashMap<String, Vec<(Instant, Status)>> = HashMap::new();
+    let mut floor_recv: HashMap<String, Instant> = HashMap::new();
+    for s in lock(seen).iter() {
+        match s {
+            Seen::Live(t, u) if *t >= start => live
+                .entry(u.fulljid.clone())
+                .or_default()
+                .push((*t, u.status)),
+            Seen::Floor(t, id) => {
+                floor_recv.entry(id.clone()).or_insert(*t);
+            }
+            _ => {}
+        }
+    }
+    let mut by_conn: HashMap<String, Vec<(Status, Instant)>> = HashMap::new();
+    for (j, s, at) in &changes {
+        by_conn.entry(j.clone()).or_default().push((*s, *at));
+    }
+    let mut lat = Vec::new();
+    for (j, list) in &by_conn {
+        let got = live.get(j).map(Vec::as_slice).unwrap_or(&[]);
+        let mut k = 0;
+        for (s, at) in list {
+            while k < got.len() && !(got[k].1 == *s && got[k].0 >= *at) {
+                k += 1;
+            }
+            if k < got.len() {
+                lat.push((got[k].0 - *at).as_secs_f64() * 1000.0);
+                k += 1;
+            }
+        }
+    }
+    let floor_lat: Vec<f64> = floor_sent
+        .iter()
+        .filter_map(|(id, at)| {
+            floor_recv
+                .get(id)
+                .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let latency = Latency::of(lat);
+    let floor = Latency::of(floor_lat);
+    let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let server_cpu_s = d(cpu0.0, cpu1.0);
+    let component_cpu_s = d(cpu0.1, cpu1.1);
+    Ok(RatePoint {
+        target_rate: rate,
+        load_connections: conns,
+        achieved_rate: changes.len() as f64 / window.as_secs_f64(),
+        changes: changes.len(),
+        received: latency.samples,
+        p99_over_floor: if floor.p99_ms > 0.0 {
+            latency.p99_ms / floor.p99_ms
+        } else {
+            0.0
+        },
+        latency,
+        floor_sent: floor_sent.len(),
+        floor,
+        server_cpu_s,
+        component_cpu_s,
+        cpu_ratio: if server_cpu_s > 0.0 {
+            component_cpu_s / server_cpu_s
+        } else {
+            0.0
+        },
+    })
+}
+
+/// `pubpresence bench`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Small numbers for CI (100 sessions, 50 and 200 changes/s, 2 s each).
+    #[arg(long)]
+    pub quick: bool,
+    /// Sessions connected during the start-up and memory figures
+    /// (default: 1000; 100 with --quick).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Steady change rates, comma-separated (default: 200,1000; 50,200 with --quick).
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    pub rates: Option<Vec<f64>>,
+    /// Measured window of each rate ("5s"; default 5 s, 2 s with --quick).
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Also print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the component in this process instead of a child `pubpresence run`.
+    #[arg(long)]
+    pub in_process: bool,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration ({e}): {s}"))
+}
+
+impl BenchArgs {
+    /// The options these arguments describe; `exe` runs the component.
+    pub fn options(&self, exe: Option<PathBuf>) -> BenchOptions {
+        let mut o = if self.quick {
+            BenchOptions::quick()
+        } else {
+            BenchOptions::full()
+        };
+        if let Some(n) = self.connections {
+            o.connections = n;
+        }
+        if let Some(r) = &self.rates {
+            o.rates = r.clone();
+        }
+        if let Some(d) = self.duration {
+            o.duration = d;
+        }
+        o.component_bin = if self.in_process { None } else { exe };
+        o
+    }
+}
+
+/// Runs the benchmark and prints the table (stderr progress, stdout figures).
+pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().ok();
+    let opts = args.options(exe);
+    eprintln!(
+        "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {STORAGE}",
+        opts.connections, opts.rates, opts.duration
+    );
+    let report = run(opts).await?;
+    if args.json {
+        // The table for a human on stderr, the figures on stdout.
+        eprint!("{}", report.table());
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

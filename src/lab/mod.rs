@@ -1,0 +1,69 @@
+//! The lab: throwaway XMPP servers on loopback (Prosody, ejabberd), and the
+//! one-command demo built on Prosody. Used by the end-to-end tests,
+//! `pubpresence demo` and the benchmark; nothing here is needed to run the
+//! component in production.
+
+pub mod demo;
+pub mod ejabberd;
+pub mod prosody;
+
+pub use prosody::{LabError, Prosody};
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// 127.0.0.n: users connect from distinct loopback addresses so that the
+/// IPs the server reports are really checked.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 for a server to listen on.
+///
+/// Not `bind(:0)`: that hands out ports from the ephemeral range, the same
+/// range every outgoing connection (and every simulated user's bound source
+/// port) draws from, so between our probe and the server's own bind another
+/// socket could take the port (seen: a component connecting to another
+/// test's c2s port and getting `host-unknown`). Ports here come from below
+/// Linux's ephemeral range (32768–60999), which no outgoing connection
+/// uses, and are never handed out twice by one process.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use std::collections::HashSet;
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let mut x = seed;
+    for _ in 0..(SPAN as usize) {
+        if ports.len() == n {
+            break;
+        }
+        // A cheap LCG walk over the span, starting somewhere random.
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let port = (LOW + (x >> 8) % SPAN) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free port between 20000 and 32000 on 127.0.0.1",
+        ));
+    }
+    given.extend(&ports);
+    Ok(ports)
+}

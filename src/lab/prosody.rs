@@ -1,0 +1,417 @@
+//! A throwaway Prosody 0.12 for tests, the demo and the benchmark: its own
+//! directory under the system temp dir, free loopback ports, no TLS, no s2s,
+//! a pubsub service with SQLite storage. It never touches a system Prosody.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long the server may take to listen on its ports.
+const STARTUP: Duration = Duration::from_secs(10);
+/// How long a SIGTERM may take before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What Debian packages provide what the lab needs.
+pub const INSTALL_HINT: &str = "apt-get install prosody lua-dbi-sqlite3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0} is not installed: {INSTALL_HINT}")]
+    NotInstalled(&'static str),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prosodyctl register {user} failed: {output}")]
+    Register { user: String, output: String },
+    /// The server did not come up; the text ends with the tail of its log.
+    #[error("{0}")]
+    Startup(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// A directory removed (with its contents) on drop, unless kept.
+#[derive(Debug)]
+pub struct LabDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl LabDir {
+    fn new(prefix: &str) -> Result<LabDir, LabError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // create_dir (not create_dir_all) fails on an existing directory, so
+        // a name collision is retried instead of sharing a directory.
+        let mut last = None;
+        for _ in 0..16 {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("{prefix}{}-{nanos:x}-{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(LabDir { path, keep: false }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(io(format!("creating {}", path.display()))(e)),
+            }
+        }
+        Err(io("creating a temp dir")(
+            last.unwrap_or_else(|| std::io::Error::other("no free name")),
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the directory after drop (for a look at the logs).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for LabDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A running Prosody; stopped (by its PID) and its directory removed on
+/// drop. With `PUBPRESENCE_KEEP_PROSODY=1` in the environment the directory
+/// (config, log, data) is kept for a look afterwards.
+pub struct Prosody {
+    pub dir: LabDir,
+    pub c2s_port: u16,
+    pub component_port: u16,
+    /// "localhost"
+    pub domain: String,
+    /// "pubpresence.localhost": the external component's JID.
+    pub component_jid: String,
+    /// "pubsub.localhost": a pubsub service with SQLite storage.
+    pub pubsub_jid: String,
+    /// The component's secret.
+    pub secret: String,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for Prosody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prosody")
+            .field("dir", &self.dir.path())
+            .field("c2s_port", &self.c2s_port)
+            .field("component_port", &self.component_port)
+            .field("pid", &self.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether what the lab needs is installed; the error says how to fix it.
+pub fn check_installed() -> Result<(), LabError> {
+    for b in ["prosody", "prosodyctl"] {
+        if !on_path(b) {
+            return Err(LabError::NotInstalled("prosody"));
+        }
+    }
+    // The pubsub component stores items in SQLite: Prosody 0.12's "memory"
+    // store loses items on active after a retract followed by a republish.
+    let dbi = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", "lua-dbi-sqlite3"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false);
+    if !dbi {
+        return Err(LabError::NotInstalled(
+            "lua-dbi-sqlite3 (Prosody's SQLite driver)",
+        ));
+    }
+    Ok(())
+}
+
+impl Prosody {
+    /// Starts Prosody and waits until its c2s and component ports listen.
+    /// Registers "admin" (password "admin"), a server admin. Blocks (up to
+    /// 10 s): call it from `spawn_blocking` in async code that must stay
+    /// responsive.
+    pub fn start() -> Result<Prosody, LabError> {
+        check_installed()?;
+        let dir = LabDir::new("pubpresence-prosody-")?;
+        // Hold both listeners at once so that the two ports differ.
+        let (c2s_port, component_port) = {
+            let ports = super::free_ports(2).map_err(io("finding free ports"))?;
+            (ports[0], ports[1])
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut p = Prosody {
+            c2s_port,
+            component_port,
+            domain: "localhost".into(),
+            component_jid: "pubpresence.localhost".into(),
+            pubsub_jid: "pubsub.localhost".into(),
+            secret: format!("s3cret-{}-{nanos}", std::process::id()),
+            child: None,
+            dir,
+        };
+        // certs/ only keeps Prosody's certmanager from logging an error.
+        for sub in ["data", "certs"] {
+            let d = p.dir.path().join(sub);
+            std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
+        }
+        std::fs::write(p.config_path(), p.lua_config())
+            .map_err(io("writing the prosody config"))?;
+        p.register("admin", "admin")?;
+        p.spawn()?;
+        Ok(p)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.log")
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn lua_config(&self) -> String {
+        let dir = self.dir.path().display();
+        format!(
+            r#"-- written by pubpresence::lab (src/lab/prosody.rs)
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+log = {{ debug = "{dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+component_ports = {{ {component} }}
+component_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+c2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+admins = {{ "{component_jid}", "admin@{domain}" }}
+modules_enabled = {{
+    "roster"; "saslauth"; "disco"; "ping"; "posix";
+    "adhoc"; "admin_adhoc";
+}}
+modules_disabled = {{ "s2s"; "tls" }}
+
+VirtualHost "{domain}"
+
+Component "{component_jid}"
+    component_secret = "{secret}"
+
+Component "{pubsub_jid}" "pubsub"
+    storage = "sql"
+    sql = {{ driver = "SQLite3", database = "{dir}/pubsub.sqlite" }}
+    pubsub_max_items = 100000
+    storage_archive_item_limit = 100000
+"#,
+            c2s = self.c2s_port,
+            component = self.component_port,
+            component_jid = self.component_jid,
+            pubsub_jid = self.pubsub_jid,
+            domain = self.domain,
+            secret = self.secret,
+        )
+    }
+
+    fn spawn(&mut self) -> Result<(), LabError> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("prosody.stdout"))
+            .map_err(io("opening prosody's stdout file"))?;
+        let err = out
+            .try_clone()
+            .map_err(io("opening prosody's stdout file"))?;
+        let child = Command::new("prosody")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("-F")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group: a Ctrl-C in the terminal reaches only
+            // our process, which then stops the server in order (the
+            // component publishes `offline` first).
+            .process_group(0)
+            .spawn()
+            .map_err(io("starting prosody"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP;
+        for port in [self.c2s_port, self.component_port] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    self.child = None;
+                    return Err(LabError::Startup(format!(
+                        "prosody exited ({status}) before listening on {addr}\n{}",
+                        self.log_tail(60)
+                    )));
+                }
+                if Instant::now() > deadline {
+                    self.stop();
+                    return Err(LabError::Startup(format!(
+                        "prosody did not listen on {addr} within {STARTUP:?}\n{}",
+                        self.log_tail(60)
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `n` lines of Prosody's log and of its stdout/stderr.
+    pub fn log_tail(&self, n: usize) -> String {
+        let tail = |path: PathBuf| {
+            let lines: Vec<String> = std::fs::File::open(&path)
+                .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+                .unwrap_or_default();
+            let start = lines.len().saturating_sub(n);
+            format!("--- {} ---\n{}", path.display(), lines[start..].join("\n"))
+        };
+        format!(
+            "{}\n{}",
+            tail(self.log_path()),
+            tail(self.dir.path().join("prosody.stdout"))
+        )
+    }
+
+    /// Creates an account (works whether or not the server is running).
+    pub fn register(&self, user: &str, password: &str) -> Result<(), LabError> {
+        let out = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["register", user, &self.domain, password])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("running prosodyctl"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(LabError::Register {
+                user: format!("{user}@{}", self.domain),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            })
+        }
+    }
+
+    pub fn c2s_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.c2s_port))
+    }
+
+    pub fn component_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.component_port)
+    }
+
+    /// A pubpresence config file for this server, with a whitelist of
+    /// `members` (full "user@domain" JIDs).
+    pub fn config_toml(&self, members: &[&str]) -> String {
+        let members: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+        format!(
+            r#"jid = "{jid}"
+server = "{server}"
+secret = "{secret}"
+domain = "{domain}"
+pubsub = "{pubsub}"
+probe_timeout = "2s"
+
+[access]
+model = "whitelist"
+members = [{members}]
+"#,
+            jid = self.component_jid,
+            server = self.component_addr(),
+            secret = self.secret,
+            domain = self.domain,
+            pubsub = self.pubsub_jid,
+            members = members.join(", "),
+        )
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s. Data and ports are kept.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops and starts again: same ports, same data (accounts).
+    pub fn restart(&mut self) -> Result<(), LabError> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(40));
+        }
+        self.stop();
+        if std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
+            self.dir.keep();
+            eprintln!("prosody dir kept: {}", self.dir.path().display());
+        }
+    }
+}
+
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| d.join(binary).is_file()))
+        .unwrap_or(false)
+}

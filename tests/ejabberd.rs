@@ -1,0 +1,159 @@
+//! pubpresence on ejabberd 23.01 (issue 13): roster subscriptions, and
+//! presence without rosters (XEP-0356 `mod_privilege`), where ejabberd sends
+//! nothing when a session ends without an unavailable presence: the
+//! component's session check must take it off active within 15 s.
+
+mod common;
+
+use common::loopback;
+use common::pp::*;
+use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
+use pubpresence::wire::status::ServiceStatus;
+use std::time::{Duration, Instant};
+
+fn start(privileged: bool) -> Ejabberd {
+    Ejabberd::start_with(EjabberdOptions {
+        privileged_presence: privileged,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn online(e: &Ejabberd) -> (Pubpresence, Watcher) {
+    e.register("watcher", "watcher").expect("register watcher");
+    let pp = Pubpresence::start(&e.config_toml(&["watcher@localhost"]));
+    let mut w = Watcher::connect_to(e.c2s_addr(), &e.domain, &e.pubsub_jid, "watcher").await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not online:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.subscribe_all().await;
+    w.wait_until("status", T, |s| !s.statuses.is_empty()).await;
+    (pp, w)
+}
+
+async fn user(e: &Ejabberd, name: &str, res: &str, ip: u8) -> User {
+    User::connect_to(
+        e.c2s_addr(),
+        &e.domain,
+        &e.component_jid,
+        name,
+        res,
+        loopback(ip),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_subscriptions_on_ejabberd() {
+    let e = start(false);
+    let (pp, mut w) = online(&e).await;
+    e.register("alice", "alice").expect("register");
+    let desk = user(&e, "alice", "desk", 150).await;
+    desk.subscribe_to(&e.component_jid);
+    w.wait_until("alice on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == desk.jid)
+    })
+    .await;
+    let active = w.active().await;
+    assert_eq!(
+        active[&desk.jid].ip, "127.0.0.150",
+        "ip:port from user-stats, port stripped"
+    );
+    desk.show(Some("dnd"));
+    w.wait_until("dnd", T, |s| s.live.iter().any(|i| st(i) == "dnd"))
+        .await;
+    let jid = desk.jid.clone();
+    desk.close().await;
+    w.wait_until("offline", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == jid && st(i) == "offline")
+    })
+    .await;
+    assert!(w.active().await.is_empty());
+    assert!(pp.log_text().contains("start-up discovery done"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_presence_without_rosters_on_ejabberd() {
+    let e = start(true);
+    let (pp, mut w) = online(&e).await;
+    assert!(
+        pp.log_text().contains("XEP-0356 presence permission"),
+        "{}",
+        pp.log_text()
+    );
+    for u in ["dave", "erin"] {
+        e.register(u, u).expect("register");
+    }
+    // Never subscribed: seen through the permission alone.
+    let dave = user(&e, "dave", "tab", 151).await;
+    w.wait_until("dave on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == dave.jid)
+    })
+    .await;
+    assert_eq!(w.active().await[&dave.jid].ip, "127.0.0.151");
+    dave.show(Some("away"));
+    w.wait_until("dave away", T, |s| s.live.iter().any(|i| st(i) == "away"))
+        .await;
+    // Subscribed AND privileged: every change once on live.
+    let erin = user(&e, "erin", "pc", 152).await;
+    erin.subscribe_to(&e.component_jid);
+    w.wait_until("erin on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == erin.jid)
+    })
+    .await;
+    erin.show(Some("xa"));
+    erin.show(Some("chat"));
+    w.wait_until("erin chat", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == erin.jid && st(i) == "chat")
+    })
+    .await;
+    let erin_live: Vec<&str> = w
+        .seen()
+        .live
+        .iter()
+        .filter(|i| i.fulljid == erin.jid)
+        .map(st)
+        .collect();
+    assert_eq!(
+        erin_live,
+        ["online", "xa", "chat"],
+        "one live item per change"
+    );
+    // An explicit unavailable: off active at once.
+    erin.c2s
+        .send(presence(None, Some("unavailable"), None))
+        .expect("unavailable");
+    w.wait_until("erin offline", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == erin.jid && st(i) == "offline")
+    })
+    .await;
+    // A stream closed without unavailable: ejabberd tells the component
+    // nothing; the session check takes it off within 15 s.
+    let gone = Instant::now();
+    let djid = dave.jid.clone();
+    dave.close().await;
+    w.wait_until("dave offline", Duration::from_secs(15), |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == djid && st(i) == "offline")
+    })
+    .await;
+    println!(
+        "session closed without unavailable: off active after {} ms",
+        gone.elapsed().as_millis()
+    );
+    assert!(w.active().await.is_empty());
+    drop(erin);
+}

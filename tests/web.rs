@@ -1,0 +1,531 @@
+//! End-to-end tests of the web feed (SPEC §7, issue 9): `pubpresence watch
+//! --json --http ADDR` (the real binary) against a real Prosody and the real
+//! component; the backpressure test drives the library's `Feed` directly
+//! with thousands of synthetic changes.
+
+mod common;
+
+use common::pp::{Pubpresence, User, Watcher};
+use common::{loopback, Prosody};
+use pubpresence::client::follow::WatchEvent;
+use pubpresence::client::watch::{self, Update};
+use pubpresence::client::web::Feed;
+use pubpresence::config::Secret;
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::time;
+use pubpresence::wire::user::{Status, UserItem};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(30);
+const DASHBOARD: &str = "dashboard";
+const CHECKER: &str = "checker";
+const TOKEN: &str = "s3cret-Token_9f2c";
+
+// ---------------------------------------------------------------------------
+// Set-up
+
+/// Prosody with the dashboard, the checker and `users` registered, the
+/// component running and online, the checker connected.
+async fn setup(users: &[&str]) -> (Prosody, String, Pubpresence, Watcher) {
+    let p = Prosody::start();
+    p.register(DASHBOARD, DASHBOARD);
+    p.register(CHECKER, CHECKER);
+    for u in users {
+        p.register(u, u);
+    }
+    let config = p.config_toml(&[
+        &format!("{DASHBOARD}@{}", p.domain),
+        &format!("{CHECKER}@{}", p.domain),
+    ]);
+    let pp = Pubpresence::start(&config);
+    let checker = Watcher::connect(&p, CHECKER).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while checker.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "component not online; log:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (p, config, pp, checker)
+}
+
+async fn connect(p: &Prosody, user: &str, resource: &str, ip: u8) -> User {
+    let u = User::connect(p, user, resource, loopback(ip)).await;
+    u.subscribe_to(&p.component_jid);
+    u
+}
+
+/// Waits until active holds `n` items, all with their IP known.
+async fn wait_active(checker: &Watcher, n: usize) -> BTreeMap<String, UserItem> {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let active = checker.active().await;
+        if active.len() == n && active.values().all(|i| !i.ip.is_empty()) {
+            return active;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "active: {active:?}, not {n} items"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The users of SPEC §6's JSON for these items.
+fn users_json(items: &BTreeMap<String, UserItem>) -> Value {
+    let snap = WatchEvent::Snapshot(items.values().cloned().collect());
+    watch::to_json(&snap, &time::now())["users"].clone()
+}
+
+/// `pubpresence watch --json --http 127.0.0.1:0` with the token in its config.
+struct WatchProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    base: String,
+}
+
+impl WatchProcess {
+    fn start(p: &Prosody, component_config: &str) -> WatchProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("watch.toml");
+        let toml = format!(
+            "{component_config}\n[watch]\njid = \"{DASHBOARD}@{}\"\npassword = \"{DASHBOARD}\"\n\
+             server = \"{}\"\nallow_plaintext = true\nhttp_token = \"{TOKEN}\"\n",
+            p.domain,
+            p.c2s_addr()
+        );
+        std::fs::write(&config, toml).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_pubpresence"))
+            .args(["watch", "--json", "--http", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .env_remove("PUBPRESENCE_HTTP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("out")).expect("out"))
+            .stderr(std::fs::File::create(dir.path().join("err")).expect("err"))
+            .spawn()
+            .expect("start watch");
+        let mut w = WatchProcess {
+            child,
+            dir,
+            base: String::new(),
+        };
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let err = w.read("err");
+            if let Some(rest) = err.split("web feed on ").nth(1) {
+                if let Some(url) = rest.split_whitespace().next() {
+                    w.base = url.trim_end_matches('/').to_string();
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watch did not say where it serves; stderr:\n{err}"
+            );
+            assert!(
+                w.child.try_wait().expect("wait").is_none(),
+                "watch ended; stderr:\n{err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+async fn get_state(http: &reqwest::Client, url: &str) -> Value {
+    let r = http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /state");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    serde_json::from_str(&r.text().await.expect("body")).expect("JSON")
+}
+
+/// A reader of a `text/event-stream` response.
+struct Sse {
+    res: reqwest::Response,
+    buf: String,
+    comments: usize,
+}
+
+impl Sse {
+    async fn open(http: &reqwest::Client, url: &str) -> Sse {
+        let res = http
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET /events");
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        Sse {
+            res,
+            buf: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next message: (event, data as JSON); None at the end of the stream.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut kind, mut data) = (None, Vec::new());
+                for line in block.lines() {
+                    if let Some(k) = line.strip_prefix("event:") {
+                        kind = Some(k.trim().to_string());
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                    } else if line.starts_with(':') {
+                        self.comments += 1;
+                    }
+                }
+                match kind {
+                    Some(k) => {
+                        let v = serde_json::from_str(&data.join("\n"))
+                            .unwrap_or_else(|e| panic!("not JSON ({e}): {block}"));
+                        return Some((k, v));
+                    }
+                    None => continue,
+                }
+            }
+            match self.res.chunk().await {
+                Ok(Some(c)) => self.buf.push_str(&String::from_utf8_lossy(&c)),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    async fn expect(&mut self, what: &str) -> (String, Value) {
+        tokio::time::timeout(T, self.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {T:?}"))
+            .unwrap_or_else(|| panic!("the stream ended before {what}"))
+    }
+}
+
+/// Checks the fields every event carries: `event` = the SSE kind, `at`.
+fn assert_envelope(kind: &str, v: &Value) {
+    assert_eq!(v["event"], kind, "{v}");
+    let at = v["at"].as_str().unwrap_or_else(|| panic!("no at: {v}"));
+    assert!(time::parse(at).is_some(), "at is RFC 3339: {v}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 9, test 1
+
+/// `/state` and the first snapshot on `/events` are the items of active; a
+/// connect, a status change and a disconnect arrive as set, set, remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_and_events_follow_active() {
+    let (p, config, pp, checker) = setup(&["alice", "bob", "carol"]).await;
+    let _alice = connect(&p, "alice", "desk", 20).await;
+    let _bob = connect(&p, "bob", "phone", 21).await;
+    let active = wait_active(&checker, 2).await;
+    let w = WatchProcess::start(&p, &config);
+    let http = http();
+
+    // /state, once in sync.
+    let deadline = tokio::time::Instant::now() + T;
+    let state = loop {
+        let s = get_state(&http, &w.url("/state")).await;
+        if s["synced"] == true {
+            break s;
+        }
+        assert_eq!(s["users"], serde_json::json!([]), "no users while not in sync");
+        assert!(tokio::time::Instant::now() < deadline, "never in sync: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state["service"], "online");
+    assert!(time::parse(state["at"].as_str().expect("at")).is_some());
+    assert_eq!(state["users"], users_json(&active), "/state = active");
+
+    // /events: the service status, then the snapshot.
+    let mut sse = Sse::open(&http, &w.url("/events")).await;
+    let (kind, v) = sse.expect("service").await;
+    assert_eq!(kind, "service");
+    assert_envelope("service", &v);
+    assert_eq!(v["status"], "online");
+    let (kind, v) = sse.expect("snapshot").await;
+    assert_eq!(kind, "snapshot");
+    assert_envelope("snapshot", &v);
+    assert_eq!(v["users"], users_json(&active), "snapshot = active");
+    assert_eq!(v["users"][0]["ip"], "127.0.0.20");
+
+    // A connect: a set with carol's address (the first publish may come
+    // before the component knows the address: wait for the one with it).
+    let carol = connect(&p, "carol", "laptop", 22).await;
+    let jid = format!("carol@{}/laptop", p.domain);
+    let set = loop {
+        let (kind, v) = sse.expect("carol's set").await;
+        assert_envelope(&kind, &v);
+        assert_eq!((kind.as_str(), &v["fulljid"]), ("set", &Value::from(jid.clone())), "{v}");
+        if v["ip"] == "127.0.0.22" {
+            break v;
+        }
+    };
+    assert_eq!(set["name"], format!("carol@{}", p.domain));
+    assert_eq!(set["status"], "online");
+    assert!(time::parse(set["since"].as_str().expect("since")).is_some());
+
+    // A status change.
+    carol.show(Some("away"));
+    let (kind, v) = sse.expect("the change to away").await;
+    assert_envelope("set", &v);
+    assert_eq!(kind, "set");
+    assert_eq!(v["fulljid"], jid);
+    assert_eq!(v["name"], format!("carol@{}", p.domain));
+    assert_eq!(v["status"], "away");
+    assert_eq!(v["ip"], "127.0.0.22");
+
+    // A disconnect.
+    carol.close().await;
+    let (kind, v) = sse.expect("carol's remove").await;
+    assert_eq!(kind, "remove");
+    assert_envelope("remove", &v);
+    assert_eq!(v["fulljid"], jid);
+    assert_eq!(v["name"], format!("carol@{}", p.domain));
+
+    // And /state is active again.
+    let active = wait_active(&checker, 2).await;
+    let state = get_state(&http, &w.url("/state")).await;
+    assert_eq!(state["users"], users_json(&active));
+    assert!(!w.read("err").contains(TOKEN), "the token is never logged");
+    assert!(!w.read("out").contains(TOKEN));
+    drop(pp);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 9, test 2
+
+/// Without the token, or with a wrong one, every path is 401 without data;
+/// with it (header or query), 200. The token appears in no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_token_are_refused() {
+    let (p, config, pp, checker) = setup(&["alice"]).await;
+    let _alice = connect(&p, "alice", "desk", 30).await;
+    wait_active(&checker, 1).await;
+    let w = WatchProcess::start(&p, &config);
+    let http = http();
+    // In sync first, so that there is data to leak.
+    let deadline = tokio::time::Instant::now() + T;
+    while get_state(&http, &w.url("/state")).await["users"]
+        .as_array()
+        .map_or(0, |a| a.len())
+        != 1
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never in sync");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let wrong = format!("{TOKEN}x");
+    for path in ["/", "/events", "/state"] {
+        let url = w.url(path);
+        let attempts = [
+            http.get(&url),
+            http.get(&url).bearer_auth(&wrong),
+            http.get(&url).bearer_auth(""),
+            http.get(&url).basic_auth("dashboard", Some(TOKEN)),
+            http.get(format!("{url}?token={wrong}")),
+            http.get(format!("{url}?token=")),
+            http.get(format!("{url}?tok={TOKEN}")),
+        ];
+        for (i, req) in attempts.into_iter().enumerate() {
+            let r = tokio::time::timeout(T, req.send())
+                .await
+                .expect("answered")
+                .expect("GET");
+            assert_eq!(r.status(), 401, "{path} attempt {i}");
+            let body = tokio::time::timeout(T, r.text())
+                .await
+                .expect("body ends")
+                .expect("body");
+            for secret in ["alice", "127.0.0.30", "fulljid", "online", TOKEN] {
+                assert!(!body.contains(secret), "{path} attempt {i}: {body}");
+            }
+        }
+    }
+
+    // With the token: the page (query), the state (header), the events (query).
+    let r = http
+        .get(w.url(&format!("/?token={TOKEN}")))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(r.status(), 200);
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = r.text().await.expect("page");
+    assert!(html.contains("EventSource"), "the script is inlined");
+    assert!(html.contains("feed lost, reconnecting"));
+    for external in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
+        assert!(!html.contains(external), "nothing from other hosts: {external}");
+    }
+    let r = http
+        .get(w.url(&format!("/events?token={TOKEN}")))
+        .send()
+        .await
+        .expect("GET /events");
+    assert_eq!(r.status(), 200);
+    drop(r);
+
+    assert!(!w.read("err").contains(TOKEN), "the token is never logged");
+    assert!(!w.read("out").contains(TOKEN));
+    assert!(!pp.log_text().contains(TOKEN));
+}
+
+// ---------------------------------------------------------------------------
+// Issue 9, test 4
+
+fn item(i: usize) -> UserItem {
+    UserItem {
+        fulljid: format!("user{}@example.org/r{i}", i % 50),
+        name: format!("user{}@example.org", i % 50),
+        status: if i % 2 == 0 { Status::Away } else { Status::Online },
+        ip: format!("192.0.2.{}", i % 250),
+        since: time::now(),
+    }
+}
+
+/// A consumer that never reads is cut off while thousands of changes flow;
+/// another consumer gets every change, in order, and the producer never
+/// waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_that_stops_reading_is_cut_off() {
+    const N: usize = 5000;
+    let feed = Feed::with_backlog(Some(Secret::new(TOKEN)), 256);
+    let addr = feed
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    feed.update(&Update::Event(WatchEvent::Service(ServiceStatus::Online)));
+    feed.update(&Update::Event(WatchEvent::Snapshot(vec![])));
+
+    // The stalled consumer: a small receive window, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stalled = socket.connect(addr).await.expect("connect");
+    stalled
+        .write_all(
+            format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request");
+
+    // The reading consumer.
+    let http = http();
+    let mut sse = Sse::open(&http, &format!("http://{addr}/events")).await;
+    assert_eq!(sse.expect("service").await.0, "service");
+    assert_eq!(sse.expect("snapshot").await.0, "snapshot");
+    let deadline = tokio::time::Instant::now() + T;
+    while feed.consumers() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "two consumers");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        while got.len() < N {
+            let Some((kind, v)) = sse.next().await else { break };
+            assert_eq!(kind, "set");
+            got.push(v["fulljid"].as_str().unwrap_or_default().to_string());
+        }
+        got
+    });
+
+    // Thousands of changes, at about 10,000 a second; updating never waits.
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..N {
+        let t = std::time::Instant::now();
+        feed.update(&Update::Event(WatchEvent::Set(item(i))));
+        slowest = slowest.max(t.elapsed());
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!(
+        "{N} changes in {:?}; slowest update {slowest:?}",
+        started.elapsed()
+    );
+    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+
+    let got = tokio::time::timeout(T, reader)
+        .await
+        .expect("the reader gets every change in time")
+        .expect("reader");
+    let want: Vec<String> = (0..N).map(|i| item(i).fulljid).collect();
+    assert_eq!(got.len(), N, "every change reached the reading consumer");
+    assert_eq!(got, want, "in order");
+    assert!(feed.cut_off() >= 1, "the stalled consumer was cut off");
+
+    // The stalled consumer's connection is closed: reading it now gives what
+    // was in flight, then the end (far less than everything).
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(T, stalled.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the stalled connection ends");
+    let total: usize = (0..N).map(|i| item(i).fulljid.len() + 150).sum();
+    assert!(
+        all.len() < total / 2,
+        "the stalled consumer got {} bytes of about {total}",
+        all.len()
+    );
+    let deadline = tokio::time::Instant::now() + T;
+    while feed.consumers() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the cut consumer is gone");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
