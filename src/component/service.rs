@@ -223,8 +223,25 @@ pub async fn component_loop(
             Ok((conn, inbound, task)) => {
                 tracing::info!(server = %addr, "connected");
                 let since = Instant::now();
-                let outcome =
-                    run_session(cfg, conn, inbound, task, &mut shutdown, step_down.as_mut()).await;
+                let (inbound, nodes, keepers) = if cfg.servers.len() > 1 {
+                    let (i, n, k) = attach_nodes(cfg, addr, conn.pending(), inbound);
+                    (i, Some(n), k)
+                } else {
+                    (inbound, None, Vec::new())
+                };
+                let outcome = run_session(
+                    cfg,
+                    conn,
+                    inbound,
+                    task,
+                    &mut shutdown,
+                    step_down.as_mut(),
+                    nodes,
+                )
+                .await;
+                for k in keepers {
+                    k.abort();
+                }
                 match outcome {
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
                     Outcome::SteppedDown => {
@@ -320,6 +337,8 @@ struct Session<'a> {
     /// The server grants XEP-0356 presence permission.
     privileged: bool,
     checking: bool,
+    /// Check sessions until then (after losing a cluster node).
+    check_until: Option<tokio::time::Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -353,6 +372,7 @@ impl<'a> Session<'a> {
                 pending: None,
                 privileged: false,
                 checking: false,
+                check_until: None,
             },
             done_rx,
         )
@@ -365,9 +385,10 @@ async fn run_session(
     cfg: &ServiceConfig,
     conn: Connection,
     mut inbound: mpsc::UnboundedReceiver<Element>,
-    task: tokio::task::JoinHandle<Disconnect>,
+    mut task: tokio::task::JoinHandle<Disconnect>,
     shutdown: &mut watch::Receiver<bool>,
     mut step_down: Option<&mut watch::Receiver<bool>>,
+    mut nodes: Option<mpsc::UnboundedReceiver<NodeEvent>>,
 ) -> Outcome {
     let (mut s, mut done_rx) = Session::new(cfg, conn);
     // After a takeover, an audit follows the start-up (SPEC §8).
@@ -402,6 +423,16 @@ async fn run_session(
                 task.abort();
                 return Outcome::SteppedDown;
             }
+            Some(ev) = node_event(&mut nodes) => s.node_event(ev),
+            r = &mut task => {
+                // The connection we send on is gone (in a cluster, the other
+                // nodes' inbound stays open: this is how its loss shows).
+                let reason = match r {
+                    Ok(r) => r.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Outcome::Lost(reason);
+            }
             _ = shutdown.changed() => {
                 s.shutdown().await;
                 task.abort();
@@ -410,7 +441,7 @@ async fn run_session(
             el = inbound.recv() => match el {
                 Some(el) => s.handle_stanza(el),
                 None => {
-                    let reason = match task.await {
+                    let reason = match (&mut task).await {
                         Ok(r) => r.to_string(),
                         Err(e) => e.to_string(),
                     };
@@ -433,6 +464,98 @@ async fn run_session(
             }
         }
     }
+}
+
+/// A cluster node's secondary connection came or went.
+#[derive(Debug)]
+pub enum NodeEvent {
+    Up(String),
+    Down(String, String),
+}
+
+async fn node_event(nodes: &mut Option<mpsc::UnboundedReceiver<NodeEvent>>) -> Option<NodeEvent> {
+    match nodes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps a receive-only connection to one more node of a cluster, with
+/// capped backoff, forwarding its stanzas into the session's inbound.
+async fn keep_node(
+    cfg: ServiceConfig,
+    addr: String,
+    pending: crate::xmpp::Pending,
+    inbound: mpsc::UnboundedSender<Element>,
+    events: mpsc::UnboundedSender<NodeEvent>,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        match crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, pending.clone())
+            .await
+        {
+            Ok(mut node) => {
+                backoff.reset();
+                let _ = events.send(NodeEvent::Up(addr.clone()));
+                while let Some(el) = node.inbound.recv().await {
+                    if inbound.send(el).is_err() {
+                        return;
+                    }
+                }
+                let reason = match (&mut node.task).await {
+                    Ok(r) => r.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let _ = events.send(NodeEvent::Down(addr.clone(), reason));
+            }
+            Err(e) => {
+                let d = backoff.take();
+                tracing::warn!(node = %addr, "{e}; retrying in {d:?}");
+                tokio::time::sleep(d).await;
+                continue;
+            }
+        }
+        let d = backoff.take();
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// With several `server` entries: one connection per node. The first that
+/// answered carries every request; the others bring their node's presences
+/// (XEP-0356 presence comes only from the node the connection is on) and
+/// whatever IQ answers come back there. Returns the merged inbound, the node
+/// events and the keepers (aborted when the session ends).
+fn attach_nodes(
+    cfg: &ServiceConfig,
+    primary: &str,
+    pending: crate::xmpp::Pending,
+    mut inbound: mpsc::UnboundedReceiver<Element>,
+) -> (
+    mpsc::UnboundedReceiver<Element>,
+    mpsc::UnboundedReceiver<NodeEvent>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    let fwd = tx.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(el) = inbound.recv().await {
+            if fwd.send(el).is_err() {
+                return;
+            }
+        }
+    }));
+    for addr in cfg.servers.iter().filter(|a| a.as_str() != primary) {
+        tasks.push(tokio::spawn(keep_node(
+            cfg.clone(),
+            addr.clone(),
+            pending.clone(),
+            tx.clone(),
+            ev_tx.clone(),
+        )));
+    }
+    (rx, ev_rx, tasks)
 }
 
 /// How often, with XEP-0356 presence permission, the server's sessions are
@@ -616,7 +739,13 @@ impl Session<'_> {
     /// (ejabberd forwards none then) are found by one listing, compared with
     /// what was tracked before it was asked for.
     fn start_session_check(&mut self) {
-        if !self.privileged || self.checking || self.status != ServiceStatus::Online {
+        let after_node_loss = self
+            .check_until
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if !(self.privileged || after_node_loss)
+            || self.checking
+            || self.status != ServiceStatus::Online
+        {
             return;
         }
         self.checking = true;
@@ -853,6 +982,21 @@ impl Session<'_> {
             }
         }
         None
+    }
+
+    /// A cluster node's connection came or went: an audit looks at what
+    /// changed (a dead node's sessions vanish without any unavailable).
+    fn node_event(&mut self, ev: NodeEvent) {
+        match ev {
+            NodeEvent::Up(addr) => tracing::info!(node = %addr, "connected to cluster node"),
+            NodeEvent::Down(addr, why) => {
+                tracing::warn!(node = %addr, "lost the connection to cluster node: {why}; retrying");
+                // Its sessions vanish without any unavailable, and the other
+                // nodes may list them a little longer: check for 20 s.
+                self.check_until = Some(tokio::time::Instant::now() + Duration::from_secs(20));
+            }
+        }
+        self.start_audit();
     }
 
     /// Listed sessions whose presence has not arrived.

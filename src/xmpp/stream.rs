@@ -133,6 +133,39 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.out.is_closed()
     }
+
+    /// The outstanding IQs: shared with the other nodes' connections of a
+    /// cluster, since an answer may come back on any of them.
+    pub fn pending(&self) -> Pending {
+        self.pending.clone()
+    }
+}
+
+/// A receive-only connection to one more node of a cluster (SPEC §8
+/// "Clusters"): it brings that node's presences, and IQ answers to the
+/// shared `Pending`. Dropping it closes the stream.
+pub struct Secondary {
+    _out: mpsc::UnboundedSender<Out>,
+    pub inbound: mpsc::UnboundedReceiver<Element>,
+    pub task: tokio::task::JoinHandle<Disconnect>,
+}
+
+/// Connects to one more node as the same component.
+pub async fn connect_secondary(
+    addr: &str,
+    jid: &str,
+    secret: &str,
+    pending: Pending,
+) -> Result<Secondary, ConnectError> {
+    let stream = handshake(addr, jid, secret).await?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
+    Ok(Secondary {
+        _out: out_tx,
+        inbound: in_rx,
+        task,
+    })
 }
 
 /// Connects to a XEP-0114 listener at `addr`, authenticates as `jid`, and
@@ -152,6 +185,22 @@ pub async fn connect_component(
     ),
     ConnectError,
 > {
+    let stream = handshake(addr, jid, secret).await?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let pending = Pending::default();
+    let conn = Connection {
+        jid: jid.to_string(),
+        out: out_tx,
+        pending: pending.clone(),
+        iq_timeout,
+    };
+    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
+    Ok((conn, in_rx, task))
+}
+
+/// TCP, stream header, XEP-0114 handshake.
+async fn handshake(addr: &str, jid: &str, secret: &str) -> Result<Stream, ConnectError> {
     let handshake_timeout = Duration::from_secs(10);
     let io_err = |err| ConnectError::Io {
         addr: addr.to_string(),
@@ -220,18 +269,7 @@ pub async fn connect_component(
         addr: addr.to_string(),
         timeout: handshake_timeout,
     })??;
-
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let pending = Pending::default();
-    let conn = Connection {
-        jid: jid.to_string(),
-        out: out_tx,
-        pending: pending.clone(),
-        iq_timeout,
-    };
-    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
-    Ok((conn, in_rx, task))
+    Ok(stream)
 }
 
 fn stream_error_condition(el: &Element) -> String {
