@@ -127,6 +127,22 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
     );
     assert!(w.seen().statuses.is_empty(), "never back to init");
 
+    // A node-0 session whose client closes without unavailable: ejabberd
+    // forwards nothing under XEP-0356; it leaves within 15 s all the same.
+    w.clear();
+    let closed = Instant::now();
+    on0.remove(1).close().await;
+    w.wait_until("n0b offline", Duration::from_secs(15), |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == "n0b@localhost/r" && st(i) == "offline")
+    })
+    .await;
+    println!(
+        "closed without unavailable: off active after {} ms",
+        closed.elapsed().as_millis()
+    );
+
     // Node 1 back: reconnected by itself, its users seen again.
     e.start_node(1).expect("start node 1");
     let deadline = Instant::now() + Duration::from_secs(30);

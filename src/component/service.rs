@@ -1069,25 +1069,11 @@ impl Session<'_> {
             tokio::spawn(async move {
                 let done = match action {
                     Action::FetchIp { fulljid, name } => {
-                        let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
-                        let ip = match publisher::user_stats(&publisher.conn, &domain, &name).await
-                        {
-                            Ok(sessions) => {
-                                match sessions.iter().find(|s| s.resource == resource) {
-                                    Some(s) => privacy.ip(&s.ip),
-                                    None => {
-                                        tracing::warn!(%fulljid, ?sessions, "user-stats does not list this session");
-                                        String::new()
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                m.error(ErrorKind::UserStats);
-                                tracing::warn!(user = %name, "user-stats failed: {e}; publishing without an IP. {}", publisher::admin_hint(&e));
-                                String::new()
-                            }
-                        };
-                        Done::Ip { fulljid, ip }
+                        let ip = fetch_ip(&publisher, &domain, &fulljid, &name, &m).await;
+                        Done::Ip {
+                            fulljid,
+                            ip: privacy.ip(&ip),
+                        }
                     }
                     Action::SetActive { item } => {
                         let t = m.start();
@@ -1173,6 +1159,42 @@ fn count_retract(m: &Metrics, r: &Result<(), IqError>) {
         Ok(()) => m.retracted(),
         Err(_) => m.error(ErrorKind::Retract),
     }
+}
+
+/// The address of one session, from user-stats. A session whose presence
+/// just arrived may not be listed yet (seen on an ejabberd cluster right
+/// after a node rejoined): asked again twice, a little later, before
+/// publishing it without an address. A session that is simply gone (closed
+/// right after its presence) ends the same way; its departure follows.
+async fn fetch_ip(
+    publisher: &Publisher,
+    domain: &str,
+    fulljid: &str,
+    name: &str,
+    m: &Metrics,
+) -> String {
+    let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
+    for delay_ms in [0u64, 300, 1000] {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        match publisher::user_stats(&publisher.conn, domain, name).await {
+            Ok(sessions) => {
+                if let Some(s) = sessions.iter().find(|s| s.resource == resource) {
+                    return s.ip.clone();
+                }
+            }
+            Err(e) => {
+                m.error(ErrorKind::UserStats);
+                tracing::warn!(
+                    user = %name,
+                    "user-stats failed: {e}; publishing without an IP. {}",
+                    publisher::admin_hint(&e)
+                );
+                return String::new();
+            }
+        }
+    }
+    tracing::info!(%fulljid, "user-stats does not list this session: publishing it without an address");
+    String::new()
 }
 
 /// A publish answered `item-not-found`: the node itself is gone.

@@ -344,12 +344,14 @@ Component "{pubsub_jid}" "pubsub"
     }
 
     /// A pubpresence config file for this server, with a whitelist of
-    /// `members` (full "user@domain" JIDs).
+    /// `members` (full "user@domain" JIDs). `server` is written as a
+    /// one-element list, the cluster form: every Prosody test runs the
+    /// component through the same code as a cluster of one.
     pub fn config_toml(&self, members: &[&str]) -> String {
         let members: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
         format!(
             r#"jid = "{jid}"
-server = "{server}"
+server = ["{server}"]
 secret = "{secret}"
 domain = "{domain}"
 pubsub = "{pubsub}"
