@@ -63,6 +63,117 @@ impl DerefMut for Prosody {
 }
 
 // ---------------------------------------------------------------------------
+// Either server
+
+/// What the test helpers (`pp`) need to know of a server.
+pub trait Lab {
+    fn c2s_addr(&self) -> std::net::SocketAddr;
+    fn domain(&self) -> &str;
+    fn component_jid(&self) -> &str;
+    fn pubsub_jid(&self) -> &str;
+}
+
+impl Lab for Prosody {
+    fn c2s_addr(&self) -> std::net::SocketAddr {
+        self.0.c2s_addr()
+    }
+    fn domain(&self) -> &str {
+        &self.0.domain
+    }
+    fn component_jid(&self) -> &str {
+        &self.0.component_jid
+    }
+    fn pubsub_jid(&self) -> &str {
+        &self.0.pubsub_jid
+    }
+}
+
+/// A test's server: the same test code runs against both (issue 13).
+pub enum Server {
+    Prosody(Prosody),
+    Ejabberd(lab::ejabberd::Ejabberd),
+}
+
+impl Server {
+    pub fn prosody() -> Server {
+        Server::Prosody(Prosody::start())
+    }
+
+    pub fn ejabberd() -> Server {
+        Server::Ejabberd(lab::ejabberd::Ejabberd::start().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    pub fn is_prosody(&self) -> bool {
+        matches!(self, Server::Prosody(_))
+    }
+
+    pub fn secret(&self) -> &str {
+        match self {
+            Server::Prosody(p) => &p.secret,
+            Server::Ejabberd(e) => &e.secret,
+        }
+    }
+
+    pub fn register(&self, user: &str, password: &str) {
+        match self {
+            Server::Prosody(p) => p.register(user, password),
+            // In-band: a few ms, where ejabberdctl takes 0.3 s.
+            Server::Ejabberd(e) => e
+                .register_many(&[(user, password)])
+                .unwrap_or_else(|err| panic!("{err}")),
+        }
+    }
+
+    pub fn component_addr(&self) -> String {
+        match self {
+            Server::Prosody(p) => p.component_addr(),
+            Server::Ejabberd(e) => e.component_addr(),
+        }
+    }
+
+    pub fn config_toml(&self, members: &[&str]) -> String {
+        match self {
+            Server::Prosody(p) => p.config_toml(members),
+            Server::Ejabberd(e) => e.config_toml(members),
+        }
+    }
+
+    pub fn restart(&mut self) {
+        match self {
+            Server::Prosody(p) => p.restart(),
+            Server::Ejabberd(e) => e.restart().unwrap_or_else(|err| panic!("{err}")),
+        }
+    }
+}
+
+impl Lab for Server {
+    fn c2s_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Server::Prosody(p) => p.c2s_addr(),
+            Server::Ejabberd(e) => e.c2s_addr(),
+        }
+    }
+    fn domain(&self) -> &str {
+        match self {
+            Server::Prosody(p) => &p.domain,
+            Server::Ejabberd(e) => &e.domain,
+        }
+    }
+    fn component_jid(&self) -> &str {
+        match self {
+            Server::Prosody(p) => &p.component_jid,
+            Server::Ejabberd(e) => &e.component_jid,
+        }
+    }
+    fn pubsub_jid(&self) -> &str {
+        match self {
+            Server::Prosody(p) => &p.pubsub_jid,
+            Server::Ejabberd(e) => &e.pubsub_jid,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Waiting for stanzas
 
 /// Reads `rx` until `pred` returns `Some`; panics (with the last stanzas
@@ -132,6 +243,8 @@ pub async fn user_sessions(admin: &C2s, domain: &str, users: &[&str]) -> BTreeMa
             String::from(&result)
         );
         for (resource, ip) in resources.into_iter().zip(ips) {
+            // ejabberd writes `ip:port`: compare addresses only.
+            let ip = pubpresence::wire::adhoc::normalise_ip(&ip, false);
             sessions.insert(format!("{bare}/{resource}"), ip);
         }
     }

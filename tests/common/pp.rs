@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-use super::Prosody;
+use super::Lab;
 
 pub const T: Duration = Duration::from_secs(20);
 
@@ -147,8 +147,8 @@ pub const ACTIVE: &str = "presence/active";
 pub const STATUS: &str = "presence/status";
 
 impl Watcher {
-    pub async fn connect(p: &Prosody, user: &str) -> Watcher {
-        Watcher::connect_to(p.c2s_addr(), &p.domain, &p.pubsub_jid, user).await
+    pub async fn connect(p: &impl Lab, user: &str) -> Watcher {
+        Watcher::connect_to(p.c2s_addr(), p.domain(), p.pubsub_jid(), user).await
     }
 
     /// The same for any server (password = user name).
@@ -360,11 +360,11 @@ pub struct User {
 impl User {
     /// Logs in as `user` (password = user name) with `resource` from `ip`
     /// and sends initial presence.
-    pub async fn connect(p: &Prosody, user: &str, resource: &str, ip: IpAddr) -> User {
+    pub async fn connect(p: &impl Lab, user: &str, resource: &str, ip: IpAddr) -> User {
         User::connect_to(
             p.c2s_addr(),
-            &p.domain,
-            &p.component_jid,
+            p.domain(),
+            p.component_jid(),
             user,
             resource,
             ip,
