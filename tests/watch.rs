@@ -11,7 +11,7 @@
 mod common;
 
 use common::pp::{Pubpresence, Watcher, STATUS};
-use common::{loopback, user_sessions, Prosody};
+use common::{loopback, user_sessions, Lab, Server};
 use pubpresence::client::board::Board;
 use pubpresence::client::c2s::{self, C2s, C2sOptions};
 use pubpresence::client::follow::WatchEvent;
@@ -38,8 +38,11 @@ const CHECKER: &str = "checker";
 /// Prosody with the dashboard, the checker and `n` simulated users
 /// (`{prefix}1..`, password = name) registered, the component running and
 /// online, and the checker connected.
-async fn setup(prefix: &str, n: usize) -> (Prosody, String, Pubpresence, Watcher, Vec<String>) {
-    let p = Prosody::start();
+async fn setup(
+    p: Server,
+    prefix: &str,
+    n: usize,
+) -> (Server, String, Pubpresence, Watcher, Vec<String>) {
     p.register(DASHBOARD, DASHBOARD);
     p.register(CHECKER, CHECKER);
     let users: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
@@ -47,8 +50,8 @@ async fn setup(prefix: &str, n: usize) -> (Prosody, String, Pubpresence, Watcher
         p.register(u, u);
     }
     let config = p.config_toml(&[
-        &format!("{DASHBOARD}@{}", p.domain),
-        &format!("{CHECKER}@{}", p.domain),
+        &format!("{DASHBOARD}@{}", p.domain()),
+        &format!("{CHECKER}@{}", p.domain()),
     ]);
     let pp = Pubpresence::start(&config);
     let checker = Watcher::connect(&p, CHECKER).await;
@@ -69,9 +72,9 @@ async fn wait_online(pp: &Pubpresence, w: &Watcher) {
     }
 }
 
-async fn admin(p: &Prosody) -> C2s {
+async fn admin(p: &Server) -> C2s {
     let (admin, _rx) = c2s::connect_as(
-        &format!("admin@{}/check", p.domain),
+        &format!("admin@{}/check", p.domain()),
         "admin",
         p.c2s_addr(),
         loopback(1),
@@ -126,15 +129,15 @@ struct Sim {
 impl Sim {
     /// Starts `users` (one connection each) in `mode`.
     fn start(
-        p: &Prosody,
+        p: &Server,
         users: &[String],
         mode: SimControl,
         tune: impl FnOnce(&mut SimOptions),
     ) -> Sim {
         let mut opts = SimOptions::numbered(
             p.c2s_addr().to_string(),
-            p.domain.clone(),
-            p.component_jid.clone(),
+            p.domain().to_string(),
+            p.component_jid().to_string(),
             "",
             0,
             1,
@@ -248,10 +251,10 @@ struct Follower {
     task: tokio::task::JoinHandle<Result<(), WatchError>>,
 }
 
-fn target(p: &Prosody) -> Target {
+fn target(p: &Server) -> Target {
     Target {
-        component: p.component_jid.clone(),
-        pubsub: p.pubsub_jid.clone(),
+        component: p.component_jid().to_string(),
+        pubsub: p.pubsub_jid().to_string(),
         nodes: Nodes::default(),
         probe_timeout: Duration::from_secs(2),
         iq_timeout: Duration::from_secs(10),
@@ -260,9 +263,9 @@ fn target(p: &Prosody) -> Target {
 
 impl Follower {
     /// `watch::follow` on one connection of the dashboard.
-    async fn start(p: &Prosody) -> Follower {
+    async fn start(p: &Server) -> Follower {
         let (c2s, inbound) = c2s::connect_as(
-            &format!("{DASHBOARD}@{}/follow", p.domain),
+            &format!("{DASHBOARD}@{}/follow", p.domain()),
             DASHBOARD,
             p.c2s_addr(),
             loopback(1),
@@ -283,9 +286,9 @@ impl Follower {
     }
 
     /// `watch::run`: the dashboard's login, reconnects included.
-    fn start_runner(p: &Prosody) -> (Follower, channel::Sender<bool>) {
+    fn start_runner(p: &Server) -> (Follower, channel::Sender<bool>) {
         let login = C2sOptions {
-            jid: format!("{DASHBOARD}@{}", p.domain).parse().expect("jid"),
+            jid: format!("{DASHBOARD}@{}", p.domain()).parse().expect("jid"),
             password: DASHBOARD.into(),
             server: Some(p.c2s_addr().to_string()),
             bind_ip: Some(loopback(1)),
@@ -397,7 +400,7 @@ fn services(events: &[WatchEvent]) -> Vec<ServiceStatus> {
 /// with each other and with what the simulated users did; asserts each
 /// equality with its difference when they do not within the bound.
 async fn assert_converges(
-    p: &Prosody,
+    p: &Server,
     admin: &C2s,
     checker: &Watcher,
     follower: &Follower,
@@ -409,7 +412,7 @@ async fn assert_converges(
     loop {
         let board = follower.board();
         let active = checker.active().await;
-        let sessions = user_sessions(admin, &p.domain, &names).await;
+        let sessions = user_sessions(admin, p.domain(), &names).await;
         let expected = sim.log.lock().unwrap().expected();
         let state: BTreeMap<String, (Status, String)> = board
             .users
@@ -509,9 +512,8 @@ async fn wait_active(checker: &Watcher, n: usize) -> BTreeMap<String, UserItem> 
 /// (frozen there with SIGSTOP so that "while" is certain) ends with exactly
 /// the server's sessions once the service is online; the users change
 /// status during the whole start-up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follower_started_during_init_converges_exactly() {
-    let (p, config, mut pp, mut checker, users) = setup("init", 20).await;
+async fn follower_started_during_init_converges_exactly(server: Server) {
+    let (p, config, mut pp, mut checker, users) = setup(server, "init", 20).await;
     let admin = admin(&p).await;
     let mut sim = Sim::start(&p, &users, SimControl::Hold, |o| {
         o.rate = 40.0;
@@ -586,9 +588,8 @@ async fn follower_started_during_init_converges_exactly() {
 /// Issue 3, test 2: a follower started long after start-up, then 30 users ×
 /// 30 random changes (statuses, disconnects, reconnects): at the end the
 /// follower's state = active's items = the server's sessions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_users_thirty_changes_each_end_exactly() {
-    let (p, _config, pp, checker, users) = setup("u", 30).await;
+async fn thirty_users_thirty_changes_each_end_exactly(server: Server) {
+    let (p, _config, pp, checker, users) = setup(server, "u", 30).await;
     let admin = admin(&p).await;
     let mut sim = Sim::start(&p, &users, SimControl::Hold, |o| {
         o.rate = 150.0;
@@ -624,9 +625,8 @@ async fn thirty_users_thirty_changes_each_end_exactly() {
 /// Issue 3, test 3: the component restarted under a running follower, once
 /// cleanly (offline, init, online) and once killed (init, online): each
 /// time the follower starts over by itself and converges again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn component_restarts_under_a_running_follower() {
-    let (p, config, mut pp, checker, users) = setup("r", 10).await;
+async fn component_restarts_under_a_running_follower(server: Server) {
+    let (p, config, mut pp, checker, users) = setup(server, "r", 10).await;
     let admin = admin(&p).await;
     let mut sim = Sim::start(&p, &users, SimControl::Hold, |o| {
         o.rate = 20.0;
@@ -683,9 +683,8 @@ async fn component_restarts_under_a_running_follower() {
 /// `watch::run` (the CLI's loop) through a restart of the server itself:
 /// every session dies, the runner logs in again with backoff, starts the
 /// procedure over and converges, and the users it sees are the server's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runner_reconnects_after_a_server_restart() {
-    let (mut p, _config, pp, checker, users) = setup("s", 8).await;
+async fn runner_reconnects_after_a_server_restart(server: Server) {
+    let (mut p, _config, pp, checker, users) = setup(server, "s", 8).await;
     let mut sim = Sim::start(&p, &users, SimControl::Hold, |o| {
         o.rate = 20.0;
         o.disconnect_share = 0.1;
@@ -738,12 +737,12 @@ async fn runner_reconnects_after_a_server_restart() {
 /// their statuses, stops after `--duration` and reports what it did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_command_drives_users() {
-    let (p, _config, pp, mut checker, _users) = setup("sim", 3).await;
+    let (p, _config, pp, mut checker, _users) = setup(Server::prosody(), "sim", 3).await;
     checker.subscribe(common::pp::LIVE).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pubpresence"))
         .args(["simulate", "--server"])
         .arg(p.c2s_addr().to_string())
-        .args(["--domain", &p.domain, "--component", &p.component_jid])
+        .args(["--domain", p.domain(), "--component", p.component_jid()])
         .args(["--users", "3", "--resources", "2", "--rate", "12"])
         .args([
             "--duration",
@@ -990,4 +989,46 @@ fn demo_runs_shows_users_and_cleans_up() {
     assert_shows_users(&read(&out));
     let (pid, prosody_dir) = demo_prosody(&stderr);
     assert_cleaned_up(pid, &prosody_dir);
+}
+
+// The client suite on both servers (issue 13).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_started_during_init_converges_exactly_on_prosody() {
+    follower_started_during_init_converges_exactly(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_started_during_init_converges_exactly_on_ejabberd() {
+    follower_started_during_init_converges_exactly(Server::ejabberd()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_users_thirty_changes_each_end_exactly_on_prosody() {
+    thirty_users_thirty_changes_each_end_exactly(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_users_thirty_changes_each_end_exactly_on_ejabberd() {
+    thirty_users_thirty_changes_each_end_exactly(Server::ejabberd()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_restarts_under_a_running_follower_on_prosody() {
+    component_restarts_under_a_running_follower(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_restarts_under_a_running_follower_on_ejabberd() {
+    component_restarts_under_a_running_follower(Server::ejabberd()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_reconnects_after_a_server_restart_on_prosody() {
+    runner_reconnects_after_a_server_restart(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_reconnects_after_a_server_restart_on_ejabberd() {
+    runner_reconnects_after_a_server_restart(Server::ejabberd()).await;
 }
