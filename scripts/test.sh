@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs what the tests
-# need (Prosody from Debian's packages), then format, lint and every test.
+# need (Prosody, ejabberd and their helpers from Debian's packages), then
+# format, lint and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
+# mod_privilege (XEP-0356) for Prosody comes with prosody-modules.
+[ -f /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ] || missing+=(prosody-modules)
 # Prosody's SQLite driver: the pubsub component stores items with storage = "sql".
 dpkg-query -W -f '${Status}' lua-dbi-sqlite3 2>/dev/null | grep -q "install ok installed" || missing+=(lua-dbi-sqlite3)
 if [ ${#missing[@]} -gt 0 ]; then

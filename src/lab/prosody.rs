@@ -106,6 +106,8 @@ pub struct Prosody {
     /// The component's secret.
     pub secret: String,
     child: Option<Child>,
+    /// XEP-0356 presence permission for the component (`start_privileged`).
+    privileged: bool,
 }
 
 impl std::fmt::Debug for Prosody {
@@ -149,6 +151,21 @@ impl Prosody {
     /// 10 s): call it from `spawn_blocking` in async code that must stay
     /// responsive.
     pub fn start() -> Result<Prosody, LabError> {
+        Prosody::start_with(false)
+    }
+
+    /// With XEP-0356: `mod_privilege` (Debian's `prosody-modules`) grants
+    /// the component presence permission, enabled both on the host and in
+    /// the component's section (notes/servers.md: the global line alone
+    /// forwards nothing).
+    pub fn start_privileged() -> Result<Prosody, LabError> {
+        if !Path::new("/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua").is_file() {
+            return Err(LabError::NotInstalled("prosody-modules (mod_privilege)"));
+        }
+        Prosody::start_with(true)
+    }
+
+    fn start_with(privileged: bool) -> Result<Prosody, LabError> {
         check_installed()?;
         let dir = LabDir::new("pubpresence-prosody-")?;
         // Hold both listeners at once so that the two ports differ.
@@ -169,6 +186,7 @@ impl Prosody {
             secret: format!("s3cret-{}-{nanos}", std::process::id()),
             child: None,
             dir,
+            privileged,
         };
         // certs/ only keeps Prosody's certmanager from logging an error.
         for sub in ["data", "certs"] {
@@ -218,14 +236,14 @@ authentication = "internal_plain"
 admins = {{ "{component_jid}", "admin@{domain}" }}
 modules_enabled = {{
     "roster"; "saslauth"; "disco"; "ping"; "posix";
-    "adhoc"; "admin_adhoc";
+    "adhoc"; "admin_adhoc";{privilege_module}
 }}
 modules_disabled = {{ "s2s"; "tls" }}
 
-VirtualHost "{domain}"
+VirtualHost "{domain}"{privileged_entities}
 
 Component "{component_jid}"
-    component_secret = "{secret}"
+    component_secret = "{secret}"{component_modules}
 
 Component "{pubsub_jid}" "pubsub"
     storage = "sql"
@@ -239,6 +257,24 @@ Component "{pubsub_jid}" "pubsub"
             pubsub_jid = self.pubsub_jid,
             domain = self.domain,
             secret = self.secret,
+            privilege_module = if self.privileged {
+                " \"privilege\";"
+            } else {
+                ""
+            },
+            privileged_entities = if self.privileged {
+                format!(
+                    "\n    privileged_entities = {{ [\"{}\"] = {{ presence = \"managed_entity\"; roster = \"both\" }} }}",
+                    self.component_jid
+                )
+            } else {
+                String::new()
+            },
+            component_modules = if self.privileged {
+                "\n    modules_enabled = { \"privilege\" }"
+            } else {
+                ""
+            },
         )
     }
 

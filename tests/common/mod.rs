@@ -36,6 +36,11 @@ impl Prosody {
         Prosody(lab::Prosody::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// With XEP-0356 presence permission for the component (mod_privilege).
+    pub fn start_privileged() -> Prosody {
+        Prosody(lab::Prosody::start_privileged().unwrap_or_else(|e| panic!("{e}")))
+    }
+
     /// Creates an account (works whether or not the server is running).
     pub fn register(&self, user: &str, password: &str) {
         self.0

@@ -1,0 +1,67 @@
+//! XEP-0356 on Prosody 0.12 with `mod_privilege` from prosody-modules
+//! (issue 13): no roster entries anywhere; users already online when the
+//! component starts are on active with their real status when it says
+//! `online`; changes followed; a closed session leaves at once.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Prosody};
+use pubpresence::wire::status::ServiceStatus;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_presence_on_prosody() {
+    let p = Prosody::start_privileged();
+    for u in ["watcher", "gina", "hal"] {
+        p.register(u, u);
+    }
+    // Online before the component ever ran, never subscribed.
+    let gina = User::connect(&p, "gina", "desk", loopback(180)).await;
+    gina.show(Some("dnd"));
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let mut w = Watcher::connect(&p, "watcher").await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not online:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let active = w.active().await;
+    let item = active
+        .get(&gina.jid)
+        .unwrap_or_else(|| panic!("gina on active at online: {active:#?}\n{}", pp.log_text()));
+    assert_eq!(
+        (st(item), item.ip.as_str()),
+        ("dnd", "127.0.0.180"),
+        "her real status"
+    );
+    assert!(pp.log_text().contains("XEP-0356 presence permission"));
+    w.subscribe_all().await;
+    // A newcomer, a change, a departure without any roster.
+    let hal = User::connect(&p, "hal", "pc", loopback(181)).await;
+    w.wait_until("hal on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == hal.jid)
+    })
+    .await;
+    hal.show(Some("away"));
+    w.wait_until("hal away", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == hal.jid && st(i) == "away")
+    })
+    .await;
+    let gjid = gina.jid.clone();
+    gina.close().await;
+    w.wait_until("gina offline", Duration::from_secs(5), |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == gjid && st(i) == "offline")
+    })
+    .await;
+    let active = w.active().await;
+    assert_eq!(active.keys().collect::<Vec<_>>(), [&hal.jid]);
+}
