@@ -83,7 +83,33 @@ async fn roster_subscriptions_on_ejabberd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_presence_without_rosters_on_ejabberd() {
     let e = start(true);
+    // Online before the component starts: ejabberd replays nothing and
+    // answers no probe, so its show is unknown until it changes.
+    e.register("old", "old").expect("register");
+    let old = user(&e, "old", "r", 153).await;
+    old.show(Some("xa"));
     let (pp, mut w) = online(&e).await;
+    let active = w.active().await;
+    let item = active
+        .get(&old.jid)
+        .unwrap_or_else(|| panic!("older session on active: {active:#?}"));
+    assert_eq!((st(item), item.ip.as_str()), ("unknown", "127.0.0.153"));
+    old.show(Some("dnd"));
+    w.wait_until("old known", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == old.jid && st(i) == "dnd")
+    })
+    .await;
+    let ojid = old.jid.clone();
+    old.close().await;
+    w.wait_until("old gone", Duration::from_secs(15), |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == ojid && st(i) == "offline")
+    })
+    .await;
+    w.clear();
     assert!(
         pp.log_text().contains("XEP-0356 presence permission"),
         "{}",

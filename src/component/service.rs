@@ -8,7 +8,7 @@ use super::tracker::{Action, Change, Tracker};
 use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
 use crate::wire::status::ServiceStatus;
-use crate::wire::user::UserItem;
+use crate::wire::user::{Status, UserItem};
 use crate::wire::{self, ns, time, Attr};
 use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
@@ -1019,6 +1019,32 @@ impl Session<'_> {
 
     /// SPEC §5 step 5, with what discovery found.
     fn reconcile(&mut self, d: Discovery) {
+        if self.privileged && !self.listing.ordered() {
+            // With presence permission every session is tracked; one that
+            // sent nothing by now is older than us on a server that replays
+            // nothing (ejabberd; Prosody's module replays every presence):
+            // on active as `unknown` until it changes.
+            let now = time::now();
+            let silent: Vec<String> = d
+                .listed
+                .iter()
+                .filter(|j| !self.tracker.knows(j))
+                .cloned()
+                .collect();
+            if !silent.is_empty() {
+                tracing::info!(
+                    "{} sessions older than the component sent no presence: published as `unknown` until they change",
+                    silent.len()
+                );
+            }
+            for jid in silent {
+                if let Some((bare, _)) = jid.split_once('/') {
+                    let bare = bare.to_string();
+                    self.tracker
+                        .presence(&jid, &bare, Change::Available(Status::Unknown), now);
+                }
+            }
+        }
         tracing::info!(
             users = d.users,
             sessions = d.sessions,

@@ -16,6 +16,11 @@ pub enum Status {
     Dnd,
     /// Only on live: the connection went away.
     Offline,
+    /// Connected, show not known yet (beyond the design document): a
+    /// session older than the component that the server will not describe
+    /// (ejabberd under XEP-0356 replays nothing and answers no probe). Its
+    /// first presence replaces it. Never a guess passed off as a status.
+    Unknown,
 }
 
 impl Status {
@@ -27,6 +32,7 @@ impl Status {
             Status::Xa => "xa",
             Status::Dnd => "dnd",
             Status::Offline => "offline",
+            Status::Unknown => "unknown",
         }
     }
 
@@ -38,6 +44,7 @@ impl Status {
             "xa" => Status::Xa,
             "dnd" => Status::Dnd,
             "offline" => Status::Offline,
+            "unknown" => Status::Unknown,
             _ => return None,
         })
     }
