@@ -3,7 +3,7 @@
 // the token it was opened with (?token=...). Nothing from any other host.
 (function () {
   "use strict";
-  var STATUSES = ["online", "chat", "away", "xa", "dnd"];
+  var STATUSES = ["online", "chat", "away", "xa", "dnd", "unknown"];
   var token = new URLSearchParams(location.search).get("token");
   var query = token ? "?token=" + encodeURIComponent(token) : "";
   var users = new Map();     // fulljid -> item

@@ -37,6 +37,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # man -w needs man-db.
 if ! command -v man >/dev/null 2>&1; then

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
+# The web feed's page is tested in a real headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # mod_privilege (XEP-0356) for Prosody comes with prosody-modules.
 [ -f /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ] || missing+=(prosody-modules)
 # Prosody's SQLite driver: the pubsub component stores items with storage = "sql".

@@ -40,9 +40,11 @@ const STATUS: &str = "presence/status";
 const FLOOR: &str = "bench/floor";
 const WATCHER: &str = "watcher";
 /// Connections per base account (fewer accounts: fewer prosodyctl calls).
-const PER_ACCOUNT: usize = 50;
-/// Load accounts; each phase's connections are spread over them.
-const LOAD_ACCOUNTS: usize = 4;
+const PER_ACCOUNT: usize = 10;
+/// Connections per load account. Few: every presence change of a resource
+/// is also sent to the account's other resources, so 60 resources per
+/// account would make the server send 60 stanzas per change.
+const LOAD_RESOURCES: usize = 4;
 /// Changes per second of one load connection (the rest is more connections).
 const PER_CONNECTION_RATE: f64 = 4.0;
 const IQ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +67,9 @@ pub struct BenchOptions {
     /// (`pubpresence run --config`); `None`: in this process (its CPU and
     /// RSS then include the load generator and the watcher).
     pub component_bin: Option<PathBuf>,
+    /// Prosody with `network_settings = { tcp_nodelay = true }` (its
+    /// default is Nagle's algorithm on every socket).
+    pub tcp_nodelay: bool,
 }
 
 impl BenchOptions {
@@ -77,6 +82,7 @@ impl BenchOptions {
             duration: Duration::from_secs(5),
             floor_rate: 20.0,
             component_bin: None,
+            tcp_nodelay: false,
         }
     }
 
@@ -89,6 +95,7 @@ impl BenchOptions {
             duration: Duration::from_secs(2),
             floor_rate: 20.0,
             component_bin: None,
+            tcp_nodelay: false,
         }
     }
 }
@@ -180,6 +187,9 @@ pub struct RatePoint {
     pub floor: Latency,
     /// p99 latency / floor p99.
     pub p99_over_floor: f64,
+    /// The CPU window: the rate window plus the time for the last events
+    /// to arrive (at most 10 s more).
+    pub cpu_window_s: f64,
     pub server_cpu_s: f64,
     pub component_cpu_s: f64,
     /// component CPU / server CPU.
@@ -248,11 +258,11 @@ impl Report {
             mem.idle_kib, mem.loaded_kib, mem.connections, mem.per_connection_bytes, mem.restarted_kib
         ));
         s.push_str(
-            "rate/s  sent/s  conns  changes  recv   p50 ms   p99 ms  floor p50  floor p99  p99/floor  server CPU s  comp CPU s  comp/server\n",
+            "rate/s  sent/s  conns  changes  recv   p50 ms   p99 ms  floor p50  floor p99  p99/floor  window s  server CPU s  comp CPU s  comp/server\n",
         );
         for r in &self.rates {
             s.push_str(&format!(
-                "{:>6.0}  {:>6.0}  {:>5}  {:>7}  {:>5}  {:>7.2}  {:>7.2}  {:>9.2}  {:>9.2}  {:>9.2}  {:>12.2}  {:>10.2}  {:>10.1}%\n",
+                "{:>6.0}  {:>6.0}  {:>5}  {:>7}  {:>5}  {:>7.2}  {:>7.2}  {:>9.2}  {:>9.2}  {:>9.2}  {:>8.1}  {:>12.2}  {:>10.2}  {:>10.1}%\n",
                 r.target_rate,
                 r.achieved_rate,
                 r.load_connections,
@@ -263,6 +273,7 @@ impl Report {
                 r.floor.p50_ms,
                 r.floor.p99_ms,
                 r.p99_over_floor,
+                r.cpu_window_s,
                 r.server_cpu_s,
                 r.component_cpu_s,
                 r.cpu_ratio * 100.0,
@@ -530,9 +541,68 @@ async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, f: F) -> Result<
     Ok(())
 }
 
+type Change = (String, Status, Instant);
+
+/// Latencies (ms) of the changes and of the floor items that arrived: each
+/// change is matched to the next live item of that connection with its
+/// status, received after it.
+fn matched(
+    seen: &[Seen],
+    start: Instant,
+    changes: &[Change],
+    floor_sent: &HashMap<String, Instant>,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut live: HashMap<&str, Vec<(Instant, Status)>> = HashMap::new();
+    let mut floor_recv: HashMap<&str, Instant> = HashMap::new();
+    for s in seen {
+        match s {
+            Seen::Live(t, u) if *t >= start => live
+                .entry(u.fulljid.as_str())
+                .or_default()
+                .push((*t, u.status)),
+            Seen::Floor(t, id) => {
+                floor_recv.entry(id.as_str()).or_insert(*t);
+            }
+            _ => {}
+        }
+    }
+    let mut by_conn: HashMap<&str, Vec<(Status, Instant)>> = HashMap::new();
+    for (j, s, at) in changes {
+        by_conn.entry(j.as_str()).or_default().push((*s, *at));
+    }
+    let mut lat = Vec::new();
+    for (j, list) in &by_conn {
+        let got = live.get(j).map(Vec::as_slice).unwrap_or(&[]);
+        let mut k = 0;
+        for (s, at) in list {
+            while k < got.len() && !(got[k].1 == *s && got[k].0 >= *at) {
+                k += 1;
+            }
+            if k < got.len() {
+                lat.push((got[k].0 - *at).as_secs_f64() * 1000.0);
+                k += 1;
+            }
+        }
+    }
+    let floor_lat = floor_sent
+        .iter()
+        .filter_map(|(id, at)| {
+            floor_recv
+                .get(id.as_str())
+                .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    (lat, floor_lat)
+}
+
+/// Load connections for a rate: each changes about 4 times a second.
+fn load_connections(rate: f64) -> usize {
+    ((rate / PER_CONNECTION_RATE).ceil() as usize).clamp(LOAD_RESOURCES, 2000)
+}
+
 /// Registers accounts (password = name), a few prosodyctl at a time.
 fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
-    for chunk in names.chunks(8) {
+    for chunk in names.chunks(16) {
         let results: Vec<Result<(), LabError>> = std::thread::scope(|s| {
             let hs: Vec<_> = chunk
                 .iter()
@@ -561,9 +631,33 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     let base_accounts = opts.connections.div_ceil(PER_ACCOUNT);
     let mut names: Vec<String> = vec![WATCHER.to_string()];
     names.extend((1..=base_accounts).map(|i| format!("base{i}")));
-    names.extend((1..=LOAD_ACCOUNTS).map(|i| format!("load{i}")));
+    let load_accounts = opts
+        .rates
+        .iter()
+        .map(|r| load_connections(*r).div_ceil(LOAD_RESOURCES))
+        .max()
+        .unwrap_or(1);
+    names.extend((1..=load_accounts).map(|i| format!("load{i}")));
+    let nodelay = opts.tcp_nodelay;
     let prosody = tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
-        let p = Prosody::start()?;
+        let mut p = Prosody::start()?;
+        if nodelay {
+            // Prosody 0.12's network_settings: TCP_NODELAY on its sockets.
+            let path = p.config_path();
+            let text = std::fs::read_to_string(&path).map_err(|e| LabError::Io {
+                what: "reading the prosody config".into(),
+                source: e,
+            })?;
+            std::fs::write(
+                &path,
+                format!("network_settings = {{ tcp_nodelay = true }}\n{text}"),
+            )
+            .map_err(|e| LabError::Io {
+                what: "writing the prosody config".into(),
+                source: e,
+            })?;
+            p.restart()?;
+        }
         register_all(&p, &names)?;
         Ok(p)
     })
@@ -808,15 +902,14 @@ async fn phase(
     rate: f64,
 ) -> Result<RatePoint, BenchError> {
     let _ = watcher;
-    let conns = ((rate / PER_CONNECTION_RATE).ceil() as usize).clamp(LOAD_ACCOUNTS, 2000);
-    let per = conns.div_ceil(LOAD_ACCOUNTS);
+    let conns = load_connections(rate);
     let mut o = SimOptions::numbered(
         prosody.c2s_addr().to_string(),
         prosody.domain.clone(),
         prosody.component_jid.clone(),
         "load",
-        LOAD_ACCOUNTS,
-        per,
+        conns.div_ceil(LOAD_RESOURCES),
+        LOAD_RESOURCES,
     );
     let conns = o.connections();
     o.rate = rate;
@@ -894,63 +987,37 @@ async fn phase(
             })
             .collect::<Vec<_>>()
     };
-    let drain_deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = usize::MAX;
+    // Until every change and floor item has its notification, or nothing
+    // arrives for 5 s, or 30 s.
+    let sent_changes = changes_of(&events);
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (usize::MAX, Instant::now());
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let got = lock(seen).len();
-        if got == last || Instant::now() > drain_deadline {
+        let (total, done) = {
+            let l = lock(seen);
+            let (lat, fl) = matched(&l, start, &sent_changes, &floor_sent);
+            (
+                l.len(),
+                lat.len() >= sent_changes.len() && fl.len() >= floor_sent.len(),
+            )
+        };
+        if done || Instant::now() > drain_deadline {
             break;
         }
-        last = got;
+        if total != last.0 {
+            last = (total, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu1 = (cpu_seconds(server_pid), cpu_seconds(comp.pid()));
+    let cpu_window_s = start.elapsed().as_secs_f64();
     let changes = changes_of(&events);
     let _ = ctl.send(SimControl::Stop);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
 
-    // Match each change to the next live item of that connection with its
-    // status, received after it.
-    let mut live: HashMap<String, Vec<(Instant, Status)>> = HashMap::new();
-    let mut floor_recv: HashMap<String, Instant> = HashMap::new();
-    for s in lock(seen).iter() {
-        match s {
-            Seen::Live(t, u) if *t >= start => live
-                .entry(u.fulljid.clone())
-                .or_default()
-                .push((*t, u.status)),
-            Seen::Floor(t, id) => {
-                floor_recv.entry(id.clone()).or_insert(*t);
-            }
-            _ => {}
-        }
-    }
-    let mut by_conn: HashMap<String, Vec<(Status, Instant)>> = HashMap::new();
-    for (j, s, at) in &changes {
-        by_conn.entry(j.clone()).or_default().push((*s, *at));
-    }
-    let mut lat = Vec::new();
-    for (j, list) in &by_conn {
-        let got = live.get(j).map(Vec::as_slice).unwrap_or(&[]);
-        let mut k = 0;
-        for (s, at) in list {
-            while k < got.len() && !(got[k].1 == *s && got[k].0 >= *at) {
-                k += 1;
-            }
-            if k < got.len() {
-                lat.push((got[k].0 - *at).as_secs_f64() * 1000.0);
-                k += 1;
-            }
-        }
-    }
-    let floor_lat: Vec<f64> = floor_sent
-        .iter()
-        .filter_map(|(id, at)| {
-            floor_recv
-                .get(id)
-                .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
+    let (lat, floor_lat) = matched(&lock(seen), start, &changes, &floor_sent);
     let latency = Latency::of(lat);
     let floor = Latency::of(floor_lat);
     let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -973,6 +1040,7 @@ async fn phase(
         latency,
         floor_sent: floor_sent.len(),
         floor,
+        cpu_window_s,
         server_cpu_s,
         component_cpu_s,
         cpu_ratio: if server_cpu_s > 0.0 {
@@ -1005,6 +1073,9 @@ pub struct BenchArgs {
     /// Run the component in this process instead of a child `pubpresence run`.
     #[arg(long)]
     pub in_process: bool,
+    /// Start Prosody with `network_settings = { tcp_nodelay = true }`.
+    #[arg(long)]
+    pub tcp_nodelay: bool,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -1034,6 +1105,7 @@ impl BenchArgs {
             o.duration = d;
         }
         o.component_bin = if self.in_process { None } else { exe };
+        o.tcp_nodelay = self.tcp_nodelay;
         o
     }
 }

@@ -39,7 +39,7 @@ pub enum Command {
         /// One JSON object per event on stdout (SPEC §6) instead of the table.
         #[arg(long)]
         json: bool,
-        /// Serve the web feed on ADDR (not implemented yet).
+        /// Serve the web feed on ADDR (SPEC §7: the page, /events, /state).
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },

@@ -115,16 +115,19 @@ async fn watch_cmd(config: PathBuf, json: bool, http: Option<String>) -> anyhow:
                 .await
                 .with_context(|| format!("web feed: cannot listen on {addr}"))?;
             eprintln!("pubpresence watch: web feed on http://{bound}/");
-            Some(feed)
+            Some((feed, bound))
         }
         None => None,
     };
     let (tx, rx) = mpsc::channel(256);
     let stop = stop_channel(None);
-    let title = format!(
+    let mut title = format!(
         "pubpresence watch: {} on {}",
         settings.component, settings.pubsub
     );
+    if let Some((_, bound)) = &feed {
+        title.push_str(&format!(" · web feed http://{bound}/"));
+    }
     let runner = tokio::spawn(watch::run(
         watch::login_options(&settings),
         Target::from_settings(&settings),
@@ -132,7 +135,7 @@ async fn watch_cmd(config: PathBuf, json: bool, http: Option<String>) -> anyhow:
         stop,
     ));
     let rx = match feed {
-        Some(feed) => web::tee(feed, rx),
+        Some((feed, _)) => web::tee(feed, rx),
         None => rx,
     };
     show(rx, json, &title).await;

@@ -173,3 +173,109 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm() {
     exact(&w, &want).await;
     drop((users, newcomer, a2));
 }
+
+/// SPEC §8 on ejabberd, which accepts a second connection for the same
+/// component: the active instance is frozen (SIGSTOP) until the standby
+/// starts its takeover (its `init` is on the status node), then resumed
+/// (SIGCONT): it steps down without publishing anything, the takeover
+/// completes, and audits make active exact.
+///
+/// While both connections exist ejabberd hands each stanza for the
+/// component to one of them at random, IQ answers included (notes/servers.md),
+/// so the standby's start-up cannot complete while the frozen instance still
+/// holds its connection: it retries until the fenced instance has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_instance_is_fenced_off_on_ejabberd() {
+    use common::{Lab, Server};
+    let e = Server::ejabberd();
+    for u in ["watcher", "standby", "f1", "f2", "f3"] {
+        e.register(u, u);
+    }
+    let cfg = |instance: &str| {
+        format!(
+            "instance = \"{instance}\"\naudit_interval = \"2s\"\n{}\n[standby]\njid = \"standby@localhost\"\n\
+             password = \"standby\"\nserver = \"{}\"\nallow_plaintext = true\ntakeover = \"2s\"\n",
+            e.config_toml(&["watcher@localhost", "standby@localhost"])
+                .replace("probe_timeout = \"2s\"", "probe_timeout = \"2s\"\niq_timeout = \"2s\""),
+            e.c2s_addr()
+        )
+    };
+    let a = Pubpresence::start(&cfg("a"));
+    let mut w = Watcher::connect(&e, "watcher").await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.status().await != Some(ServiceStatus::Online) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a not online:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.subscribe_all().await;
+    let b = Pubpresence::start(&cfg("b"));
+    let deadline = Instant::now() + T;
+    while !b.log_text().contains("instance a is active; waiting") {
+        assert!(
+            Instant::now() < deadline,
+            "b not waiting:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut users = Vec::new();
+    for (i, name) in ["f1", "f2", "f3"].iter().enumerate() {
+        let u = User::connect(&e, name, "r", loopback(190 + i as u8)).await;
+        u.subscribe_to(e.component_jid());
+        let jid = u.jid.clone();
+        w.wait_until(&jid, T, |s| s.live.iter().any(|i| i.fulljid == jid))
+            .await;
+        users.push(u);
+    }
+
+    // Freeze A until B has taken over.
+    w.clear();
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(a.pid().to_string())
+            .status();
+    };
+    signal("STOP");
+    wait_item(&mut w, "b", ServiceStatus::Init, Duration::from_secs(15)).await;
+    // While both are connected: a session ends.
+    users.remove(2).close().await;
+    // Resumed: A steps down and publishes nothing.
+    let resumed = w.seen().status_items.len();
+    signal("CONT");
+    let deadline = Instant::now() + T;
+    while !a.log_text().contains("stepping down") {
+        assert!(
+            Instant::now() < deadline,
+            "a did not step down:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_item(&mut w, "b", ServiceStatus::Online, Duration::from_secs(60)).await;
+    let after: Vec<_> = w.seen().status_items[resumed..].to_vec();
+    assert!(
+        after.iter().all(|(_, i)| i.as_deref() != Some("a")),
+        "a published after resuming: {after:?}"
+    );
+    // Active exact: the audits of B repair whatever A swallowed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let active = w.active().await;
+        let keys: Vec<&String> = active.keys().collect();
+        if keys == ["f1@localhost/r", "f2@localhost/r"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "active not exact: {active:#?}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((users, a, b));
+}

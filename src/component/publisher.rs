@@ -249,6 +249,17 @@ impl Publisher {
         pubsub::max_items(form)
     }
 
+    /// The status node's current item: (status, instance).
+    pub async fn current_status(&self) -> Result<Option<(ServiceStatus, Option<String>)>, IqError> {
+        let res = self
+            .pubsub_iq("get", pubsub::items(&self.nodes.status))
+            .await?;
+        Ok(pubsub::parse_items(&res)
+            .into_iter()
+            .filter_map(|(_, p)| p.as_ref().and_then(status::from_element))
+            .next_back())
+    }
+
     /// The items on active. Items that are not a readable `<user/>` whose id
     /// is its full JID are returned apart (to be retracted).
     pub async fn active_items(&self) -> Result<(Vec<UserItem>, Vec<String>), IqError> {

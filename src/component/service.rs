@@ -404,8 +404,52 @@ async fn run_session(
     });
     let mut checks = tokio::time::interval(SESSION_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Standby mode: a heartbeat that notices when this process was stalled
+    // (a SIGSTOP, a VM pause). Before handling anything that queued up
+    // meanwhile, it asks the status node who is active: if another instance
+    // took over, this one steps down without publishing anything.
+    let standby = step_down.is_some();
+    let mut beat = tokio::time::interval(Duration::from_millis(100));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat = tokio::time::Instant::now();
+    let mut fencing = false;
+    let (fence_tx, mut fence_rx) = mpsc::unbounded_channel::<bool>();
     loop {
         tokio::select! {
+            // Polled first: after a stall the heartbeat sees the gap before
+            // any queued stanza or result is looked at.
+            biased;
+            _ = beat.tick(), if standby => {
+                let now = tokio::time::Instant::now();
+                if now.duration_since(last_beat) > STALL && !fencing && s.status == ServiceStatus::Online {
+                    fencing = true;
+                    tracing::warn!(
+                        "this process was stalled for {:?}: checking that no other instance took over",
+                        now.duration_since(last_beat)
+                    );
+                    let publisher = s.publisher.clone();
+                    let me = cfg.instance.clone();
+                    let tx = fence_tx.clone();
+                    tokio::spawn(async move {
+                        let still_mine = match publisher.current_status().await {
+                            Ok(Some((_, inst))) => inst == me,
+                            Ok(None) => true,
+                            // Cannot tell: stepping down is the safe side.
+                            Err(_) => false,
+                        };
+                        let _ = tx.send(still_mine);
+                    });
+                }
+                last_beat = now;
+            }
+            Some(still_mine) = fence_rx.recv() => {
+                fencing = false;
+                if !still_mine {
+                    tracing::warn!("another instance is active: stepping down without publishing");
+                    task.abort();
+                    return Outcome::SteppedDown;
+                }
+            }
             _ = tick(&mut audits) => s.start_audit(),
             _ = checks.tick() => s.start_session_check(),
             _ = until(s.pending.as_ref().map(|p| p.1)) => {
@@ -438,7 +482,7 @@ async fn run_session(
                 task.abort();
                 return Outcome::Shutdown;
             }
-            el = inbound.recv() => match el {
+            el = inbound.recv(), if !fencing => match el {
                 Some(el) => s.handle_stanza(el),
                 None => {
                     let reason = match (&mut task).await {
@@ -448,7 +492,7 @@ async fn run_session(
                     return Outcome::Lost(reason);
                 }
             },
-            Some(done) = done_rx.recv() => {
+            Some(done) = done_rx.recv(), if !fencing => {
                 if let Done::Discovered(_) = &done {
                     // Presences the server sent before answering our
                     // barrier are in `inbound` already: apply them first.
@@ -465,6 +509,9 @@ async fn run_session(
         }
     }
 }
+
+/// A heartbeat gap this long means the process was stalled (standby mode).
+const STALL: Duration = Duration::from_secs(1);
 
 /// A cluster node's secondary connection came or went.
 #[derive(Debug)]
