@@ -285,9 +285,17 @@ async fn demo_cmd(
             i.config.display(),
         );
     };
+    // The web feed of what the dashboard follows (SPEC §7), on loopback.
+    let feed = pubpresence::client::web::Feed::new(None);
+    let port = pubpresence::lab::free_ports(1)?[0];
+    let addr = feed
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await?;
+    eprintln!("pubpresence demo: web feed on http://{addr}/ (open it in a browser)");
+    let rx = pubpresence::client::web::tee(feed, rx);
     let demo = tokio::spawn(demo::run(opts, tx, on_ready, stop));
-    let title = "pubpresence demo (Ctrl-C to stop)";
-    show(rx, json, title).await;
+    let title = format!("pubpresence demo (Ctrl-C to stop) - http://{addr}/");
+    show(rx, json, &title).await;
     match demo.await {
         Ok(r) => {
             r?;
