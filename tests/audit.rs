@@ -11,7 +11,6 @@ use common::pp::*;
 use common::{loopback, Prosody};
 use pubpresence::client::c2s::{self, C2s};
 use pubpresence::wire::pubsub;
-use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::user::{Status, UserItem};
 use std::time::Duration;
 
@@ -55,15 +54,7 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing() {
     );
     let pp = Pubpresence::start(&cfg);
     let mut w = Watcher::connect(&p, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(&pp).await;
     w.subscribe_all().await;
     let alice = User::connect(&p, "alice", "desk", loopback(80)).await;
     alice.subscribe_to(&p.component_jid);

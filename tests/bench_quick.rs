@@ -34,6 +34,7 @@ async fn quick_bench_reports_sane_figures() {
     assert!(report.memory.loaded_kib > 0);
     assert!(report.memory.restarted_kib > 0);
     assert_eq!(report.memory.connections, n);
+    assert_eq!(report.memory.seen_on_live, n, "every login reached live");
 
     assert_eq!(report.rates.len(), rates.len());
     for (r, want) in report.rates.iter().zip(&rates) {

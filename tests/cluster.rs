@@ -9,7 +9,6 @@ mod common;
 use common::loopback;
 use common::pp::*;
 use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
-use pubpresence::wire::status::ServiceStatus;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,15 +37,7 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
         "watcher",
     )
     .await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.until_online(&pp).await;
     w.subscribe_all().await;
     w.wait_until("status", T, |s| !s.statuses.is_empty()).await;
     let deadline = Instant::now() + T;

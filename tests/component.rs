@@ -36,15 +36,7 @@ async fn start(p: &Server) -> (Pubpresence, Watcher) {
 
 /// Polls the status node until it says online (the nodes may not exist yet).
 async fn wait_online(pp: &Pubpresence, w: &Watcher) {
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "component not online in time; log:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(pp).await;
 }
 
 /// Connects `user/resource` from `ip`, subscribes it to the component, and

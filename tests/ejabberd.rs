@@ -8,7 +8,6 @@ mod common;
 use common::loopback;
 use common::pp::*;
 use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
-use pubpresence::wire::status::ServiceStatus;
 use std::time::{Duration, Instant};
 
 fn start(privileged: bool) -> Ejabberd {
@@ -23,15 +22,7 @@ async fn online(e: &Ejabberd) -> (Pubpresence, Watcher) {
     e.register("watcher", "watcher").expect("register watcher");
     let pp = Pubpresence::start(&e.config_toml(&["watcher@localhost"]));
     let mut w = Watcher::connect_to(e.c2s_addr(), &e.domain, &e.pubsub_jid, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.until_online(&pp).await;
     w.subscribe_all().await;
     w.wait_until("status", T, |s| !s.statuses.is_empty()).await;
     (pp, w)

@@ -14,15 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 async fn wait_online(pp: &Pubpresence, w: &Watcher) {
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(pp).await;
 }
 
 /// Polls until active, as the watcher fetches it, satisfies `ok`.

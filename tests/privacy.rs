@@ -5,8 +5,6 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Prosody};
-use pubpresence::wire::status::ServiceStatus;
-use std::time::Duration;
 
 fn config(p: &Prosody, privacy: &str) -> String {
     format!(
@@ -18,15 +16,7 @@ fn config(p: &Prosody, privacy: &str) -> String {
 async fn online(p: &Prosody, privacy: &str) -> (Pubpresence, Watcher) {
     let pp = Pubpresence::start(&config(p, privacy));
     let mut w = Watcher::connect(p, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(&pp).await;
     w.subscribe_all().await;
     w.wait_until("status", T, |s| !s.statuses.is_empty()).await;
     (pp, w)

@@ -7,7 +7,6 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Prosody};
-use pubpresence::wire::status::ServiceStatus;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,15 +20,7 @@ async fn privileged_presence_on_prosody() {
     gina.show(Some("dnd"));
     let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
     let mut w = Watcher::connect(&p, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not online:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(&pp).await;
     let active = w.active().await;
     let item = active
         .get(&gina.jid)

@@ -57,15 +57,7 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm() {
     // A starts alone: nobody answers its pings, it takes over.
     let mut a = Pubpresence::start(&config(&p, "a"));
     let mut w = Watcher::connect(&p, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a not online:\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.until_online(&a).await;
     w.subscribe_all().await;
     // B starts while A is active: it waits and never publishes.
     let b = Pubpresence::start(&config(&p, "b"));
@@ -202,15 +194,7 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
     };
     let a = Pubpresence::start(&cfg("a"));
     let mut w = Watcher::connect(&e, "watcher").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while w.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a not online:\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.until_online(&a).await;
     w.subscribe_all().await;
     let b = Pubpresence::start(&cfg("b"));
     let deadline = Instant::now() + T;

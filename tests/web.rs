@@ -44,15 +44,7 @@ async fn setup(users: &[&str]) -> (Prosody, String, Pubpresence, Watcher) {
     ]);
     let pp = Pubpresence::start(&config);
     let checker = Watcher::connect(&p, CHECKER).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while checker.status().await != Some(ServiceStatus::Online) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "component not online; log:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    checker.until_online(&pp).await;
     (p, config, pp, checker)
 }
 

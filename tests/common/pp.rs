@@ -295,6 +295,20 @@ impl Watcher {
             .collect()
     }
 
+    /// Polls the status node until it says online (the nodes may not exist
+    /// yet, so no subscription can tell); panics with the log after `T`.
+    pub async fn until_online(&self, pp: &Pubpresence) {
+        let deadline = tokio::time::Instant::now() + T;
+        while self.status().await != Some(ServiceStatus::Online) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not online in time; log:\n{}",
+                pp.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The items on active, or None when the request fails (no node).
     pub async fn try_active(&self) -> Option<BTreeMap<String, UserItem>> {
         let iq = iq_get(&self.pubsub, pubsub::items(ACTIVE));
