@@ -111,9 +111,8 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
         "node killed: its sessions off active after {} ms",
         killed.elapsed().as_millis()
     );
-    let active = w.active().await;
     assert_eq!(
-        active.keys().collect::<Vec<_>>(),
+        w.active_users().await,
         ["n0a@localhost/r", "n0b@localhost/r"]
     );
     assert!(w.seen().statuses.is_empty(), "never back to init");

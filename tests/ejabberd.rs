@@ -171,6 +171,6 @@ async fn privileged_presence_without_rosters_on_ejabberd() {
         "session closed without unavailable: off active after {} ms",
         gone.elapsed().as_millis()
     );
-    assert!(w.active().await.is_empty());
+    assert!(w.active_users().await.is_empty());
     drop(erin);
 }

@@ -63,13 +63,32 @@ async fn masked_withheld_and_hidden() {
         "the hidden user never appears: {seen:#?}"
     );
     assert!(seen.live.iter().all(|i| i.ip == "127.0.0.0"));
+    // IPv6 from ::1, masked to its /48: "::".
+    p.register("v6", "v6");
+    let v6 = User::connect_to(
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p.c2s_port)),
+        &p.domain,
+        &p.component_jid,
+        "v6",
+        "r",
+        std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    )
+    .await;
+    v6.subscribe_to(&p.component_jid);
+    let v6jid = v6.jid.clone();
+    w.wait_until("v6 on live", T, |s| {
+        s.live.iter().any(|i| i.fulljid == v6jid)
+    })
+    .await;
+    assert_eq!(w.active().await[&v6.jid].ip, "::", "::1 masked to its /48");
     assert!(pp.terminate().success());
 
     // Withheld: the item of the earlier run is corrected at reconciliation.
     let (_pp, w) = online(&p, "ip = \"none\"\nhide = [\"ceo@localhost\"]").await;
     let active = w.active().await;
-    assert_eq!(active.len(), 1);
+    assert_eq!(active.len(), 2);
     assert_eq!(active["alice@localhost/r"].ip, "");
+    assert_eq!(active["v6@localhost/r"].ip, "", "withheld for IPv6 too");
     assert_eq!(st(&active["alice@localhost/r"]), "away");
-    drop(users);
+    drop((users, v6));
 }

@@ -221,7 +221,7 @@ run_as_root = true
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 log = {{ debug = "{dir}/prosody.log" }}
-interfaces = {{ "127.0.0.1" }}
+interfaces = {{ "127.0.0.1", "::1" }}
 c2s_ports = {{ {c2s} }}
 component_ports = {{ {component} }}
 component_interfaces = {{ "127.0.0.1" }}

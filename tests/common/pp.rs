@@ -321,6 +321,19 @@ impl Watcher {
         )
     }
 
+    /// The full JIDs on active, leaving out the watcher's own session: under
+    /// XEP-0356 on ejabberd, a session that was connected when the component
+    /// started and never sent presence (this watcher, if it logged in during
+    /// start-up) is on active as `unknown`, which is what SPEC §5 asks.
+    pub async fn active_users(&self) -> Vec<String> {
+        let me = self.c2s.jid().to_string();
+        self.active()
+            .await
+            .into_keys()
+            .filter(|k| *k != me)
+            .collect()
+    }
+
     /// The current status item on the status node.
     pub async fn status(&self) -> Option<ServiceStatus> {
         let iq = iq_get(&self.pubsub, pubsub::items(STATUS));
