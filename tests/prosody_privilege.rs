@@ -55,4 +55,16 @@ async fn privileged_presence_on_prosody() {
     .await;
     let active = w.active().await;
     assert_eq!(active.keys().collect::<Vec<_>>(), [&hal.jid]);
+    // An explicit unavailable: gone at once too.
+    hal.c2s
+        .send(presence(None, Some("unavailable"), None))
+        .expect("unavailable");
+    let hjid = hal.jid.clone();
+    w.wait_until("hal offline", Duration::from_secs(5), |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == hjid && st(i) == "offline")
+    })
+    .await;
+    assert!(w.active().await.is_empty());
 }
