@@ -25,7 +25,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a node may take to listen on its ports (it takes about 0.5 s).
@@ -199,7 +198,7 @@ impl EjabberdNode {
 /// logs, spool) is kept for a look afterwards.
 pub struct Ejabberd {
     /// The lab's directory: one subdirectory per node (`node0`, `node1`, …).
-    pub dir: EjabberdDir,
+    pub dir: super::LabDir,
     /// Node 0's c2s port (the other nodes': [`Ejabberd::node`]).
     pub c2s_port: u16,
     /// Node 0's component (XEP-0114) port.
@@ -240,7 +239,7 @@ impl Ejabberd {
     /// [`Ejabberd::start`] with options.
     pub fn start_with(options: EjabberdOptions) -> Result<Ejabberd, EjabberdError> {
         check_installed()?;
-        let dir = EjabberdDir::new("pubpresence-ejabberd-")?;
+        let dir = super::LabDir::new("pubpresence-ejabberd-").map_err(io("creating a temp dir"))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -797,54 +796,6 @@ const INETRC: &str = r#"{lookup,["file","native"]}.
 
 fn yaml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// A directory removed (with its contents) on drop, unless kept.
-#[derive(Debug)]
-pub struct EjabberdDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl EjabberdDir {
-    fn new(prefix: &str) -> Result<EjabberdDir, EjabberdError> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let mut last = None;
-        for _ in 0..16 {
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("{prefix}{}-{nanos:x}-{n}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(EjabberdDir { path, keep: false }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(io(format!("creating {}", path.display()))(e)),
-            }
-        }
-        Err(io("creating a temp dir")(
-            last.unwrap_or_else(|| std::io::Error::other("no free name")),
-        ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Keeps the directory after drop (for a look at the logs).
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for EjabberdDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 /// XEP-0077 in-band registration of `user@domain` over a plain c2s stream.

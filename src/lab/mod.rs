@@ -67,3 +67,54 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     given.extend(&ports);
     Ok(ports)
 }
+
+/// A directory under the system temp dir, removed (with its contents) on
+/// drop unless kept: each lab server's config, data and logs.
+#[derive(Debug)]
+pub struct LabDir {
+    path: std::path::PathBuf,
+    keep: bool,
+}
+
+impl LabDir {
+    /// A new, empty directory named after `prefix`, the process and a counter.
+    pub fn new(prefix: &str) -> std::io::Result<LabDir> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // create_dir (not create_dir_all) fails on an existing directory, so
+        // a name collision is retried instead of sharing a directory.
+        let mut last = None;
+        for _ in 0..16 {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("{prefix}{}-{nanos:x}-{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(LabDir { path, keep: false }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Keeps the directory after drop (for a look at the logs).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for LabDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the server may take to listen on its ports.
@@ -40,61 +39,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     move |source| LabError::Io { what, source }
 }
 
-/// A directory removed (with its contents) on drop, unless kept.
-#[derive(Debug)]
-pub struct LabDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl LabDir {
-    fn new(prefix: &str) -> Result<LabDir, LabError> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // create_dir (not create_dir_all) fails on an existing directory, so
-        // a name collision is retried instead of sharing a directory.
-        let mut last = None;
-        for _ in 0..16 {
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("{prefix}{}-{nanos:x}-{n}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(LabDir { path, keep: false }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(io(format!("creating {}", path.display()))(e)),
-            }
-        }
-        Err(io("creating a temp dir")(
-            last.unwrap_or_else(|| std::io::Error::other("no free name")),
-        ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Keeps the directory after drop (for a look at the logs).
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for LabDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// A running Prosody; stopped (by its PID) and its directory removed on
 /// drop. With `PUBPRESENCE_KEEP_PROSODY=1` in the environment the directory
 /// (config, log, data) is kept for a look afterwards.
 pub struct Prosody {
-    pub dir: LabDir,
+    pub dir: super::LabDir,
     pub c2s_port: u16,
     pub component_port: u16,
     /// "localhost"
@@ -167,7 +116,7 @@ impl Prosody {
 
     fn start_with(privileged: bool) -> Result<Prosody, LabError> {
         check_installed()?;
-        let dir = LabDir::new("pubpresence-prosody-")?;
+        let dir = super::LabDir::new("pubpresence-prosody-").map_err(io("creating a temp dir"))?;
         // Hold both listeners at once so that the two ports differ.
         let (c2s_port, component_port) = {
             let ports = super::free_ports(2).map_err(io("finding free ports"))?;
