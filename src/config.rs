@@ -1281,23 +1281,42 @@ impl Nodes {
     }
 }
 
+/// The keys `[watch]` and `[standby]` share: an ordinary account
+/// (`jid`, `password` or `password_file`, optional c2s `server`).
+fn validate_account(
+    table: &str,
+    jid: &str,
+    password: Option<&Secret>,
+    password_file: Option<&PathBuf>,
+    server: Option<&String>,
+) -> Result<(), ConfigError> {
+    bare_jid(&format!("{table}.jid"), jid, true)?;
+    if let Some(p) = password {
+        if p.expose().is_empty() {
+            return Err(ConfigError::new(format!("{table}.password"), "is empty"));
+        }
+        if password_file.is_some() {
+            return Err(ConfigError::new(
+                format!("{table}.password_file"),
+                "password and password_file are both set; keep one",
+            ));
+        }
+    }
+    if let Some(s) = server {
+        host_port(&format!("{table}.server"), s)?;
+    }
+    Ok(())
+}
+
 impl StandbyConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        bare_jid("standby.jid", &self.jid, true)?;
-        if let Some(p) = &self.password {
-            if p.expose().is_empty() {
-                return Err(ConfigError::new("standby.password", "is empty"));
-            }
-            if self.password_file.is_some() {
-                return Err(ConfigError::new(
-                    "standby.password_file",
-                    "password and password_file are both set; keep one",
-                ));
-            }
-        }
-        if let Some(s) = &self.server {
-            host_port("standby.server", s)?;
-        }
+        validate_account(
+            "standby",
+            &self.jid,
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            self.server.as_ref(),
+        )?;
         if self.takeover.is_zero() {
             return Err(ConfigError::new("standby.takeover", "must be more than 0s"));
         }
@@ -1307,21 +1326,13 @@ impl StandbyConfig {
 
 impl WatchConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        bare_jid("watch.jid", &self.jid, true)?;
-        if let Some(p) = &self.password {
-            if p.expose().is_empty() {
-                return Err(ConfigError::new("watch.password", "is empty"));
-            }
-            if self.password_file.is_some() {
-                return Err(ConfigError::new(
-                    "watch.password_file",
-                    "password and password_file are both set; keep one",
-                ));
-            }
-        }
-        if let Some(s) = &self.server {
-            host_port("watch.server", s)?;
-        }
+        validate_account(
+            "watch",
+            &self.jid,
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            self.server.as_ref(),
+        )?;
         if let Some(h) = &self.http {
             parse_http_addr("watch.http", h)?;
         }

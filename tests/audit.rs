@@ -39,6 +39,18 @@ async fn audits(pp: &Pubpresence, n: usize) {
     }
 }
 
+/// Two more audits run, and they publish and retract nothing.
+async fn two_quiet_audits(pp: &Pubpresence, w: &Watcher) {
+    let n = audit_count(pp);
+    w.clear();
+    audits(pp, n + 2).await;
+    let seen = w.seen();
+    assert!(
+        seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
+        "{seen:#?}"
+    );
+}
+
 fn audit_count(pp: &Pubpresence) -> usize {
     pp.log_text().matches(" audit ").count()
 }
@@ -64,14 +76,7 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing() {
     .await;
 
     // Nothing to fix: an audit publishes and retracts nothing.
-    let n = audit_count(&pp);
-    w.clear();
-    audits(&pp, n + 2).await;
-    let seen = w.seen();
-    assert!(
-        seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
-        "{seen:#?}"
-    );
+    two_quiet_audits(&pp, &w).await;
 
     // Behind the component's back: a ghost planted, alice's item retracted.
     let admin = admin(&p).await;
@@ -107,13 +112,6 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing() {
         "one log line says what it fixed"
     );
     // And quiet again afterwards.
-    let n = audit_count(&pp);
-    w.clear();
-    audits(&pp, n + 2).await;
-    let seen = w.seen();
-    assert!(
-        seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
-        "{seen:#?}"
-    );
+    two_quiet_audits(&pp, &w).await;
     drop(alice);
 }

@@ -61,15 +61,8 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm() {
     w.subscribe_all().await;
     // B starts while A is active: it waits and never publishes.
     let b = Pubpresence::start(&config(&p, "b"));
-    let deadline = Instant::now() + T;
-    while !b.log_text().contains("instance a is active; waiting") {
-        assert!(
-            Instant::now() < deadline,
-            "b not waiting:\n{}",
-            b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_log("instance a is active; waiting", T, "b not waiting")
+        .await;
     let mut users = Vec::new();
     for i in 0..6u8 {
         let name = format!("s{i}");
@@ -129,15 +122,8 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm() {
     // A restarted: stays standby, status untouched.
     w.clear();
     let a2 = Pubpresence::start(&config(&p, "a"));
-    let deadline = Instant::now() + T;
-    while !a2.log_text().contains("instance b is active; waiting") {
-        assert!(
-            Instant::now() < deadline,
-            "a not waiting:\n{}",
-            a2.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    a2.wait_log("instance b is active; waiting", T, "a not waiting")
+        .await;
     users[1].show(Some("xa"));
     w.wait_until("xa", T, |s| s.live.iter().any(|i| st(i) == "xa"))
         .await;
@@ -197,15 +183,8 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
     w.until_online(&a).await;
     w.subscribe_all().await;
     let b = Pubpresence::start(&cfg("b"));
-    let deadline = Instant::now() + T;
-    while !b.log_text().contains("instance a is active; waiting") {
-        assert!(
-            Instant::now() < deadline,
-            "b not waiting:\n{}",
-            b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_log("instance a is active; waiting", T, "b not waiting")
+        .await;
     let mut users = Vec::new();
     for (i, name) in ["f1", "f2", "f3"].iter().enumerate() {
         let u = User::connect(&e, name, "r", loopback(190 + i as u8)).await;
@@ -231,15 +210,7 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
     // Resumed: A steps down and publishes nothing.
     let resumed = w.seen().status_items.len();
     signal("CONT");
-    let deadline = Instant::now() + T;
-    while !a.log_text().contains("stepping down") {
-        assert!(
-            Instant::now() < deadline,
-            "a did not step down:\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    a.wait_log("stepping down", T, "a did not step down").await;
     wait_item(&mut w, "b", ServiceStatus::Online, Duration::from_secs(60)).await;
     let after: Vec<_> = w.seen().status_items[resumed..].to_vec();
     assert!(

@@ -76,7 +76,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EjabberdError {
 
 /// Whether ejabberd is installed; the error says how to fix it.
 pub fn check_installed() -> Result<(), EjabberdError> {
-    if on_path(EJABBERDCTL) || Path::new("/usr/sbin/ejabberdctl").is_file() {
+    if super::on_path(EJABBERDCTL) || Path::new("/usr/sbin/ejabberdctl").is_file() {
         Ok(())
     } else {
         Err(EjabberdError::NotInstalled)
@@ -84,7 +84,7 @@ pub fn check_installed() -> Result<(), EjabberdError> {
 }
 
 fn ctl_binary() -> PathBuf {
-    if on_path(EJABBERDCTL) {
+    if super::on_path(EJABBERDCTL) {
         PathBuf::from(EJABBERDCTL)
     } else {
         PathBuf::from("/usr/sbin/ejabberdctl")
@@ -965,10 +965,4 @@ fn tail(path: &Path, n: usize) -> String {
         .unwrap_or_default();
     let start = lines.len().saturating_sub(n);
     format!("--- {} ---\n{}", path.display(), lines[start..].join("\n"))
-}
-
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false)
 }

@@ -118,3 +118,10 @@ impl Drop for LabDir {
         }
     }
 }
+
+/// Whether `binary` is an executable file somewhere on PATH.
+pub(crate) fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| d.join(binary).is_file()))
+        .unwrap_or(false)
+}

@@ -73,7 +73,7 @@ impl std::fmt::Debug for Prosody {
 /// Whether what the lab needs is installed; the error says how to fix it.
 pub fn check_installed() -> Result<(), LabError> {
     for b in ["prosody", "prosodyctl"] {
-        if !on_path(b) {
+        if !super::on_path(b) {
             return Err(LabError::NotInstalled("prosody"));
         }
     }
@@ -395,10 +395,4 @@ impl Drop for Prosody {
             eprintln!("prosody dir kept: {}", self.dir.path().display());
         }
     }
-}
-
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false)
 }

@@ -62,6 +62,16 @@ impl Pubpresence {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (polling, bounded) until the log contains `needle`; panics
+    /// with `what` and the log otherwise.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
