@@ -101,6 +101,8 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing() {
             .iter()
             .any(|i| i.fulljid == ghost.fulljid && st(i) == "offline")
             && s.active_publishes.iter().any(|i| i.fulljid == alice.jid)
+            // The restored session goes the normal way: active, then live.
+            && s.live.iter().any(|i| i.fulljid == alice.jid)
     })
     .await;
     let active = w.active().await;
