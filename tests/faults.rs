@@ -168,6 +168,164 @@ async fn node_deleted_behind_its_back_is_recreated() {
     );
 }
 
+/// The configuration form of `node` as the server's admin reads it.
+async fn node_config(admin: &c2s::C2s, p: &Prosody, node: &str) -> BTreeMap<String, String> {
+    let get = pubpresence::wire::pubsub::configure_get(node);
+    let res = admin
+        .iq(iq_get(&p.pubsub_jid, get), T)
+        .await
+        .expect("read node config");
+    let form = res
+        .children()
+        .flat_map(|c| c.children())
+        .find_map(pubpresence::wire::forms::find)
+        .expect("a config form");
+    form.children()
+        .filter(|f| f.name() == "field")
+        .filter_map(|f| {
+            let var = f.attr("var")?.to_string();
+            let v = f.children().find(|v| v.name() == "value")?.text();
+            Some((var, v))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reconfigured_behind_its_back_is_configured_again() {
+    let p = Prosody::start();
+    p.register("watcher", "watcher");
+    let cfg = format!(
+        "audit_interval = \"1s\"\n{}",
+        p.config_toml(&["watcher@localhost"])
+    );
+    let pp = Pubpresence::start(&cfg);
+    let w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    let (admin, _rx) = c2s::connect_as("admin@localhost/cfg", "admin", p.c2s_addr(), loopback(1))
+        .await
+        .expect("admin login");
+    let before = node_config(&admin, &p, LIVE).await;
+    assert_eq!(before["pubsub#access_model"], "whitelist");
+    // Opened to everyone and its items made persistent, by hand.
+    let form = pubpresence::wire::pubsub::config_form(&[
+        ("pubsub#access_model", "open".to_string()),
+        ("pubsub#persist_items", "1".to_string()),
+    ]);
+    admin
+        .iq(
+            iq_set(
+                &p.pubsub_jid,
+                pubpresence::wire::pubsub::configure(LIVE, form),
+            ),
+            T,
+        )
+        .await
+        .expect("reconfigure live");
+    assert_eq!(
+        node_config(&admin, &p, LIVE).await["pubsub#access_model"],
+        "open"
+    );
+    pp.wait_log("reconfigured behind our back", T, "drift not noticed")
+        .await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let now = node_config(&admin, &p, LIVE).await;
+        if now == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live not configured again: {now:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = pp.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reconfigured behind our back"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("presence/live")
+            && line.contains("pubsub#access_model: open instead of whitelist"),
+        "one line naming the node and what changed: {line}"
+    );
+    // Once put right, audits leave the nodes alone.
+    let n = log.matches("reconfigured behind our back").count();
+    let audits = log.matches(" audit ").count();
+    while pp.log_text().matches(" audit ").count() < audits + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pp.log_text()
+            .matches("reconfigured behind our back")
+            .count(),
+        n,
+        "{}",
+        pp.log_text()
+    );
+}
+
+/// Prosody with the component taken out of the global `admins`, and given
+/// `extra` in the pubsub component's section instead.
+fn prosody_without_admin_rights(pubsub_section: &str) -> Prosody {
+    let mut p = Prosody::start();
+    let lua = std::fs::read_to_string(p.config_path()).expect("read prosody config");
+    let admins = format!("admins = {{ \"{}\", ", p.component_jid);
+    assert_eq!(lua.matches(&admins).count(), 1, "{lua}");
+    let pubsub = format!("Component \"{}\" \"pubsub\"\n", p.pubsub_jid);
+    assert_eq!(lua.matches(&pubsub).count(), 1, "{lua}");
+    let lua = lua
+        .replace(&admins, "admins = { ")
+        .replace(&pubsub, &format!("{pubsub}{pubsub_section}"));
+    std::fs::write(p.config_path(), lua).expect("write prosody config");
+    p.restart();
+    p
+}
+
+#[test]
+fn no_rights_on_the_pubsub_service_is_one_fatal_line_naming_the_setting() {
+    let p = prosody_without_admin_rights("");
+    let mut pp = Pubpresence::start(&p.config_toml(&[]));
+    let status = pp.wait(T).expect("exits by itself");
+    assert!(!status.success());
+    let log = pp.log_text();
+    let last = log.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("pubpresence: ")
+            && last.contains("presence/status")
+            && last.contains("forbidden")
+            && last.contains("`admins`"),
+        "one line naming the node, the refusal and the setting: {last}"
+    );
+    assert!(!log.contains(&p.secret), "no secret in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_admin_rights_on_the_server_is_one_clear_error_naming_the_setting() {
+    // May own nodes on pubsub.localhost, but is no admin of localhost.
+    let p = prosody_without_admin_rights("    admins = { \"pubpresence.localhost\" }\n");
+    let mut pp = Pubpresence::start(&p.config_toml(&[]));
+    pp.wait_log("listing online sessions failed", T, "no error line")
+        .await;
+    let log = pp.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listing online sessions failed"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("forbidden") && line.contains("`admins`"),
+        "names the refusal and the setting: {line}"
+    );
+    // Not fatal: the operator may fix the server; it keeps retrying.
+    pp.wait_log("reconnecting in", T, "no retry").await;
+    assert!(
+        pp.wait(Duration::from_millis(200)).is_none(),
+        "still running"
+    );
+    assert!(!log.contains(&p.secret), "no secret in the log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_every_iq_and_shrugs_off_hostile_stanzas() {
     let p = Prosody::start();

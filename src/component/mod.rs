@@ -1,5 +1,6 @@
 //! The component: tracker state machine, publisher and the service loop.
 
+pub mod ips;
 pub mod metrics;
 pub mod privacy;
 pub mod publisher;

@@ -132,7 +132,7 @@ impl Publisher {
         ]
     }
 
-    fn status_config(&self, access_model: &str) -> Element {
+    fn status_fields(&self, access_model: &str) -> Vec<(&'static str, String)> {
         let mut c = self.base_config(access_model);
         c.push(("pubsub#persist_items", "1".into()));
         c.push(("pubsub#max_items", "1".into()));
@@ -140,23 +140,36 @@ impl Publisher {
             "pubsub#send_last_published_item",
             "on_sub_and_presence".into(),
         ));
-        pubsub::config_form(&c)
+        c
     }
 
-    fn live_config(&self, access_model: &str) -> Element {
+    fn live_fields(&self, access_model: &str) -> Vec<(&'static str, String)> {
         let mut c = self.base_config(access_model);
         c.push(("pubsub#persist_items", "0".into()));
         c.push(("pubsub#send_last_published_item", "never".into()));
-        pubsub::config_form(&c)
+        c
     }
 
-    fn active_config(&self, access_model: &str) -> Element {
+    fn active_fields(&self, access_model: &str) -> Vec<(&'static str, String)> {
         let mut c = self.base_config(access_model);
         c.push(("pubsub#persist_items", "1".into()));
         c.push(("pubsub#max_items", "max".into()));
         c.push(("pubsub#send_last_published_item", "never".into()));
         c.push(("pubsub#notify_retract", "1".into()));
-        pubsub::config_form(&c)
+        c
+    }
+
+    fn status_config(&self, access_model: &str) -> Element {
+        pubsub::config_form(&self.status_fields(access_model))
+    }
+
+    /// The three nodes with the configuration each gets.
+    fn plan(&self, access_model: &str) -> [(&String, Vec<(&'static str, String)>); 3] {
+        [
+            (&self.nodes.status, self.status_fields(access_model)),
+            (&self.nodes.live, self.live_fields(access_model)),
+            (&self.nodes.active, self.active_fields(access_model)),
+        ]
     }
 
     async fn create(&self, node: &str, config: Element) -> Result<(), IqError> {
@@ -173,12 +186,8 @@ impl Publisher {
         access_model: &str,
         members: &[String],
     ) -> Result<(), SetupError> {
-        let plan = [
-            (&self.nodes.status, self.status_config(access_model)),
-            (&self.nodes.live, self.live_config(access_model)),
-            (&self.nodes.active, self.active_config(access_model)),
-        ];
-        for (node, config) in plan {
+        for (node, fields) in self.plan(access_model) {
+            let config = pubsub::config_form(&fields);
             let refused = |what, err: IqError| SetupError::Refused {
                 what,
                 node: node.clone(),
@@ -207,6 +216,61 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// The audit's look at the nodes (SPEC §8): each node's configuration
+    /// is read and set again only where it drifted (one log line naming what
+    /// changed), and whitelist members are put right. Reading rather than
+    /// blindly re-setting keeps the server from rewriting three node
+    /// configurations at every audit. A node that no longer exists is
+    /// returned: everything on it is gone, the caller starts over.
+    pub async fn check_nodes(
+        &self,
+        access_model: &str,
+        members: &[String],
+        max_floor: Option<usize>,
+    ) -> Result<Option<String>, SetupError> {
+        for (node, fields) in self.plan(access_model) {
+            let refused = |what, err: IqError| SetupError::Refused {
+                what,
+                node: node.clone(),
+                service: self.service.clone(),
+                model: access_model.to_string(),
+                hint: hint(&err),
+                err,
+            };
+            let res = match self.pubsub_iq("get", pubsub::configure_get(node)).await {
+                Err(e) if e.condition() == Some("item-not-found") => return Ok(Some(node.clone())),
+                r => r.map_err(|e| refused("reading the configuration of", e))?,
+            };
+            let form = res
+                .children()
+                .flat_map(|p| p.children())
+                .find_map(crate::wire::forms::find);
+            let drift = form
+                .map(|f| pubsub::config_drift(f, &fields, max_floor))
+                .unwrap_or_default();
+            if !drift.is_empty() {
+                let what: Vec<String> = drift
+                    .iter()
+                    .map(|(var, have, want)| format!("{var}: {have} instead of {want}"))
+                    .collect();
+                tracing::warn!(
+                    node = %node,
+                    "node was reconfigured behind our back ({}); configuring it again",
+                    what.join(", ")
+                );
+                self.pubsub_iq("set", pubsub::configure(node, pubsub::config_form(&fields)))
+                    .await
+                    .map_err(|e| refused("configuring", e))?;
+            }
+            if access_model == "whitelist" {
+                self.apply_members(node, members)
+                    .await
+                    .map_err(|e| refused("setting members", e))?;
+            }
+        }
+        Ok(None)
     }
 
     async fn apply_members(&self, node: &str, members: &[String]) -> Result<(), IqError> {
@@ -386,6 +450,7 @@ pub async fn online_sessions_via(
     domain: &str,
     listing: &Listing,
 ) -> Result<Vec<OnlineSession>, IqError> {
+    let mut refusal = None;
     let listed = if listing.disco() {
         None
     } else {
@@ -401,18 +466,25 @@ pub async fn online_sessions_via(
                 .map(adhoc::parse_online_sessions),
             Err(IqError::Stanza(e)) => {
                 tracing::debug!("online-users list refused ({e}); asking disco#items");
+                refusal = Some(IqError::Stanza(e));
                 None
             }
             Err(e) => return Err(e),
         }
     };
-    if listed.is_none() {
-        listing.use_disco();
-    }
     let Some(listed) = listed else {
-        let res = conn
+        let res = match conn
             .iq("get", domain, disco::items(Some(disco::ONLINE_USERS_NODE)))
-            .await?;
+            .await
+        {
+            Ok(res) => res,
+            // Neither listing: the first refusal says why (a server without
+            // admin rights for us refuses the command, and then has no
+            // disco node either, which would only confuse).
+            Err(e) => return Err(refusal.unwrap_or(e)),
+        };
+        // Remembered only once it worked.
+        listing.use_disco();
         return Ok(disco::parse_items(&res)
             .into_iter()
             .filter_map(|full| {

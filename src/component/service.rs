@@ -1,6 +1,7 @@
 //! The service: connection with backoff, start-up (SPEC §5), the event loop
 //! that feeds the tracker and executes its actions, and clean shutdown.
 
+use super::ips::IpLookup;
 use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
@@ -278,6 +279,38 @@ pub async fn component_loop(
 }
 
 /// What start-up found: active's items and the server's sessions' IPs.
+/// Start-up waiting for probe answers where no barrier proves they all
+/// arrived (ejabberd answers the barrier before the probes). Users without a
+/// subscription never answer, so waiting for every listed session would
+/// always cost the whole `probe_timeout` (2 s of every takeover, seen on
+/// ejabberd). Sessions already on active are known to answer: once they
+/// all have, the wait ends as soon as answers stop coming for `SETTLE`,
+/// and never later than `probe_timeout`. A session whose answer comes later
+/// still is published the ordinary way when it arrives.
+struct Waiting {
+    discovery: Discovery,
+    /// Listed sessions not answered yet, and those of them on active.
+    unanswered: HashSet<String>,
+    on_active: HashSet<String>,
+    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    /// When the last answer came.
+    progress: tokio::time::Instant,
+}
+
+/// How long the answers may pause before a settled wait ends.
+const SETTLE: Duration = Duration::from_millis(250);
+
+impl Waiting {
+    fn wake_at(&self) -> tokio::time::Instant {
+        if self.on_active.is_empty() {
+            self.deadline.min(self.progress + SETTLE)
+        } else {
+            self.deadline
+        }
+    }
+}
+
 struct Discovery {
     sessions: usize,
     /// Full JIDs the server listed (hidden users left out).
@@ -304,6 +337,8 @@ enum Done {
     Status(ServiceStatus, Result<(), IqError>),
     Discovered(Result<Discovery, StartupError>),
     Audited(Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>),
+    /// The audit found a node gone (deleted behind our back).
+    NodeGone(String),
     /// A session check: who was tracked before the listing, and the listing.
     Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
 }
@@ -333,7 +368,9 @@ struct Session<'a> {
     /// How this server lists its sessions (learned on the first listing).
     listing: publisher::Listing,
     /// Discovery done, waiting (bounded) for listed sessions' presences.
-    pending: Option<(Discovery, tokio::time::Instant)>,
+    pending: Option<Waiting>,
+    /// user-stats requests shared by a user's new connections.
+    ips: IpLookup,
     /// The server grants XEP-0356 presence permission.
     privileged: bool,
     checking: bool,
@@ -370,6 +407,7 @@ impl<'a> Session<'a> {
                 audit_when_online: false,
                 listing: publisher::Listing::default(),
                 pending: None,
+                ips: IpLookup::default(),
                 privileged: false,
                 checking: false,
                 check_until: None,
@@ -452,14 +490,14 @@ async fn run_session(
             }
             _ = tick(&mut audits) => s.start_audit(),
             _ = checks.tick() => s.start_session_check(),
-            _ = until(s.pending.as_ref().map(|p| p.1)) => {
-                if let Some((d, _)) = s.pending.take() {
+            _ = until(s.pending.as_ref().map(Waiting::wake_at)) => {
+                if let Some(w) = s.pending.take() {
                     tracing::info!(
                         "{} listed sessions sent no presence within {:?}: not tracked",
-                        s.unanswered(&d.listed),
-                        cfg.probe_timeout
+                        s.unanswered(&w.discovery.listed),
+                        w.started.elapsed()
                     );
-                    s.reconcile(d);
+                    s.reconcile(w.discovery);
                 }
             }
             _ = fenced(&mut step_down) => {
@@ -656,13 +694,21 @@ impl Session<'_> {
         let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
         let tx = self.done_tx.clone();
         let m = self.cfg.telemetry.clone();
+        let floor = self.capacity;
         tokio::spawn(async move {
-            let r = async {
-                // Configuration changed behind our back drifts back here.
-                if let Err(e) = publisher.setup_nodes(&model, &members).await {
-                    m.error(ErrorKind::Setup);
-                    tracing::warn!("re-applying the node configuration: {e}");
+            // Configuration changed behind our back drifts back here.
+            match publisher.check_nodes(&model, &members, floor).await {
+                Ok(Some(node)) => {
+                    let _ = tx.send(Done::NodeGone(node));
+                    return;
                 }
+                Ok(None) => {}
+                Err(e) => {
+                    m.error(ErrorKind::Setup);
+                    tracing::warn!("checking the node configuration: {e}");
+                }
+            }
+            let r = async {
                 let (items, _) = publisher
                     .active_items()
                     .await
@@ -840,7 +886,13 @@ impl Session<'_> {
     fn handle_presence(&mut self, el: &Element) {
         self.handle_presence_inner(el);
         if self.pending.is_some() {
-            self.check_pending();
+            // The tracker's key: the JID as the jid crate writes it.
+            if let Some(from) = el
+                .attr("from")
+                .and_then(|f| xmpp_parsers::jid::Jid::new(f).ok())
+            {
+                self.check_pending(&from.to_string());
+            }
         }
     }
 
@@ -980,6 +1032,12 @@ impl Session<'_> {
                     "node {node} was deleted behind our back; recreating it"
                 )));
             }
+            Done::NodeGone(node) => {
+                self.auditing = false;
+                return Some(Outcome::Lost(format!(
+                    "node {node} was deleted behind our back; recreating it"
+                )));
+            }
             Done::Written { fulljid, ok, .. } => {
                 let acts = self.tracker.done(&fulljid, ok);
                 self.execute(acts);
@@ -1017,8 +1075,27 @@ impl Session<'_> {
                         "waiting up to {:?} for the presence of {missing} listed sessions",
                         self.cfg.probe_timeout
                     );
-                    let deadline = tokio::time::Instant::now() + self.cfg.probe_timeout;
-                    self.pending = Some((d, deadline));
+                    let now = tokio::time::Instant::now();
+                    let unanswered: HashSet<String> = d
+                        .listed
+                        .iter()
+                        .filter(|j| !self.tracker.knows(j))
+                        .cloned()
+                        .collect();
+                    let on_active = d
+                        .active
+                        .iter()
+                        .filter(|i| unanswered.contains(&i.fulljid))
+                        .map(|i| i.fulljid.clone())
+                        .collect();
+                    self.pending = Some(Waiting {
+                        unanswered,
+                        on_active,
+                        discovery: d,
+                        started: now,
+                        deadline: now + self.cfg.probe_timeout,
+                        progress: now,
+                    });
                 }
             }
             Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
@@ -1051,15 +1128,20 @@ impl Session<'_> {
         listed.iter().filter(|j| !self.tracker.knows(j)).count()
     }
 
-    /// Once every listed session answered: stop waiting.
-    fn check_pending(&mut self) {
-        let done = match &self.pending {
-            Some((d, _)) => self.unanswered(&d.listed) == 0,
-            None => false,
+    /// A presence from `from` arrived while waiting: once every listed
+    /// session answered, stop waiting (see `Waiting` for the rest).
+    fn check_pending(&mut self, from: &str) {
+        let Some(w) = &mut self.pending else {
+            return;
         };
-        if done {
-            if let Some((d, _)) = self.pending.take() {
-                self.reconcile(d);
+        if !self.tracker.knows(from) || !w.unanswered.remove(from) {
+            return;
+        }
+        w.on_active.remove(from);
+        w.progress = tokio::time::Instant::now();
+        if w.unanswered.is_empty() {
+            if let Some(w) = self.pending.take() {
+                self.reconcile(w.discovery);
             }
         }
     }
@@ -1139,10 +1221,12 @@ impl Session<'_> {
             let domain = self.cfg.domain.clone();
             let instance = self.cfg.instance.clone();
             let privacy = self.cfg.privacy.clone();
+            let ips = self.ips.clone();
             tokio::spawn(async move {
                 let done = match action {
                     Action::FetchIp { fulljid, name } => {
-                        let ip = fetch_ip(&publisher, &domain, &fulljid, &name, &m).await;
+                        let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
+                        let ip = ips.ip_of(&publisher, &domain, &name, resource, &m).await;
                         Done::Ip {
                             fulljid,
                             ip: privacy.ip(&ip),
@@ -1234,42 +1318,6 @@ fn count_retract(m: &Metrics, r: &Result<(), IqError>) {
     }
 }
 
-/// The address of one session, from user-stats. A session whose presence
-/// just arrived may not be listed yet (seen on an ejabberd cluster right
-/// after a node rejoined): asked again twice, a little later, before
-/// publishing it without an address. A session that is simply gone (closed
-/// right after its presence) ends the same way; its departure follows.
-async fn fetch_ip(
-    publisher: &Publisher,
-    domain: &str,
-    fulljid: &str,
-    name: &str,
-    m: &Metrics,
-) -> String {
-    let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
-    for delay_ms in [0u64, 300, 1000] {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        match publisher::user_stats(&publisher.conn, domain, name).await {
-            Ok(sessions) => {
-                if let Some(s) = sessions.iter().find(|s| s.resource == resource) {
-                    return s.ip.clone();
-                }
-            }
-            Err(e) => {
-                m.error(ErrorKind::UserStats);
-                tracing::warn!(
-                    user = %name,
-                    "user-stats failed: {e}; publishing without an IP. {}",
-                    publisher::admin_hint(&e)
-                );
-                return String::new();
-            }
-        }
-    }
-    tracing::info!(%fulljid, "user-stats does not list this session: publishing it without an address");
-    String::new()
-}
-
 /// Whether to go on as if a write was applied. A timeout says nothing: an
 /// overloaded server usually applies the write late (seen in the benchmark
 /// at 10,000 logins), and dropping the change would lose its live event
@@ -1297,6 +1345,9 @@ fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>) {
              `pubsub_max_items` and `storage_archive_item_limit` on Prosody's pubsub component \
              (ejabberd: `max_items_node`)"
         );
+    } else if let IqError::Timeout(_) = e {
+        // See `applied`: late, most likely not lost; an audit would catch it.
+        tracing::warn!("{what} {fulljid}: {e} (the server is busy); taking it as done");
     } else {
         tracing::error!("{what} {fulljid} failed: {e}");
     }

@@ -103,6 +103,45 @@ pub fn max_items(form: &Element) -> Option<usize> {
         .and_then(|m| m.parse().ok())
 }
 
+/// The fields of a node configuration form (as the server reports it) that
+/// differ from what pubpresence configured: `(var, have, want)`. Booleans
+/// compare as booleans (`1` = `true`); a wanted `max` for
+/// `pubsub#max_items` is met by `max` or by any number of at least
+/// `max_floor` (what the server reported as "max" at start-up), since servers
+/// report it either way. Fields the server does not report are not drift.
+pub fn config_drift(
+    form: &Element,
+    want: &[(&str, String)],
+    max_floor: Option<usize>,
+) -> Vec<(String, String, String)> {
+    let truthy = |v: &str| matches!(v.trim(), "1" | "true");
+    let mut drift = Vec::new();
+    for (var, wanted) in want {
+        let Some(have) = forms::value(form, var) else {
+            continue;
+        };
+        let same = match (var.strip_prefix("pubsub#"), wanted.as_str()) {
+            (Some("max_items"), "max") => {
+                have.trim() == "max"
+                    || match (have.trim().parse::<usize>(), max_floor) {
+                        (Ok(n), Some(floor)) => n >= floor,
+                        // Nothing to compare with: not drift.
+                        (_, None) => true,
+                        (Err(_), Some(_)) => false,
+                    }
+            }
+            (Some("persist_items" | "deliver_payloads" | "notify_retract"), w) => {
+                truthy(&have) == truthy(w)
+            }
+            (_, w) => have.trim() == w,
+        };
+        if !same {
+            drift.push((var.to_string(), have, wanted.clone()));
+        }
+    }
+    drift
+}
+
 /// Requests every item of `node`.
 pub fn items(node: &str) -> Element {
     pubsub(
@@ -229,6 +268,51 @@ pub fn parse_event(msg: &Element) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn form(fields: &[(&str, &str)]) -> Element {
+        let f: Vec<(&str, Vec<String>)> = fields
+            .iter()
+            .map(|(k, v)| (*k, vec![v.to_string()]))
+            .collect();
+        forms::build("form", Some(NODE_CONFIG), &f)
+    }
+
+    #[test]
+    fn drift_compares_booleans_and_max_leniently() {
+        let want = vec![
+            ("pubsub#access_model", "whitelist".to_string()),
+            ("pubsub#persist_items", "1".to_string()),
+            ("pubsub#max_items", "max".to_string()),
+            ("pubsub#notify_retract", "1".to_string()),
+        ];
+        let same = form(&[
+            ("pubsub#access_model", "whitelist"),
+            ("pubsub#persist_items", "true"),
+            ("pubsub#max_items", "100000"),
+        ]);
+        assert!(config_drift(&same, &want, Some(100000)).is_empty());
+        let as_max = form(&[("pubsub#max_items", "max")]);
+        assert!(config_drift(&as_max, &want, Some(100000)).is_empty());
+        let changed = form(&[
+            ("pubsub#access_model", "open"),
+            ("pubsub#persist_items", "false"),
+            ("pubsub#max_items", "10"),
+        ]);
+        assert_eq!(
+            config_drift(&changed, &want, Some(100000)),
+            vec![
+                (
+                    "pubsub#access_model".into(),
+                    "open".into(),
+                    "whitelist".into()
+                ),
+                ("pubsub#persist_items".into(), "false".into(), "1".into()),
+                ("pubsub#max_items".into(), "10".into(), "max".into()),
+            ]
+        );
+        // Without a floor a number is accepted for "max".
+        assert_eq!(config_drift(&changed, &want, None).len(), 2);
+    }
 
     #[test]
     fn publish_shape() {
