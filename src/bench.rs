@@ -1104,6 +1104,18 @@ pub struct BenchArgs {
     /// Start Prosody with `network_settings = { tcp_nodelay = true }`.
     #[arg(long)]
     pub tcp_nodelay: bool,
+    /// Instead: start-up and the cost of one audit on a two-node ejabberd
+    /// cluster with privileged presence (src/bench_cluster.rs; --connections
+    /// defaults to 10000, --duration is the background window, 30 s).
+    #[arg(long)]
+    pub ejabberd_cluster: bool,
+    /// Instead: N consumers of the web feed's /events (default 1000) at
+    /// --rates (one rate, default 1000/s) for --duration (src/bench_web.rs).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
+    pub web_consumers: Option<usize>,
+    /// The feed side of --web-consumers, run as a child process (internal).
+    #[arg(long, value_name = "CONFIG", hide = true)]
+    pub web_feed_child: Option<PathBuf>,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -1140,6 +1152,12 @@ impl BenchArgs {
 
 /// Runs the benchmark and prints the table (stderr progress, stdout figures).
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.ejabberd_cluster {
+        return crate::bench_cluster::main(args).await;
+    }
+    if args.web_consumers.is_some() || args.web_feed_child.is_some() {
+        return crate::bench_web::main(args).await;
+    }
     // Progress on stderr; RUST_LOG wins.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pubpresence::bench=info"));

@@ -6,6 +6,8 @@
 //! (users of the service) on top of them, never importing each other.
 
 pub mod bench;
+pub mod bench_cluster;
+pub mod bench_web;
 pub mod client;
 pub mod component;
 pub mod config;

@@ -15,6 +15,7 @@ use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use xmpp_parsers::minidom::Element;
@@ -298,6 +299,14 @@ struct Waiting {
     progress: tokio::time::Instant,
 }
 
+/// Tracker actions (publishes, retracts, address lookups) in flight at once.
+/// A cold start with 10,000 sessions otherwise sends some 30,000 requests
+/// in one burst: the server answers them in order all the same, but those at
+/// the back wait longer than `iq_timeout` (seen on ejabberd: 14,000 timeouts
+/// in one start-up). The server handles one request at a time per
+/// connection anyway, so this costs no throughput.
+const IN_FLIGHT: usize = 256;
+
 /// How long the answers may pause before a settled wait ends.
 const SETTLE: Duration = Duration::from_millis(250);
 
@@ -311,7 +320,39 @@ impl Waiting {
     }
 }
 
+/// Durations of the start-up's steps, written as `nodes 12ms, listing 3ms, ...`.
+struct Phases {
+    last: tokio::time::Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: tokio::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, what: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.laps.push((what, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (what, d)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{what} {}ms", d.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
 struct Discovery {
+    phases: Phases,
     sessions: usize,
     /// Full JIDs the server listed (hidden users left out).
     listed: Vec<String>,
@@ -371,6 +412,8 @@ struct Session<'a> {
     pending: Option<Waiting>,
     /// user-stats requests shared by a user's new connections.
     ips: IpLookup,
+    /// Bounds the tracker's actions in flight (see `IN_FLIGHT`).
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// The server grants XEP-0356 presence permission.
     privileged: bool,
     checking: bool,
@@ -408,6 +451,7 @@ impl<'a> Session<'a> {
                 listing: publisher::Listing::default(),
                 pending: None,
                 ips: IpLookup::default(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
                 privileged: false,
                 checking: false,
                 check_until: None,
@@ -492,11 +536,15 @@ async fn run_session(
             _ = checks.tick() => s.start_session_check(),
             _ = until(s.pending.as_ref().map(Waiting::wake_at)) => {
                 if let Some(w) = s.pending.take() {
-                    tracing::info!(
-                        "{} listed sessions sent no presence within {:?}: not tracked",
-                        s.unanswered(&w.discovery.listed),
-                        w.started.elapsed()
-                    );
+                    if !s.privileged {
+                        // (With presence permission they are tracked all the
+                        // same: `reconcile` says how they are published.)
+                        tracing::info!(
+                            "{} listed sessions sent no presence within {:?}: not tracked",
+                            s.unanswered(&w.discovery.listed),
+                            w.started.elapsed()
+                        );
+                    }
                     s.reconcile(w.discovery);
                 }
             }
@@ -695,6 +743,9 @@ impl Session<'_> {
         let tx = self.done_tx.clone();
         let m = self.cfg.telemetry.clone();
         let floor = self.capacity;
+        // The request this server answers, as learned at start-up (ejabberd
+        // refuses the ad-hoc listing: don't ask it again at every audit).
+        let listing = self.listing.clone();
         tokio::spawn(async move {
             // Configuration changed behind our back drifts back here.
             match publisher.check_nodes(&model, &members, floor).await {
@@ -714,7 +765,7 @@ impl Session<'_> {
                     .await
                     .inspect_err(|_| m.error(ErrorKind::Fetch))?;
                 let on_active = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
-                let sessions = publisher::online_sessions(&publisher.conn, &domain)
+                let sessions = publisher::online_sessions_via(&publisher.conn, &domain, &listing)
                     .await
                     .inspect_err(|_| m.error(ErrorKind::Listing))?;
                 Ok((on_active, sessions))
@@ -1082,12 +1133,18 @@ impl Session<'_> {
                         .filter(|j| !self.tracker.knows(j))
                         .cloned()
                         .collect();
-                    let on_active = d
-                        .active
-                        .iter()
-                        .filter(|i| unanswered.contains(&i.fulljid))
-                        .map(|i| i.fulljid.clone())
-                        .collect();
+                    // With presence permission ejabberd answers no probe for
+                    // users without a subscription, on active or not: then
+                    // only the pause in answers ends the wait.
+                    let on_active = if self.privileged {
+                        HashSet::new()
+                    } else {
+                        d.active
+                            .iter()
+                            .filter(|i| unanswered.contains(&i.fulljid))
+                            .map(|i| i.fulljid.clone())
+                            .collect()
+                    };
                     self.pending = Some(Waiting {
                         unanswered,
                         on_active,
@@ -1179,6 +1236,7 @@ impl Session<'_> {
             sessions = d.sessions,
             tracked = self.tracker.len(),
             on_active = d.active.len(),
+            took = %d.phases,
             "start-up discovery done, reconciling"
         );
         if let Some(c) = d.capacity {
@@ -1222,7 +1280,10 @@ impl Session<'_> {
             let instance = self.cfg.instance.clone();
             let privacy = self.cfg.privacy.clone();
             let ips = self.ips.clone();
+            let in_flight = self.in_flight.clone();
             tokio::spawn(async move {
+                // Never closed; if it were, going on unbounded is harmless.
+                let _permit = in_flight.acquire_owned().await.ok();
                 let done = match action {
                     Action::FetchIp { fulljid, name } => {
                         let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
@@ -1391,6 +1452,9 @@ async fn discover(
         move |err| StartupError::Iq { what, err }
     };
     let m = &cfg.telemetry;
+    // How long each step took, for the start-up log line: where a slow
+    // start-up spends its time (issue 6).
+    let mut phases = Phases::start();
     publisher
         .ensure_status_node()
         .await
@@ -1406,6 +1470,7 @@ async fn discover(
         .await
         .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
+    phases.lap("nodes");
     let conn = &publisher.conn;
     let sessions = publisher::online_sessions_via(conn, &cfg.domain, listing)
         .await
@@ -1437,6 +1502,7 @@ async fn discover(
     // ejabberd answers the ping before the probes (seen): there the session
     // waits for the listed sessions' answers instead, bounded by
     // probe_timeout (see `Session::discovered`).
+    phases.lap("listing");
     let barrier = Element::builder("ping", ns::PING).build();
     let answered = match conn
         .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
@@ -1448,6 +1514,7 @@ async fn discover(
             false
         }
     };
+    phases.lap("probes");
     let (active, bad) = publisher
         .active_items()
         .await
@@ -1459,7 +1526,9 @@ async fn discover(
         count_retract(m, &r);
     }
     let capacity = publisher.active_capacity().await;
+    phases.lap("active");
     Ok(Discovery {
+        phases,
         active,
         capacity,
         ips,

@@ -1,0 +1,82 @@
+//! `pubpresence bench --ejabberd-cluster` with a handful of sessions (CI):
+//! it runs end to end against a real two-node ejabberd and every figure is
+//! there. No timing is asserted: the figures are for docs/benchmarks.md.
+
+use pubpresence::bench_cluster::{self, ClusterOptions};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_bench_reports_every_figure() {
+    let n = 50;
+    let opts = ClusterOptions {
+        connections: n,
+        background: Duration::from_secs(5),
+        ..ClusterOptions::full(env!("CARGO_BIN_EXE_pubpresence").into())
+    };
+    let r = bench_cluster::run(opts)
+        .await
+        .expect("the cluster benchmark runs");
+
+    assert_eq!(r.mode, "ejabberd-cluster");
+    assert_eq!(r.connections, n);
+    assert_eq!(r.per_node, [25, 25]);
+    assert!(r.register_s > 0.0 && r.login_s > 0.0);
+
+    // Both start-ups: online, every session (and the watcher's) on active.
+    for st in [&r.cold_startup, &r.warm_startup] {
+        assert!(st.seconds > 0.0, "{st:?}");
+        assert_eq!(st.tracked, n + 1, "{st:?}");
+        assert_eq!(st.active_items, n + 1, "{st:?}");
+        assert_eq!(st.active_with_ip, n + 1, "{st:?}");
+        assert!(st.rss_kib > 0, "{st:?}");
+        assert_eq!(st.cost.node_cpu_s.len(), 2, "{st:?}");
+        assert!(
+            st.cost.read_bytes > 0.0 && st.cost.written_bytes > 0.0,
+            "{st:?}"
+        );
+    }
+
+    // One audit, nothing to fix, its figures and the background's.
+    let a = &r.audit;
+    assert_eq!(a.checked, n + 1, "{a:?}");
+    assert_eq!(a.on_active, n + 1, "{a:?}");
+    assert_eq!((a.added, a.probed, a.removed), (0, 0, 0), "{a:?}");
+    assert!(a.unplanned_audits.is_empty(), "{a:?}");
+    assert!(a.window.window_s > 0.0, "{a:?}");
+    // The audit fetched active and the listing: bytes came in.
+    assert!(a.window.read_bytes > 0.0, "{a:?}");
+    assert_eq!(a.window.node_cpu_s.len(), 2);
+    assert_eq!(a.net.node_cpu_s.len(), 2);
+    assert!(
+        (a.equal_window.window_s - a.window.window_s).abs() < 0.5,
+        "{a:?}"
+    );
+    assert_eq!(a.equal_window.node_cpu_s.len(), 2, "{a:?}");
+    assert!((a.background.window_s - 5.0).abs() < 1.0, "{a:?}");
+    assert!(a.background.read_bytes > 0.0, "session checks: {a:?}");
+    assert!((a.without_component.window_s - 5.0).abs() < 1.0, "{a:?}");
+    assert_eq!(a.without_component.read_bytes, 0.0, "no component: {a:?}");
+    assert_eq!(a.per_session_check.window_s, 5.0, "{a:?}");
+    assert_eq!(a.per_session_check.node_cpu_s.len(), 2, "{a:?}");
+    assert!((a.background_same_length.window_s - a.window.window_s).abs() < 1e-9);
+
+    let j = r.to_json();
+    for path in [
+        "/cold_startup/seconds",
+        "/warm_startup/seconds",
+        "/audit/window/component_cpu_s",
+        "/audit/window/node_cpu_s/1",
+        "/audit/window/read_bytes",
+        "/audit/net/written_bytes",
+        "/audit/equal_window/read_bytes",
+        "/audit/background/component_cpu_s",
+        "/audit/per_session_check/read_bytes",
+        "/audit/without_component/node_cpu_s/0",
+    ] {
+        assert!(
+            j.pointer(path).and_then(|v| v.as_f64()).is_some(),
+            "{path}: {j}"
+        );
+    }
+    assert!(r.table().contains("audit, net of the equal window"));
+}
