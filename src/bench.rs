@@ -412,7 +412,7 @@ fn client_iq_id(id: &str, kind: &str, to: &str, payload: Element) -> Element {
         .build()
 }
 
-fn client_iq(kind: &str, to: &str, payload: Element) -> Element {
+pub(crate) fn client_iq(kind: &str, to: &str, payload: Element) -> Element {
     Element::builder("iq", ns::CLIENT)
         .a("type", kind)
         .a("to", to)
@@ -462,7 +462,7 @@ fn spawn_watcher_reader(mut inbound: mpsc::Receiver<Element>, log: Log<Seen>) {
 }
 
 /// The status node's current status, if it can be read.
-async fn read_status(c: &C2s, pubsub_jid: &str) -> Option<ServiceStatus> {
+pub(crate) async fn read_status(c: &C2s, pubsub_jid: &str) -> Option<ServiceStatus> {
     let r = c
         .iq(
             client_iq("get", pubsub_jid, pubsub::items(STATUS)),
@@ -637,27 +637,16 @@ fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Runs the benchmark.
-pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
-    if opts.connections == 0 || opts.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
-        return Err(setup("connections and rates must be positive"));
-    }
-    let base_accounts = opts.connections.div_ceil(PER_ACCOUNT);
-    let mut names: Vec<String> = vec![WATCHER.to_string()];
-    names.extend((1..=base_accounts).map(|i| format!("base{i}")));
-    let load_accounts = opts
-        .rates
-        .iter()
-        .map(|r| load_connections(*r).div_ceil(LOAD_RESOURCES))
-        .max()
-        .unwrap_or(1);
-    names.extend((1..=load_accounts).map(|i| format!("load{i}")));
-    let nodelay = opts.tcp_nodelay;
+/// The benchmarks' Prosody: the lab's, logging at info instead of debug
+/// (the lab logs every stanza, a cost no deployment pays), optionally with
+/// TCP_NODELAY, and `names` registered (password = name).
+pub(crate) async fn start_prosody(
+    names: Vec<String>,
+    nodelay: bool,
+) -> Result<Prosody, BenchError> {
     tracing::info!("starting Prosody and registering {} accounts", names.len());
-    let prosody = tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
+    tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
         let mut p = Prosody::start()?;
-        // The lab logs every stanza (debug): a cost of the server that no
-        // deployment pays. The benchmark's Prosody logs at info.
         let path = p.config_path();
         let io = |what: &str| {
             let what = what.to_string();
@@ -675,7 +664,26 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
         Ok(p)
     })
     .await
-    .map_err(setup)??;
+    .map_err(setup)?
+    .map_err(Into::into)
+}
+
+/// Runs the benchmark.
+pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
+    if opts.connections == 0 || opts.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+        return Err(setup("connections and rates must be positive"));
+    }
+    let base_accounts = opts.connections.div_ceil(PER_ACCOUNT);
+    let mut names: Vec<String> = vec![WATCHER.to_string()];
+    names.extend((1..=base_accounts).map(|i| format!("base{i}")));
+    let load_accounts = opts
+        .rates
+        .iter()
+        .map(|r| load_connections(*r).div_ceil(LOAD_RESOURCES))
+        .max()
+        .unwrap_or(1);
+    names.extend((1..=load_accounts).map(|i| format!("load{i}")));
+    let prosody = start_prosody(names, opts.tcp_nodelay).await?;
     let outcome = bench(&prosody, &opts).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -1150,6 +1158,29 @@ impl BenchArgs {
     }
 }
 
+/// Progress on stderr at `default` level; RUST_LOG wins.
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Prints a benchmark's figures: the table on stdout, or with `json` the
+/// table for a human on stderr and the figures as one JSON object on stdout.
+pub(crate) fn print_report(json: bool, table: &str, value: &serde_json::Value) {
+    if json {
+        eprint!("{table}");
+        println!("{value}");
+    } else {
+        print!("{table}");
+    }
+}
+
 /// Runs the benchmark and prints the table (stderr progress, stdout figures).
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     if args.ejabberd_cluster {
@@ -1159,14 +1190,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_web::main(args).await;
     }
     // Progress on stderr; RUST_LOG wins.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pubpresence::bench=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::bench::init_logging("pubpresence::bench=info");
     let exe = std::env::current_exe().ok();
     let opts = args.options(exe);
     eprintln!(
@@ -1174,12 +1198,6 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         opts.connections, opts.rates, opts.duration
     );
     let report = run(opts).await?;
-    if args.json {
-        // The table for a human on stderr, the figures on stdout.
-        eprint!("{}", report.table());
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    crate::bench::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }

@@ -37,14 +37,15 @@
 //! calls only, and Rust's `TcpStream` uses `recv`/`send`, which they miss
 //! (seen: 0 bytes over an audit).
 
+use crate::bench::{client_iq, read_status};
 use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Machine};
 use crate::client::c2s::{self, C2s};
 use crate::client::sim;
 use crate::lab::ejabberd::{self, Ejabberd, EjabberdOptions};
 use crate::minidom::Element;
-use crate::wire::status::{self as wstatus, ServiceStatus};
+use crate::wire::status::ServiceStatus;
 use crate::wire::user::{Status, UserItem};
-use crate::wire::{ns, pubsub, Attr};
+use crate::wire::{ns, pubsub};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,7 +60,6 @@ pub const SERVER: &str = "ejabberd 23.01 (Debian 12 package), a cluster of two n
                           machine, mod_privilege presence: managed_entity, no roster \
                           subscriptions, loglevel info";
 const ACTIVE: &str = "presence/active";
-const STATUS: &str = "presence/status";
 const WATCHER: &str = "watcher";
 /// Account names: `s1`..`sN` (password = name).
 const PREFIX: &str = "s";
@@ -617,29 +617,6 @@ impl ClusterReport {
     }
 }
 
-fn client_iq(kind: &str, to: &str, payload: Element) -> Element {
-    Element::builder("iq", ns::CLIENT)
-        .a("type", kind)
-        .a("to", to)
-        .append(payload)
-        .build()
-}
-
-async fn read_status(c: &C2s, pubsub_jid: &str) -> Option<ServiceStatus> {
-    let r = c
-        .iq(
-            client_iq("get", pubsub_jid, pubsub::items(STATUS)),
-            IQ_TIMEOUT,
-        )
-        .await
-        .ok()?;
-    pubsub::parse_items(&r)
-        .into_iter()
-        .filter_map(|(_, p)| p.as_ref().and_then(wstatus::from_element))
-        .map(|(s, _)| s)
-        .next_back()
-}
-
 /// Items on active: all, with an IP, `unknown`.
 async fn active_counts(c: &C2s, pubsub_jid: &str) -> Result<(usize, usize, usize), BenchError> {
     let r = c
@@ -1162,14 +1139,7 @@ async fn measure_audit(
 /// `pubpresence bench --ejabberd-cluster`: prints the table (and JSON with
 /// `--json`); progress on stderr.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pubpresence::bench_cluster=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::bench::init_logging("pubpresence::bench_cluster=info");
     let exe = std::env::current_exe()?;
     let opts = ClusterOptions::from_args(&args, exe);
     eprintln!(
@@ -1181,12 +1151,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         r = run(opts) => r?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     };
-    if args.json {
-        eprint!("{}", report.table());
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    crate::bench::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }
 

@@ -41,7 +41,7 @@ use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::client::watch::{self, Target, Update};
 use crate::client::web::Feed;
 use crate::config::Config;
-use crate::lab::{LabError, Prosody};
+use crate::lab::Prosody;
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -756,48 +756,7 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     let accounts = conns.div_ceil(LOAD_RESOURCES);
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
-    let nodelay = opts.tcp_nodelay;
-    tracing::info!("starting Prosody and registering {} accounts", names.len());
-    let prosody = tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
-        let mut p = Prosody::start()?;
-        // At info, as `pubpresence bench` (the lab logs every stanza).
-        let path = p.config_path();
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| LabError::Io { what, source }
-        };
-        let mut text = std::fs::read_to_string(&path).map_err(io("reading the prosody config"))?;
-        text = text.replace("log = { debug = ", "log = { info = ");
-        if nodelay {
-            text = format!("network_settings = {{ tcp_nodelay = true }}\n{text}");
-        }
-        std::fs::write(&path, text).map_err(io("writing the prosody config"))?;
-        p.restart()?;
-        for chunk in names.chunks(16) {
-            let results: Vec<Result<(), LabError>> = std::thread::scope(|s| {
-                let hs: Vec<_> = chunk
-                    .iter()
-                    .map(|n| {
-                        let p = &p;
-                        s.spawn(move || p.register(n, n))
-                    })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(LabError::Startup("prosodyctl thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
-            for r in results {
-                r?;
-            }
-        }
-        Ok(p)
-    })
-    .await
-    .map_err(setup)??;
+    let prosody = crate::bench::start_prosody(names, opts.tcp_nodelay).await?;
     let outcome = with_prosody(&prosody, &opts, conns, limit).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -1263,14 +1222,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "pubpresence::bench_web=info"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::bench::init_logging(default);
     if let Some(config) = child {
         return feed_child(&config).await;
     }
@@ -1298,12 +1250,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         o.consumers, o.rate, o.duration
     );
     let report = run(o).await?;
-    if args.json {
-        eprint!("{}", report.table());
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    crate::bench::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }
 

@@ -91,11 +91,16 @@ impl Publisher {
     }
 
     fn refused(&self, what: &'static str, node: &str, err: IqError) -> SetupError {
+        self.refused_as(what, node, &self.access_model, err)
+    }
+
+    /// A refusal of `what` on `node`, configured with access `model`.
+    fn refused_as(&self, what: &'static str, node: &str, model: &str, err: IqError) -> SetupError {
         SetupError::Refused {
             what,
             node: node.to_string(),
             service: self.service.clone(),
-            model: self.access_model.clone(),
+            model: model.to_string(),
             hint: hint(&err),
             err,
         }
@@ -188,14 +193,7 @@ impl Publisher {
     ) -> Result<(), SetupError> {
         for (node, fields) in self.plan(access_model) {
             let config = pubsub::config_form(&fields);
-            let refused = |what, err: IqError| SetupError::Refused {
-                what,
-                node: node.clone(),
-                service: self.service.clone(),
-                model: access_model.to_string(),
-                hint: hint(&err),
-                err,
-            };
+            let refused = |what, err| self.refused_as(what, node, access_model, err);
             match self
                 .pubsub_iq("set", pubsub::configure(node, config.clone()))
                 .await
@@ -231,14 +229,7 @@ impl Publisher {
         max_floor: Option<usize>,
     ) -> Result<Option<String>, SetupError> {
         for (node, fields) in self.plan(access_model) {
-            let refused = |what, err: IqError| SetupError::Refused {
-                what,
-                node: node.clone(),
-                service: self.service.clone(),
-                model: access_model.to_string(),
-                hint: hint(&err),
-                err,
-            };
+            let refused = |what, err| self.refused_as(what, node, access_model, err);
             let res = match self.pubsub_iq("get", pubsub::configure_get(node)).await {
                 Err(e) if e.condition() == Some("item-not-found") => return Ok(Some(node.clone())),
                 r => r.map_err(|e| refused("reading the configuration of", e))?,
