@@ -157,7 +157,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut v: Vec<f64>) -> Latency {
+    /// Nearest-rank percentiles of `v` (milliseconds).
+    pub(crate) fn of(mut v: Vec<f64>) -> Latency {
         if v.is_empty() {
             return Latency::default();
         }

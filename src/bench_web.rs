@@ -262,21 +262,6 @@ fn key(kind: &[u8], fulljid: &[u8], status: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Nearest-rank percentiles, as `pubpresence bench`.
-fn latency(mut v: Vec<f64>) -> Latency {
-    if v.is_empty() {
-        return Latency::default();
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let p = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Latency {
-        samples: v.len(),
-        p50_ms: p(0.50),
-        p99_ms: p(0.99),
-        max_ms: v[v.len() - 1],
-    }
-}
-
 /// The soft limit on open files (from /proc/self/limits).
 fn fd_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -1195,8 +1180,8 @@ fn report(
         incomplete,
         cut_off: p.cut_off,
         ended_early,
-        last_consumer: latency(per_change),
-        any_consumer: latency(any),
+        last_consumer: Latency::of(per_change),
+        any_consumer: Latency::of(any),
         rss_idle_kib: p.rss_idle_kib,
         rss_connected_kib: p.rss_connected_kib,
         rss_peak_kib: p.rss_peak_kib,
@@ -1303,7 +1288,7 @@ mod tests {
             key(b"set", b"load1@localhost/desk", b"dnd")
         );
         assert_eq!(json_str(data, b"\"nope\":\""), b"");
-        let l = latency(vec![3.0, 1.0, 2.0]);
+        let l = Latency::of(vec![3.0, 1.0, 2.0]);
         assert_eq!((l.samples, l.p50_ms, l.max_ms), (3, 2.0, 3.0));
     }
 }

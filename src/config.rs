@@ -976,6 +976,19 @@ impl Config {
 
     /// The effective settings for `pubpresence check-config`: one setting per
     /// line, secrets masked (with where they came from), then `warning:` lines.
+    /// Whether `jid` is in `access.members` (an invalid JID is not judged
+    /// here: validation reports it).
+    fn is_member(&self, jid: &str) -> bool {
+        match BareJid::new(jid) {
+            Ok(j) => self
+                .access
+                .members
+                .iter()
+                .any(|m| BareJid::new(m).is_ok_and(|m| m == j)),
+            Err(_) => true,
+        }
+    }
+
     pub fn describe(&self, env: Env<'_>) -> String {
         let mut out = Vec::new();
         let mut warnings = Vec::new();
@@ -1056,16 +1069,7 @@ impl Config {
                 self.resolve_watch_password(env),
                 &mut warnings,
             ));
-            out.push(match &w.server {
-                Some(s) => format!("watch.server = {}", q(s)),
-                None => match BareJid::new(&w.jid) {
-                    Ok(j) => format!(
-                        "watch.server = \"{}:{DEFAULT_C2S_PORT}\" (default: the jid's domain)",
-                        j.domain()
-                    ),
-                    Err(_) => "watch.server = (default: the jid's domain)".into(),
-                },
-            });
+            out.push(describe_server("watch", &w.jid, w.server.as_deref()));
             out.push(format!("watch.allow_plaintext = {}", w.allow_plaintext));
             out.push(match &w.http {
                 Some(h) => format!("watch.http = {}", q(h)),
@@ -1077,26 +1081,16 @@ impl Config {
                 &mut warnings,
             ));
             if w.allow_plaintext {
-                warnings.push(
-                    "watch.allow_plaintext = true: the password may cross the network unencrypted"
-                        .into(),
-                );
+                warnings.push(plaintext_warning("watch"));
             }
-            if self.access.model == AccessModel::Whitelist {
-                let listed = match BareJid::new(&w.jid) {
-                    Ok(j) => self
-                        .access
-                        .members
-                        .iter()
-                        .any(|m| BareJid::new(m).is_ok_and(|m| m == j)),
-                    Err(_) => true,
-                };
-                if !listed && !self.access.members.is_empty() {
-                    warnings.push(format!(
-                        "watch.jid {:?} is not in access.members: it cannot read the nodes",
-                        w.jid
-                    ));
-                }
+            if self.access.model == AccessModel::Whitelist
+                && !self.is_member(&w.jid)
+                && !self.access.members.is_empty()
+            {
+                warnings.push(format!(
+                    "watch.jid {:?} is not in access.members: it cannot read the nodes",
+                    w.jid
+                ));
             }
         }
 
@@ -1125,39 +1119,17 @@ impl Config {
                 self.resolve_standby_password(env),
                 &mut warnings,
             ));
-            out.push(match &sb.server {
-                Some(s) => format!("standby.server = {}", q(s)),
-                None => match BareJid::new(&sb.jid) {
-                    Ok(j) => format!(
-                        "standby.server = \"{}:{DEFAULT_C2S_PORT}\" (default: the jid's domain)",
-                        j.domain()
-                    ),
-                    Err(_) => "standby.server = (default: the jid's domain)".into(),
-                },
-            });
+            out.push(describe_server("standby", &sb.jid, sb.server.as_deref()));
             out.push(format!("standby.allow_plaintext = {}", sb.allow_plaintext));
             out.push(format!("standby.takeover = {}", dur(sb.takeover)));
             if sb.allow_plaintext {
-                warnings.push(
-                    "standby.allow_plaintext = true: the password may cross the network unencrypted"
-                        .into(),
-                );
+                warnings.push(plaintext_warning("standby"));
             }
-            if self.access.model == AccessModel::Whitelist {
-                let listed = match BareJid::new(&sb.jid) {
-                    Ok(j) => self
-                        .access
-                        .members
-                        .iter()
-                        .any(|m| BareJid::new(m).is_ok_and(|m| m == j)),
-                    Err(_) => true,
-                };
-                if !listed {
-                    warnings.push(format!(
-                        "standby.jid {:?} is not in access.members: it cannot read the status node",
-                        sb.jid
-                    ));
-                }
+            if self.access.model == AccessModel::Whitelist && !self.is_member(&sb.jid) {
+                warnings.push(format!(
+                    "standby.jid {:?} is not in access.members: it cannot read the status node",
+                    sb.jid
+                ));
             }
         }
 
@@ -1234,6 +1206,25 @@ impl ConfigError {
             None => self.message.clone(),
         }
     }
+}
+
+/// `TABLE.server = ...` as check-config prints it, with the default spelled
+/// out when it is not set.
+fn describe_server(table: &str, jid: &str, server: Option<&str>) -> String {
+    match server {
+        Some(s) => format!("{table}.server = {s:?}"),
+        None => match BareJid::new(jid) {
+            Ok(j) => format!(
+                "{table}.server = \"{}:{DEFAULT_C2S_PORT}\" (default: the jid's domain)",
+                j.domain()
+            ),
+            Err(_) => format!("{table}.server = (default: the jid's domain)"),
+        },
+    }
+}
+
+fn plaintext_warning(table: &str) -> String {
+    format!("{table}.allow_plaintext = true: the password may cross the network unencrypted")
 }
 
 fn describe_secret(

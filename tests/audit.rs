@@ -13,42 +13,20 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Lab, Server};
-use pubpresence::client::c2s::{self, C2s};
+use pubpresence::client::c2s::C2s;
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::user::{Status, UserItem};
-use std::time::Duration;
 
 async fn admin(p: &Server) -> C2s {
-    c2s::connect_as(
-        &format!("admin@{}/audit", p.domain()),
-        "admin",
-        p.c2s_addr(),
-        loopback(1),
-    )
-    .await
-    .expect("admin login")
-    .0
-}
-
-/// Waits until the component has logged `n` audits in all.
-async fn audits(pp: &Pubpresence, n: usize) {
-    let deadline = tokio::time::Instant::now() + T;
-    while pp.log_text().matches(" audit ").count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audit:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::admin_login(p, "audit").await.0
 }
 
 /// Two more audits run, and they publish and retract nothing.
 async fn two_quiet_audits(pp: &Pubpresence, w: &Watcher) {
     let n = audit_count(pp);
     w.clear();
-    audits(pp, n + 2).await;
+    pp.wait_log_count(" audit ", n + 2, T, "no audit").await;
     let seen = w.seen();
     assert!(
         seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),

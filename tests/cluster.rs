@@ -40,15 +40,8 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
     w.until_online(&pp).await;
     w.subscribe_all().await;
     w.wait_until("status", T, |s| !s.statuses.is_empty()).await;
-    let deadline = Instant::now() + T;
-    while pp.log_text().matches("connected to cluster node").count() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "no second connection:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pp.wait_log("connected to cluster node", T, "no second connection")
+        .await;
 
     // Users on both nodes, never subscribed: all on active with their IPs.
     let (c0, c1) = (e.c2s_addr_of(0).unwrap(), e.c2s_addr_of(1).unwrap());
@@ -135,15 +128,13 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
 
     // Node 1 back: reconnected by itself, its users seen again.
     e.start_node(1).expect("start node 1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pp.log_text().matches("connected to cluster node").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "node 1 not reconnected:\n{}",
-            pp.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pp.wait_log_count(
+        "connected to cluster node",
+        2,
+        Duration::from_secs(30),
+        "node 1 not reconnected",
+    )
+    .await;
     let c1 = e.c2s_addr_of(1).unwrap();
     let back = User::connect_to(c1, &e.domain, &comp, "n1c", "r", loopback(172)).await;
     w.wait_until("n1c on live", T, |s| {

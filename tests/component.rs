@@ -385,14 +385,7 @@ async fn twenty_flapping_connections_settle_exactly(p: Server) {
     assert_eq!(seen.live.len(), total, "nothing published twice");
 
     // Active equals the server's real sessions, with their final statuses.
-    let (admin, _rx) = pubpresence::client::c2s::connect_as(
-        &format!("admin@{}/check", p.domain()),
-        "admin",
-        p.c2s_addr(),
-        loopback(1),
-    )
-    .await
-    .expect("admin login");
+    let (admin, _rx) = common::admin_login(&p, "check").await;
     let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let sessions = common::user_sessions(&admin, p.domain(), &name_refs).await;

@@ -142,9 +142,7 @@ async fn node_deleted_behind_its_back_is_recreated() {
     })
     .await;
 
-    let (admin, _rx) = c2s::connect_as("admin@localhost/del", "admin", p.c2s_addr(), loopback(1))
-        .await
-        .expect("admin login");
+    let (admin, _rx) = common::admin_login(&p, "del").await;
     let delete = Element::builder("pubsub", ns::PUBSUB_OWNER)
         .append(
             Element::builder("delete", ns::PUBSUB_OWNER)
@@ -201,9 +199,7 @@ async fn node_reconfigured_behind_its_back_is_configured_again() {
     let pp = Pubpresence::start(&cfg);
     let w = Watcher::connect(&p, "watcher").await;
     wait_online(&pp, &w).await;
-    let (admin, _rx) = c2s::connect_as("admin@localhost/cfg", "admin", p.c2s_addr(), loopback(1))
-        .await
-        .expect("admin login");
+    let (admin, _rx) = common::admin_login(&p, "cfg").await;
     let before = node_config(&admin, &p, LIVE).await;
     assert_eq!(before["pubsub#access_model"], "whitelist");
     // Opened to everyone and its items made persistent, by hand.
@@ -252,9 +248,8 @@ async fn node_reconfigured_behind_its_back_is_configured_again() {
     // Once put right, audits leave the nodes alone.
     let n = log.matches("reconfigured behind our back").count();
     let audits = log.matches(" audit ").count();
-    while pp.log_text().matches(" audit ").count() < audits + 2 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pp.wait_log_count(" audit ", audits + 2, T, "no more audits")
+        .await;
     assert_eq!(
         pp.log_text()
             .matches("reconfigured behind our back")

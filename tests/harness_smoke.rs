@@ -101,10 +101,7 @@ async fn harness_smoke() {
     })
     .await;
 
-    let (admin, _admin_rx) =
-        c2s::connect_as("admin@localhost/check", "admin", p.c2s_addr(), loopback(1))
-            .await
-            .expect("admin login");
+    let (admin, _admin_rx) = common::admin_login(&p, "check").await;
     let mut want = BTreeMap::from([
         ("alice@localhost/desk".to_string(), "127.0.0.2".to_string()),
         ("alice@localhost/phone".to_string(), "127.0.0.3".to_string()),

@@ -310,15 +310,7 @@ async fn role_follows_the_takeover() {
     .await;
     // B starts while A is active: it waits.
     let b = Pubpresence::start(&with_standby("b", addr_b));
-    let deadline = tokio::time::Instant::now() + T;
-    while !b.log_text().contains("is active; waiting") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b never waited; log:\n{}",
-            b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_log("is active; waiting", T, "b never waited").await;
     let (_, s) = scrape(&http, addr_b).await;
     assert_eq!(s.get("pubpresence_role"), Some(&0.0), "{s:?}");
     assert_eq!(s.get(STATUS), Some(&0.0), "{s:?}");

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use pubpresence::minidom::Element;
-use pubpresence::wire::{adhoc, presence, status, time, user};
+use pubpresence::wire::{adhoc, presence, status, time, user, xml_escape};
 
 /// Text that is safe inside an XML attribute or text node once escaped.
 fn text() -> impl Strategy<Value = String> {
@@ -17,17 +17,9 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
-
 fn values(vs: &[String]) -> String {
     vs.iter()
-        .map(|v| format!("<value>{}</value>", esc(v)))
+        .map(|v| format!("<value>{}</value>", xml_escape(v)))
         .collect()
 }
 
@@ -96,15 +88,15 @@ proptest! {
         show in proptest::option::of(text()),
         extra in text(),
     ) {
-        let mut xml = format!("<presence xmlns='jabber:component:accept' from='{}'", esc(&from));
+        let mut xml = format!("<presence xmlns='jabber:component:accept' from='{}'", xml_escape(&from));
         if let Some(k) = &kind {
-            xml.push_str(&format!(" type='{}'", esc(k)));
+            xml.push_str(&format!(" type='{}'", xml_escape(k)));
         }
         xml.push('>');
         if let Some(s) = &show {
-            xml.push_str(&format!("<show>{}</show>", esc(s)));
+            xml.push_str(&format!("<show>{}</show>", xml_escape(s)));
         }
-        xml.push_str(&format!("<status>{}</status><x xmlns='urn:x'><y>{}</y></x></presence>", esc(&extra), esc(&extra)));
+        xml.push_str(&format!("<status>{}</status><x xmlns='urn:x'><y>{}</y></x></presence>", xml_escape(&extra), xml_escape(&extra)));
         let Ok(el) = xml.parse::<Element>() else { return Ok(()) };
         match presence::parse(&el) {
             Ok(p) => prop_assert!(!p.from.to_string().is_empty()),

@@ -65,14 +65,7 @@ async fn wait_online(pp: &Pubpresence, w: &Watcher) {
 }
 
 async fn admin(p: &Server) -> C2s {
-    let (admin, _rx) = c2s::connect_as(
-        &format!("admin@{}/check", p.domain()),
-        "admin",
-        p.c2s_addr(),
-        loopback(1),
-    )
-    .await
-    .expect("admin login");
+    let (admin, _rx) = common::admin_login(p, "check").await;
     admin
 }
 

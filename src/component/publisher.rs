@@ -75,27 +75,36 @@ impl Publisher {
     /// anything is published on it: ejabberd would otherwise create it on
     /// the first publish with its defaults (open access).
     pub async fn ensure_status_node(&self) -> Result<(), SetupError> {
-        let node = &self.nodes.status;
-        let config = self.status_config(&self.access_model);
+        let fields = self.status_fields(&self.access_model);
+        self.configure_or_create(&self.nodes.status, &fields, &self.access_model)
+            .await
+    }
+
+    /// Configures `node`, creating it (with that configuration) if missing.
+    async fn configure_or_create(
+        &self,
+        node: &str,
+        fields: &[(&'static str, String)],
+        access_model: &str,
+    ) -> Result<(), SetupError> {
+        let config = pubsub::config_form(fields);
         match self
             .pubsub_iq("set", pubsub::configure(node, config.clone()))
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.condition() == Some("item-not-found") => self
-                .create(node, config)
-                .await
-                .map_err(|e| self.refused("creating", node, e)),
-            Err(e) => Err(self.refused("configuring", node, e)),
+            Err(e) if e.condition() == Some("item-not-found") => {
+                tracing::info!(node = %node, "creating node");
+                self.create(node, config)
+                    .await
+                    .map_err(|e| self.refused("creating", node, access_model, e))
+            }
+            Err(e) => Err(self.refused("configuring", node, access_model, e)),
         }
     }
 
-    fn refused(&self, what: &'static str, node: &str, err: IqError) -> SetupError {
-        self.refused_as(what, node, &self.access_model, err)
-    }
-
     /// A refusal of `what` on `node`, configured with access `model`.
-    fn refused_as(&self, what: &'static str, node: &str, model: &str, err: IqError) -> SetupError {
+    fn refused(&self, what: &'static str, node: &str, model: &str, err: IqError) -> SetupError {
         SetupError::Refused {
             what,
             node: node.to_string(),
@@ -185,32 +194,23 @@ impl Publisher {
         }
     }
 
-    /// Creates each node if missing and (re)configures it; applies access.
+    /// Creates live and active if missing and configures them (start-up has
+    /// set up the status node already, with `ensure_status_node`, before
+    /// publishing `init`), and applies the whitelist members to all three.
     pub async fn setup_nodes(
         &self,
         access_model: &str,
         members: &[String],
     ) -> Result<(), SetupError> {
         for (node, fields) in self.plan(access_model) {
-            let config = pubsub::config_form(&fields);
-            let refused = |what, err| self.refused_as(what, node, access_model, err);
-            match self
-                .pubsub_iq("set", pubsub::configure(node, config.clone()))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.condition() == Some("item-not-found") => {
-                    tracing::info!(node = %node, "creating node");
-                    self.create(node, config)
-                        .await
-                        .map_err(|e| refused("creating", e))?;
-                }
-                Err(e) => return Err(refused("configuring", e)),
+            if *node != self.nodes.status {
+                self.configure_or_create(node, &fields, access_model)
+                    .await?;
             }
             if access_model == "whitelist" {
                 self.apply_members(node, members)
                     .await
-                    .map_err(|e| refused("setting members", e))?;
+                    .map_err(|e| self.refused("setting members", node, access_model, e))?;
             }
         }
         Ok(())
@@ -229,7 +229,7 @@ impl Publisher {
         max_floor: Option<usize>,
     ) -> Result<Option<String>, SetupError> {
         for (node, fields) in self.plan(access_model) {
-            let refused = |what, err| self.refused_as(what, node, access_model, err);
+            let refused = |what, err| self.refused(what, node, access_model, err);
             let res = match self.pubsub_iq("get", pubsub::configure_get(node)).await {
                 Err(e) if e.condition() == Some("item-not-found") => return Ok(Some(node.clone())),
                 r => r.map_err(|e| refused("reading the configuration of", e))?,
@@ -401,18 +401,6 @@ pub struct OnlineSession {
     pub ip: Option<String>,
 }
 
-/// Every session of the server in one request where the server allows it:
-/// Prosody's online-users list with details (sessions and addresses), else
-/// ejabberd's disco#items `online users` node (full JIDs). A user listed
-/// without session lines (a server that ignores `details`) is asked with
-/// user-stats.
-pub async fn online_sessions(
-    conn: &Connection,
-    domain: &str,
-) -> Result<Vec<OnlineSession>, IqError> {
-    online_sessions_via(conn, domain, &Listing::default()).await
-}
-
 /// Which listing the server answered last time, so that a server that
 /// refuses the admin command (ejabberd) is asked the right way at once.
 #[derive(Clone, Default)]
@@ -435,7 +423,11 @@ impl Listing {
     }
 }
 
-/// As `online_sessions`, remembering which request works in `listing`.
+/// Every session of the server in one request where the server allows it:
+/// Prosody's online-users list with details (sessions and addresses), else
+/// ejabberd's disco#items `online users` node (full JIDs); which of the two
+/// works is remembered in `listing`. A user listed without session lines (a
+/// server that ignores `details`) is asked with user-stats.
 pub async fn online_sessions_via(
     conn: &Connection,
     domain: &str,

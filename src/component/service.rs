@@ -541,7 +541,7 @@ async fn run_session(
                         // same: `reconcile` says how they are published.)
                         tracing::info!(
                             "{} listed sessions sent no presence within {:?}: not tracked",
-                            s.unanswered(&w.discovery.listed),
+                            w.unanswered.len(),
                             w.started.elapsed()
                         );
                     }
@@ -1076,15 +1076,11 @@ impl Session<'_> {
             Done::Written {
                 node_gone: Some(node),
                 ..
-            } => {
-                // Deleted behind our back: everything on it is gone. Start
-                // over (init, nodes recreated, active rebuilt, online).
-                return Some(Outcome::Lost(format!(
-                    "node {node} was deleted behind our back; recreating it"
-                )));
             }
-            Done::NodeGone(node) => {
-                self.auditing = false;
+            | Done::NodeGone(node) => {
+                // Deleted behind our back (seen by a write, or by the audit):
+                // everything on it is gone. Start over (init, nodes
+                // recreated, active rebuilt, online).
                 return Some(Outcome::Lost(format!(
                     "node {node} was deleted behind our back; recreating it"
                 )));
@@ -1119,21 +1115,21 @@ impl Session<'_> {
             Done::Audited(r) => self.finish_audit(r),
             Done::Checked(before, r) => self.finish_session_check(before, r),
             Done::Discovered(Ok(d)) => {
-                let missing = self.unanswered(&d.listed);
-                if d.answered || missing == 0 {
+                let unanswered: HashSet<String> = d
+                    .listed
+                    .iter()
+                    .filter(|j| !self.tracker.knows(j))
+                    .cloned()
+                    .collect();
+                if d.answered || unanswered.is_empty() {
                     self.reconcile(d);
                 } else {
                     tracing::info!(
-                        "waiting up to {:?} for the presence of {missing} listed sessions",
-                        self.cfg.probe_timeout
+                        "waiting up to {:?} for the presence of {} listed sessions",
+                        self.cfg.probe_timeout,
+                        unanswered.len()
                     );
                     let now = tokio::time::Instant::now();
-                    let unanswered: HashSet<String> = d
-                        .listed
-                        .iter()
-                        .filter(|j| !self.tracker.knows(j))
-                        .cloned()
-                        .collect();
                     // With presence permission ejabberd answers no probe for
                     // users without a subscription, on active or not: then
                     // only the pause in answers ends the wait.
@@ -1179,11 +1175,6 @@ impl Session<'_> {
             }
         }
         self.start_audit();
-    }
-
-    /// Listed sessions whose presence has not arrived.
-    fn unanswered(&self, listed: &[String]) -> usize {
-        listed.iter().filter(|j| !self.tracker.knows(j)).count()
     }
 
     /// A presence from `from` arrived while waiting: once every listed

@@ -21,6 +21,7 @@
 //! `ejabberdctl` runs the Erlang VM as the `ejabberd` user, so the lab must
 //! run as root (or as `ejabberd`); the directory is handed to that user.
 
+use crate::wire::xml_escape;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -864,14 +865,6 @@ fn register_inband(
     } else {
         Err(fail(iq_start.chars().take(400).collect()))
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 /// Runs `cmd` with its output captured, killing it after `timeout`. The

@@ -89,6 +89,16 @@ impl StanzaError {
     }
 }
 
+/// Text escaped for XML written by hand (attribute values in single or
+/// double quotes, and character data). Stanzas built with minidom need none.
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
 /// Builds an `<error/>` reply to `stanza` (swapping to/from), for IQs the
 /// component does not handle and stanzas it refuses.
 pub fn error_reply(stanza: &Element, kind: &str, condition: &str) -> Element {

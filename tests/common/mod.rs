@@ -12,6 +12,7 @@ pub mod pp;
 use pubpresence::client::c2s::C2s;
 use pubpresence::lab;
 use pubpresence::minidom::Element;
+use pubpresence::wire::xml_escape;
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -222,6 +223,19 @@ fn last(seen: &[String]) -> String {
 // ---------------------------------------------------------------------------
 // What the server says (XEP-0133 admin commands, as a server admin)
 
+/// The lab server's admin (`admin`, password `admin`, an admin on both
+/// servers), logged in as `admin@DOMAIN/resource` from 127.0.0.1.
+pub async fn admin_login(p: &impl Lab, resource: &str) -> (C2s, Receiver<Element>) {
+    pubpresence::client::c2s::connect_as(
+        &format!("admin@{}/{resource}", p.domain()),
+        "admin",
+        p.c2s_addr(),
+        loopback(1),
+    )
+    .await
+    .expect("admin login")
+}
+
 /// The server's real sessions of `users` ("alice" or "alice@domain"): full
 /// JID -> IP, from user-stats.
 pub async fn user_sessions(admin: &C2s, domain: &str, users: &[&str]) -> BTreeMap<String, String> {
@@ -292,14 +306,14 @@ async fn run_command(admin: &C2s, to: &str, node: &str, fields: &[(&str, &str)])
     for (var, value) in fields {
         form.push_str(&format!(
             "<field var='{var}'><value>{}</value></field>",
-            escape(value)
+            xml_escape(value)
         ));
     }
     let submit = format!(
         "<iq xmlns='jabber:client' type='set' to='{to}'>\
          <command xmlns='{COMMANDS}' node='{node}' sessionid='{}'>\
          <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>",
-        escape(&session)
+        xml_escape(&session)
     );
     let done = admin
         .iq(xml(&submit), IQ_TIMEOUT)
@@ -334,12 +348,4 @@ fn form_values(el: &Element, var: &str) -> Vec<String> {
 fn xml(s: &str) -> Element {
     s.parse()
         .unwrap_or_else(|e| panic!("test XML does not parse ({e}): {s}"))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }

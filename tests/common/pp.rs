@@ -65,8 +65,14 @@ impl Pubpresence {
     /// Waits (polling, bounded) until the log contains `needle`; panics
     /// with `what` and the log otherwise.
     pub async fn wait_log(&self, needle: &str, timeout: Duration, what: &str) {
+        self.wait_log_count(needle, 1, timeout, what).await;
+    }
+
+    /// Waits (polling, bounded) until `needle` stands in the log `n` times
+    /// or more; panics with `what` and the log otherwise.
+    pub async fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration, what: &str) {
         let deadline = Instant::now() + timeout;
-        while !self.log_text().contains(needle) {
+        while self.log_text().matches(needle).count() < n {
             assert!(Instant::now() < deadline, "{what}:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
