@@ -33,7 +33,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// The storage of the lab's pubsub service, named next to every figure.
-pub const STORAGE: &str = "Prosody 0.12 pubsub, storage = \"sql\" (SQLite)";
+pub fn storage(memory: bool) -> &'static str {
+    if memory {
+        "Prosody 0.12 pubsub, storage = \"memory\""
+    } else {
+        "Prosody 0.12 pubsub, storage = \"sql\" (SQLite)"
+    }
+}
 const LIVE: &str = "presence/live";
 const ACTIVE: &str = "presence/active";
 const STATUS: &str = "presence/status";
@@ -70,6 +76,8 @@ pub struct BenchOptions {
     /// Prosody with `network_settings = { tcp_nodelay = true }` (its
     /// default is Nagle's algorithm on every socket).
     pub tcp_nodelay: bool,
+    /// Prosody's pubsub with `storage = "memory"` instead of SQLite.
+    pub memory_storage: bool,
 }
 
 impl BenchOptions {
@@ -83,6 +91,7 @@ impl BenchOptions {
             floor_rate: 20.0,
             component_bin: None,
             tcp_nodelay: false,
+            memory_storage: false,
         }
     }
 
@@ -96,6 +105,7 @@ impl BenchOptions {
             floor_rate: 20.0,
             component_bin: None,
             tcp_nodelay: false,
+            memory_storage: false,
         }
     }
 }
@@ -644,6 +654,7 @@ fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
 pub(crate) async fn start_prosody(
     names: Vec<String>,
     nodelay: bool,
+    memory_storage: bool,
 ) -> Result<Prosody, BenchError> {
     tracing::info!("starting Prosody and registering {} accounts", names.len());
     tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
@@ -658,6 +669,18 @@ pub(crate) async fn start_prosody(
         if nodelay {
             // Prosody 0.12's network_settings: TCP_NODELAY on its sockets.
             text = format!("network_settings = {{ tcp_nodelay = true }}\n{text}");
+        }
+        if memory_storage {
+            // The pubsub store in memory: no SQLite commit per publish.
+            let sql = "    storage = \"sql\"\n";
+            let at = text.find(sql).ok_or_else(|| LabError::Io {
+                what: "the lab config has no pubsub storage line".into(),
+                source: std::io::ErrorKind::InvalidData.into(),
+            })?;
+            let end = text[at + sql.len()..]
+                .find('\n')
+                .map_or(text.len(), |i| at + sql.len() + i + 1);
+            text.replace_range(at..end, "    storage = \"memory\"\n");
         }
         std::fs::write(&path, text).map_err(io("writing the prosody config"))?;
         p.restart()?;
@@ -684,7 +707,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
         .max()
         .unwrap_or(1);
     names.extend((1..=load_accounts).map(|i| format!("load{i}")));
-    let prosody = start_prosody(names, opts.tcp_nodelay).await?;
+    let prosody = start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
     let outcome = bench(&prosody, &opts).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -909,7 +932,7 @@ async fn measured(
     Ok(Report {
         mode: if opts.quick { "quick" } else { "full" },
         machine: Machine::probe(),
-        storage: STORAGE,
+        storage: storage(opts.memory_storage),
         component_process: if opts.component_bin.is_some() {
             "child process (pubpresence run)"
         } else {
@@ -1113,6 +1136,9 @@ pub struct BenchArgs {
     /// Start Prosody with `network_settings = { tcp_nodelay = true }`.
     #[arg(long)]
     pub tcp_nodelay: bool,
+    /// Prosody's pubsub with `storage = "memory"` (default: SQLite).
+    #[arg(long)]
+    pub memory_storage: bool,
     /// Instead: start-up and the cost of one audit on a two-node ejabberd
     /// cluster with privileged presence (src/bench_cluster.rs; --connections
     /// defaults to 10000, --duration is the background window, 30 s).
@@ -1155,6 +1181,7 @@ impl BenchArgs {
         }
         o.component_bin = if self.in_process { None } else { exe };
         o.tcp_nodelay = self.tcp_nodelay;
+        o.memory_storage = self.memory_storage;
         o
     }
 }
@@ -1195,8 +1222,11 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().ok();
     let opts = args.options(exe);
     eprintln!(
-        "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {STORAGE}",
-        opts.connections, opts.rates, opts.duration
+        "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {}",
+        opts.connections,
+        opts.rates,
+        opts.duration,
+        storage(opts.memory_storage)
     );
     let report = run(opts).await?;
     crate::bench::print_report(args.json, &report.table(), &report.to_json());

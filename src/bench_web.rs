@@ -35,7 +35,7 @@
 //! change: the latency to the last consumer = max over consumers − the
 //! child's stamp.
 
-use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Latency, Machine, STORAGE};
+use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Latency, Machine};
 use crate::client::follow::WatchEvent;
 use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::client::watch::{self, Target, Update};
@@ -80,6 +80,8 @@ pub struct WebBenchOptions {
     pub exe: PathBuf,
     /// Prosody with `network_settings = { tcp_nodelay = true }`.
     pub tcp_nodelay: bool,
+    /// Prosody's pubsub with `storage = "memory"`.
+    pub memory_storage: bool,
     /// "full" or "quick", named in the report.
     pub quick: bool,
 }
@@ -93,6 +95,7 @@ impl WebBenchOptions {
             duration: Duration::from_secs(5),
             exe,
             tcp_nodelay: false,
+            memory_storage: false,
             quick: false,
         }
     }
@@ -105,6 +108,7 @@ impl WebBenchOptions {
             duration: Duration::from_secs(2),
             exe,
             tcp_nodelay: false,
+            memory_storage: false,
             quick: true,
         }
     }
@@ -741,7 +745,7 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     let accounts = conns.div_ceil(LOAD_RESOURCES);
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
-    let prosody = crate::bench::start_prosody(names, opts.tcp_nodelay).await?;
+    let prosody = crate::bench::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
     let outcome = with_prosody(&prosody, &opts, conns, limit).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -1162,7 +1166,7 @@ fn report(
     WebReport {
         mode: if opts.quick { "quick" } else { "full" },
         machine: Machine::probe(),
-        storage: STORAGE,
+        storage: crate::bench::storage(opts.memory_storage),
         feed_process: "child process (the watch runner + web::Feed, as `pubpresence watch --http`)",
         consumers: opts.consumers,
         connected: p.connected,
@@ -1230,9 +1234,13 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         o.duration = d;
     }
     o.tcp_nodelay = args.tcp_nodelay;
+    o.memory_storage = args.memory_storage;
     eprintln!(
-        "pubpresence bench: {} web consumers, {}/s for {:?}; {STORAGE}",
-        o.consumers, o.rate, o.duration
+        "pubpresence bench: {} web consumers, {}/s for {:?}; {}",
+        o.consumers,
+        o.rate,
+        o.duration,
+        crate::bench::storage(o.memory_storage)
     );
     let report = run(o).await?;
     crate::bench::print_report(args.json, &report.table(), &report.to_json());

@@ -6,11 +6,15 @@
 //!
 //! Every event is serialised and framed once (`event:`/`data:` lines, as
 //! shared `Bytes`: handing it to a consumer is a reference count, not a copy)
-//! and handed to the consumers through a bounded `tokio::sync::broadcast`; each consumer has a small pump that
-//! moves events into its own bounded queue without ever waiting. A consumer
-//! whose queue is full (it stopped reading) is cut off: its connection is
-//! closed even while the server is blocked writing to it, so it never slows
-//! the others or the XMPP side, and memory stays bounded.
+//! and handed to the consumers through one bounded `tokio::sync::broadcast`,
+//! whose ring is the only backlog there is. Each consumer's response body
+//! reads the ring directly (no task or queue of its own: with 1,000
+//! consumers, a pump task and a queue each doubled the wake-ups per event and
+//! the memory per consumer). The feed counts what it sent; each consumer
+//! records what it took. One that falls `backlog` events behind (it stopped
+//! reading) is cut off: its connection is closed even while the server is
+//! blocked writing to it, so it never slows the others or the XMPP side, and
+//! memory stays bounded.
 
 use super::board::Board;
 use super::follow::WatchEvent;
@@ -18,24 +22,26 @@ use super::watch::{self, Update};
 use crate::config::Secret;
 use crate::wire::time;
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::IncomingStream;
-use axum::Router;
+use axum::{Extension, Router};
 use futures::task::AtomicWaker;
+use futures::StreamExt;
+use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tower::ServiceExt;
 
 const PAGE: &str = include_str!("../../assets/index.html");
 const SCRIPT: &str = include_str!("../../assets/app.js");
@@ -48,11 +54,56 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// The kernel's send buffer per connection: bounds what a stalled consumer
 /// holds besides its queue, and lets a stall show up as one.
 const SEND_BUFFER: usize = 64 * 1024;
+/// hyper's smallest allowed read buffer, and the most a request head may
+/// take here (ours are a few hundred bytes). hyper's default lets the read
+/// buffer of every connection grow to 16 KiB; this keeps it at 8 KiB, which
+/// is most of the memory a consumer of `/events` costs (measured with
+/// `pubpresence bench --web-consumers`).
+const MAX_REQUEST: usize = 8 * 1024;
 
 /// The page's Content-Security-Policy: nothing from any other host.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
                    connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
+
+/// What `update` and a new consumer must see in one consistent order.
+struct Shared {
+    board: Board,
+    /// Frames broadcast so far.
+    sent: u64,
+    last_sent: Instant,
+    /// The consumers of `/events`, for the lag check.
+    consumers: Vec<Weak<Slot>>,
+    /// The last `snapshot` frame and its second, until the board changes:
+    /// consumers connecting together (a wall of screens after a restart)
+    /// share one frame instead of each building its own copy of the state.
+    snapshot: Option<(time::Timestamp, Bytes)>,
+}
+
+impl Shared {
+    fn snapshot_frame(&mut self, at: &time::Timestamp) -> Bytes {
+        if let Some((t, frame)) = &self.snapshot {
+            if t == at {
+                return frame.clone();
+            }
+        }
+        let snap = WatchEvent::Snapshot(self.board.users.values().cloned().collect());
+        let frame = sse_event(&snap, at);
+        self.snapshot = Some((*at, frame.clone()));
+        frame
+    }
+}
+
+/// One consumer of `/events`, as the lag check sees it.
+struct Slot {
+    /// Frames it has taken from the ring (counted like `Shared::sent`).
+    taken: AtomicU64,
+    cut: Arc<Cut>,
+}
+
+/// Check the consumers' lag every this many frames: a consumer is cut off
+/// at most this many frames after it is `backlog` behind.
+const LAG_CHECK_EVERY: u64 = 16;
 
 /// The state the feed serves, and its consumers. Cheap to clone.
 #[derive(Clone)]
@@ -61,7 +112,7 @@ pub struct Feed {
 }
 
 struct Inner {
-    board: Mutex<Board>,
+    shared: Mutex<Shared>,
     tx: broadcast::Sender<Bytes>,
     backlog: usize,
     token: Option<Secret>,
@@ -82,7 +133,13 @@ impl Feed {
         let (tx, _) = broadcast::channel(backlog);
         Feed {
             inner: Arc::new(Inner {
-                board: Mutex::new(Board::default()),
+                shared: Mutex::new(Shared {
+                    board: Board::default(),
+                    sent: 0,
+                    last_sent: Instant::now(),
+                    consumers: Vec::new(),
+                    snapshot: None,
+                }),
                 tx,
                 backlog,
                 token,
@@ -95,12 +152,62 @@ impl Feed {
     /// Takes an update of the watch runner: the state changes and every
     /// consumer of `/events` gets the event. Never waits.
     pub fn update(&self, u: &Update) {
-        let mut board = self.inner.board.lock().unwrap_or_else(|e| e.into_inner());
-        board.update(u);
+        let mut sh = self.inner.lock();
+        sh.board.update(u);
+        sh.snapshot = None;
         if let Update::Event(ev) = u {
             // Sent under the lock: a new consumer's first events and the
             // broadcast after them form one consistent sequence.
-            let _ = self.inner.tx.send(sse_event(ev, &time::now()));
+            self.broadcast(&mut sh, sse_event(ev, &time::now()));
+        }
+    }
+
+    fn broadcast(&self, sh: &mut Shared, frame: Bytes) {
+        let _ = self.inner.tx.send(frame);
+        sh.sent += 1;
+        sh.last_sent = Instant::now();
+        if sh.sent % LAG_CHECK_EVERY == 0 {
+            let (sent, backlog) = (sh.sent, self.inner.backlog as u64);
+            sh.consumers.retain(|w| {
+                let Some(slot) = w.upgrade() else {
+                    return false;
+                };
+                if sent - slot.taken.load(Ordering::Relaxed) < backlog {
+                    return true;
+                }
+                self.cut_off_slot(&slot);
+                false
+            });
+        }
+    }
+
+    /// Cuts a consumer off for falling behind (counted once).
+    fn cut_off_slot(&self, slot: &Slot) {
+        if slot.cut.cut() {
+            self.inner.cut_off.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "web feed: a consumer fell {} events behind; cut off",
+                self.inner.backlog
+            );
+        }
+    }
+
+    /// Sends a comment frame whenever nothing else went out for half the
+    /// keep-alive period, so every consumer sees a frame at least every
+    /// `KEEP_ALIVE`; one timer for the feed, not one per consumer.
+    async fn keep_alive(inner: Weak<Inner>) {
+        let mut tick = tokio::time::interval(KEEP_ALIVE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let feed = Feed { inner };
+            let mut sh = feed.inner.lock();
+            if sh.last_sent.elapsed() >= KEEP_ALIVE / 2 {
+                feed.broadcast(&mut sh, Bytes::from_static(KEEP_ALIVE_FRAME));
+            }
         }
     }
 
@@ -116,7 +223,8 @@ impl Feed {
 
     /// The `/state` object.
     pub fn state_json(&self) -> serde_json::Value {
-        let board = self.inner.board.lock().unwrap_or_else(|e| e.into_inner());
+        let sh = self.inner.lock();
+        let board = &sh.board;
         let users: Vec<serde_json::Value> = if board.synced {
             let snap = WatchEvent::Snapshot(board.users.values().cloned().collect());
             let v = watch::to_json(&snap, &time::now());
@@ -132,8 +240,8 @@ impl Feed {
         })
     }
 
-    /// The routes, for `axum::serve` with [`ConnCut`] connect info (see
-    /// [`Feed::serve`]).
+    /// The routes; every request carries its connection's [`ConnCut`]
+    /// (see [`Feed::serve`]).
     fn router(&self) -> Router {
         Router::new()
             .route("/", get(page))
@@ -144,15 +252,37 @@ impl Feed {
 
     /// Binds `addr` and serves the feed in a task of its own; returns the
     /// bound address (`:0` picks a free port).
+    ///
+    /// Served with hyper's HTTP/1 connection builder rather than
+    /// `axum::serve`, which offers no way to set the read buffer
+    /// ([`MAX_REQUEST`]); the routes are still axum's.
     pub async fn serve(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<ConnCut>();
+        let router = self.router();
+        tokio::spawn(Feed::keep_alive(Arc::downgrade(&self.inner)));
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(CutListener(listener), app).await {
-                tracing::error!("web feed on {bound} stopped: {e}");
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.max_buf_size(MAX_REQUEST)
+                .timer(hyper_util::rt::TokioTimer::new());
+            loop {
+                let io = accept(&listener).await;
+                let cut = ConnCut(io.cut.clone());
+                let svc = router
+                    .clone()
+                    .map_request(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(cut.clone());
+                        req.map(Body::new)
+                    });
+                let conn = http.serve_connection(
+                    hyper_util::rt::TokioIo::new(io),
+                    hyper_util::service::TowerToHyperService::new(svc),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("web feed: connection ended: {e}");
+                    }
+                });
             }
         });
         Ok(bound)
@@ -172,6 +302,12 @@ impl Feed {
             })
             .any(|t| token.matches(t));
         bearer || query_values(uri, "token").iter().any(|t| token.matches(t))
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -262,64 +398,43 @@ async fn state(State(feed): State<Feed>, headers: HeaderMap, uri: Uri) -> Respon
 
 async fn events(
     State(feed): State<Feed>,
-    ConnectInfo(cut): ConnectInfo<ConnCut>,
+    Extension(cut): Extension<ConnCut>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
     if !feed.authorized(&headers, &uri) {
         return unauthorized();
     }
-    let inner = &feed.inner;
-    let (qtx, qrx) = mpsc::channel::<Bytes>(inner.backlog);
-    let mut rx = {
-        let board = inner.board.lock().unwrap_or_else(|e| e.into_inner());
-        let rx = inner.tx.subscribe();
+    let slot = Arc::new(Slot {
+        taken: AtomicU64::new(0),
+        cut: cut.0,
+    });
+    let mut first = Vec::with_capacity(2);
+    let rx = {
+        let mut sh = feed.inner.lock();
+        let rx = feed.inner.tx.subscribe();
+        slot.taken.store(sh.sent, Ordering::Relaxed);
+        sh.consumers.push(Arc::downgrade(&slot));
         let at = time::now();
-        if let Some(st) = board.service {
-            let _ = qtx.try_send(sse_event(&WatchEvent::Service(st), &at));
+        if let Some(st) = sh.board.service {
+            first.push(sse_event(&WatchEvent::Service(st), &at));
         }
-        if board.synced {
-            let snap = WatchEvent::Snapshot(board.users.values().cloned().collect());
-            let _ = qtx.try_send(sse_event(&snap, &at));
+        if sh.board.synced {
+            first.push(sh.snapshot_frame(&at));
         }
         rx
     };
-    // The pump: never waits on the consumer.
-    let pump_feed = feed.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(ev) => match qtx.try_send(ev) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            pump_feed.inner.cut_off.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!("web feed: a consumer fell {} events behind; cut off", pump_feed.inner.backlog);
-                            cut.0.cut();
-                            break;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        pump_feed.inner.cut_off.fetch_add(1, Ordering::Relaxed);
-                        cut.0.cut();
-                        break;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                _ = qtx.closed() => break,
-            }
-        }
+    let follow = Follow {
+        rx,
+        slot,
+        feed: feed.clone(),
+        _consumer: Consumer::new(feed),
+    };
+    let rest = futures::stream::unfold(follow, |mut f| async move {
+        let frame = f.next().await?;
+        Some((Ok::<_, Infallible>(frame), f))
     });
-    let guard = Consumer::new(feed.clone());
-    let stream = futures::stream::unfold((qrx, guard), |(mut q, g)| async move {
-        let frame = match tokio::time::timeout(KEEP_ALIVE, q.recv()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return None,
-            Err(_) => Bytes::from_static(KEEP_ALIVE_FRAME),
-        };
-        Some((Ok::<_, Infallible>(frame), (q, g)))
-    });
+    let stream = futures::stream::iter(first.into_iter().map(Ok)).chain(rest);
     let mut r = Body::from_stream(stream).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -330,6 +445,32 @@ async fn events(
     // Tells nginx not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+/// A consumer's place in the ring.
+struct Follow {
+    rx: broadcast::Receiver<Bytes>,
+    slot: Arc<Slot>,
+    feed: Feed,
+    _consumer: Consumer,
+}
+
+impl Follow {
+    /// The next frame; `None` once the feed is gone or this consumer missed
+    /// frames (it is cut off then: a gap would leave its state wrong).
+    async fn next(&mut self) -> Option<Bytes> {
+        match self.rx.recv().await {
+            Ok(frame) => {
+                self.slot.taken.fetch_add(1, Ordering::Relaxed);
+                Some(frame)
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.feed.cut_off_slot(&self.slot);
+                None
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
 }
 
 /// Counts a consumer of `/events` while its stream lives.
@@ -395,9 +536,11 @@ struct Cut {
 }
 
 impl Cut {
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
+    /// Closes the connection; true the first time.
+    fn cut(&self) -> bool {
+        let first = !self.cut.swap(true, Ordering::SeqCst);
         self.waker.wake();
+        first
     }
 
     /// Registers the connection's task; an error once cut.
@@ -411,45 +554,28 @@ impl Cut {
     }
 }
 
-/// The connection's switch, as the handlers see it (axum connect info).
+/// The connection's switch, as the handlers see it (a request extension).
 #[derive(Clone)]
 struct ConnCut(Arc<Cut>);
 
-impl Connected<IncomingStream<'_, CutListener>> for ConnCut {
-    fn connect_info(stream: IncomingStream<'_, CutListener>) -> Self {
-        ConnCut(stream.io().cut.clone())
-    }
-}
-
-struct CutListener(tokio::net::TcpListener);
-
-impl axum::serve::Listener for CutListener {
-    type Io = CutIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (CutIo, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
-                    let io = CutIo {
-                        stream,
-                        cut: Arc::new(Cut::default()),
-                    };
-                    return (io, addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, not spin.
-                    tracing::warn!("web feed: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+/// The next connection, set up for the feed.
+async fn accept(listener: &tokio::net::TcpListener) -> CutIo {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+                return CutIo {
+                    stream,
+                    cut: Arc::new(Cut::default()),
+                };
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, not spin.
+                tracing::warn!("web feed: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
     }
 }
 
