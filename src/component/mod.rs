@@ -5,5 +5,6 @@ pub mod metrics;
 pub mod privacy;
 pub mod publisher;
 pub mod service;
+pub mod small;
 pub mod standby;
 pub mod tracker;

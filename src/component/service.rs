@@ -5,6 +5,7 @@ use super::ips::IpLookup;
 use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
+use super::small::{IpStr, JidStr};
 use super::tracker::{Action, Change, Tracker};
 use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
@@ -13,7 +14,7 @@ use crate::wire::user::{Status, UserItem};
 use crate::wire::{self, ns, time, Attr};
 use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,7 +306,101 @@ struct Waiting {
 /// the back wait longer than `iq_timeout` (seen on ejabberd: 14,000 timeouts
 /// in one start-up). The server handles one request at a time per
 /// connection anyway, so this costs no throughput.
+///
+/// The rest waits in `Session::backlog` as the action itself (some 100
+/// bytes and its strings) rather than as a spawned task waiting for a
+/// permit (some 2 KB each): after 10,000 logins the server was still
+/// working through 10,000 live publications, which as tasks held 22 MB
+/// (issue 6).
 const IN_FLIGHT: usize = 256;
+
+/// An action waiting in `Session::backlog`, its strings inline (see
+/// `small`): after a burst of logins there is one per connection, each
+/// made in the middle of the burst; as `UserItem`s their three strings
+/// each would be an allocation of their own.
+enum Queued {
+    FetchIp(JidStr, Option<Box<str>>),
+    SetActive(QueuedItem),
+    RetractActive(JidStr),
+    PublishLive(QueuedItem),
+    ReconcileDone,
+}
+
+struct QueuedItem {
+    fulljid: JidStr,
+    ip: IpStr,
+    since: time::Timestamp,
+    status: Status,
+    /// When not the full JID's bare part.
+    name: Option<Box<str>>,
+}
+
+/// The bare part of a full JID.
+fn bare_of(fulljid: &str) -> &str {
+    fulljid.split_once('/').map_or(fulljid, |(b, _)| b)
+}
+
+/// `name`, unless it is `fulljid`'s bare part.
+fn odd_name(fulljid: &str, name: &str) -> Option<Box<str>> {
+    (name != bare_of(fulljid)).then(|| name.into())
+}
+
+impl QueuedItem {
+    fn of(item: UserItem) -> QueuedItem {
+        QueuedItem {
+            name: odd_name(&item.fulljid, &item.name),
+            fulljid: JidStr::new(&item.fulljid),
+            ip: IpStr::new(&item.ip),
+            since: item.since,
+            status: item.status,
+        }
+    }
+
+    fn item(self) -> UserItem {
+        UserItem {
+            name: match self.name {
+                Some(name) => name.into(),
+                None => bare_of(&self.fulljid).to_string(),
+            },
+            fulljid: self.fulljid.to_string(),
+            ip: self.ip.to_string(),
+            since: self.since,
+            status: self.status,
+        }
+    }
+}
+
+impl Queued {
+    fn of(action: Action) -> Queued {
+        match action {
+            Action::FetchIp { fulljid, name } => {
+                Queued::FetchIp(JidStr::new(&fulljid), odd_name(&fulljid, &name))
+            }
+            Action::SetActive { item } => Queued::SetActive(QueuedItem::of(item)),
+            Action::RetractActive { fulljid } => Queued::RetractActive(JidStr::new(&fulljid)),
+            Action::PublishLive { item } => Queued::PublishLive(QueuedItem::of(item)),
+            Action::ReconcileDone => Queued::ReconcileDone,
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Queued::FetchIp(fulljid, name) => Action::FetchIp {
+                name: match name {
+                    Some(name) => name.into(),
+                    None => bare_of(&fulljid).to_string(),
+                },
+                fulljid: fulljid.to_string(),
+            },
+            Queued::SetActive(item) => Action::SetActive { item: item.item() },
+            Queued::RetractActive(fulljid) => Action::RetractActive {
+                fulljid: fulljid.to_string(),
+            },
+            Queued::PublishLive(item) => Action::PublishLive { item: item.item() },
+            Queued::ReconcileDone => Action::ReconcileDone,
+        }
+    }
+}
 
 /// How long the answers may pause before a settled wait ends.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -399,7 +494,8 @@ struct Session<'a> {
     tracker: Tracker,
     status: ServiceStatus,
     /// Users who receive our presence (they have us in their roster).
-    contacts: HashSet<String>,
+    /// Inline strings: kept for the session's life (see `small`).
+    contacts: HashSet<JidStr>,
     done_tx: mpsc::UnboundedSender<Done>,
     /// How many items active can hold, if the server says.
     capacity: Option<usize>,
@@ -414,11 +510,14 @@ struct Session<'a> {
     ips: IpLookup,
     /// Bounds the tracker's actions in flight (see `IN_FLIGHT`).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Actions waiting for a permit, in order (see `IN_FLIGHT`).
+    backlog: VecDeque<Queued>,
     /// The server grants XEP-0356 presence permission.
     privileged: bool,
     checking: bool,
     /// Check sessions until then (after losing a cluster node).
     check_until: Option<tokio::time::Instant>,
+    trim: Trim,
 }
 
 impl<'a> Session<'a> {
@@ -452,9 +551,11 @@ impl<'a> Session<'a> {
                 pending: None,
                 ips: IpLookup::default(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+                backlog: VecDeque::new(),
                 privileged: false,
                 checking: false,
                 check_until: None,
+                trim: Trim::new(),
             },
             done_rx,
         )
@@ -486,6 +587,8 @@ async fn run_session(
     });
     let mut checks = tokio::time::interval(SESSION_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trims = tokio::time::interval(Trim::TICK);
+    trims.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Standby mode: a heartbeat that notices when this process was stalled
     // (a SIGSTOP, a VM pause). Before handling anything that queued up
     // meanwhile, it asks the status node who is active: if another instance
@@ -534,6 +637,11 @@ async fn run_session(
             }
             _ = tick(&mut audits) => s.start_audit(),
             _ = checks.tick() => s.start_session_check(),
+            _ = trims.tick() => {
+                if s.trim.tick() {
+                    release_free_memory();
+                }
+            }
             _ = until(s.pending.as_ref().map(Waiting::wake_at)) => {
                 if let Some(w) = s.pending.take() {
                     if !s.privileged {
@@ -569,7 +677,10 @@ async fn run_session(
                 return Outcome::Shutdown;
             }
             el = inbound.recv(), if !fencing => match el {
-                Some(el) => s.handle_stanza(el),
+                Some(el) => {
+                    s.trim.event();
+                    s.handle_stanza(el)
+                }
                 None => {
                     let reason = match (&mut task).await {
                         Ok(r) => r.to_string(),
@@ -579,6 +690,7 @@ async fn run_session(
                 }
             },
             Some(done) = done_rx.recv(), if !fencing => {
+                s.trim.event();
                 if let Done::Discovered(_) = &done {
                     // Presences the server sent before answering our
                     // barrier are in `inbound` already: apply them first.
@@ -979,7 +1091,7 @@ impl Session<'_> {
                     None,
                 ));
                 self.send(self.own_presence(&bare, None));
-                self.contacts.insert(bare);
+                self.contacts.insert(JidStr::new(&bare));
             }
             PresenceKind::Unsubscribe => {
                 self.send(presence::build(
@@ -988,12 +1100,12 @@ impl Session<'_> {
                     Some("unsubscribed"),
                     None,
                 ));
-                self.contacts.remove(&bare);
+                self.contacts.remove(bare.as_str());
             }
             PresenceKind::Probe => {
                 // Their server probes its users' contacts: this user has us
                 // in their roster.
-                self.contacts.insert(bare.clone());
+                self.contacts.insert(JidStr::new(&bare));
                 let to = p.from.to_string();
                 self.send(self.own_presence(&to, None));
             }
@@ -1009,7 +1121,7 @@ impl Session<'_> {
                 // With presence permission a presence says nothing of the
                 // roster: only real contacts get our presence.
                 if !self.privileged
-                    && self.contacts.insert(bare.clone())
+                    && self.contacts.insert(JidStr::new(&bare))
                     && self.status == ServiceStatus::Online
                 {
                     // First sign of this user since we came online: make
@@ -1068,6 +1180,7 @@ impl Session<'_> {
     }
 
     fn handle_done(&mut self, done: Done) -> Option<Outcome> {
+        self.run_backlog();
         match done {
             Done::Ip { fulljid, ip } => {
                 let acts = self.tracker.ip_learned(&fulljid, ip);
@@ -1098,6 +1211,7 @@ impl Session<'_> {
                         "online: active is up to date"
                     );
                     release_free_memory();
+                    self.trim.trimmed();
                     for c in self.contacts.clone() {
                         self.send(self.own_presence(&c, None));
                     }
@@ -1259,84 +1373,120 @@ impl Session<'_> {
         }
     }
 
-    /// Runs the tracker's actions, each in its own task; results come back
-    /// through `done_tx`. Order per connection is the tracker's business: it
-    /// never has two actions of one connection in flight.
-    fn execute(&self, actions: Vec<Action>) {
+    /// Runs the tracker's actions, each in its own task, at most
+    /// `IN_FLIGHT` at once, in order; results come back through `done_tx`.
+    /// Order per connection is the tracker's business: it never has two
+    /// actions of one connection in flight.
+    fn execute(&mut self, actions: Vec<Action>) {
         self.cfg.telemetry.tracked(self.tracker.len());
         for action in actions {
-            let m = self.cfg.telemetry.clone();
-            let tx = self.done_tx.clone();
-            let publisher = self.publisher.clone();
-            let domain = self.cfg.domain.clone();
-            let instance = self.cfg.instance.clone();
-            let privacy = self.cfg.privacy.clone();
-            let ips = self.ips.clone();
-            let in_flight = self.in_flight.clone();
-            tokio::spawn(async move {
-                // Never closed; if it were, going on unbounded is harmless.
-                let _permit = in_flight.acquire_owned().await.ok();
-                let done = match action {
-                    Action::FetchIp { fulljid, name } => {
-                        let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
-                        let ip = ips.ip_of(&publisher, &domain, &name, resource, &m).await;
-                        Done::Ip {
-                            fulljid,
-                            ip: privacy.ip(&ip),
-                        }
+            if self.backlog.is_empty() {
+                match self.in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        self.spawn_action(action, Some(permit));
+                        continue;
                     }
-                    Action::SetActive { item } => {
-                        let t = m.start();
-                        let r = publisher.set_active(&item).await;
-                        m.publish_done(Node::Active, t, r.is_ok());
-                        log_write_error("publishing on active", &item.fulljid, &r);
-                        Done::Written {
-                            fulljid: item.fulljid,
-                            ok: applied(&r),
-                            node_gone: node_gone(&r).then(|| publisher.nodes.active.clone()),
-                        }
+                    // Never closed; if it were, going on unbounded is harmless.
+                    Err(tokio::sync::TryAcquireError::Closed) => {
+                        self.spawn_action(action, None);
+                        continue;
                     }
-                    Action::RetractActive { fulljid } => {
-                        let r = publisher.retract_active(&fulljid).await;
-                        count_retract(&m, &r);
-                        log_write_error("retracting from active", &fulljid, &r);
-                        Done::Written {
-                            fulljid,
-                            ok: applied(&r),
-                            node_gone: None,
-                        }
-                    }
-                    Action::PublishLive { item } if privacy.hidden(&item.name) => {
-                        // The retraction of an earlier run's item: a hidden
-                        // user never appears on live, not even going away.
-                        Done::Written {
-                            fulljid: item.fulljid,
-                            ok: true,
-                            node_gone: None,
-                        }
-                    }
-                    Action::PublishLive { item } => {
-                        let t = m.start();
-                        let r = publisher.publish_live(&item).await;
-                        m.publish_done(Node::Live, t, r.is_ok());
-                        log_write_error("publishing on live", &item.fulljid, &r);
-                        Done::Written {
-                            fulljid: item.fulljid,
-                            ok: applied(&r),
-                            node_gone: node_gone(&r).then(|| publisher.nodes.live.clone()),
-                        }
-                    }
-                    Action::ReconcileDone => {
-                        let r = publisher
-                            .publish_status(ServiceStatus::Online, instance.as_deref())
-                            .await;
-                        m.publish_done(Node::Status, None, r.is_ok());
-                        Done::Status(ServiceStatus::Online, r)
-                    }
-                };
-                let _ = tx.send(done);
-            });
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {}
+                }
+            }
+            self.backlog.push_back(Queued::of(action));
         }
+    }
+
+    /// Starts what waits in `backlog` as far as permits allow: called on
+    /// every result (each action's task frees its permit before it sends
+    /// its result, so that one is free by then).
+    fn run_backlog(&mut self) {
+        while !self.backlog.is_empty() {
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some(queued) = self.backlog.pop_front() {
+                self.spawn_action(queued.action(), Some(permit));
+            }
+        }
+        if self.backlog.is_empty() && self.backlog.capacity() > IN_FLIGHT {
+            // It held a burst (10,000 items at a cold start): give it back.
+            self.backlog = VecDeque::new();
+        }
+    }
+
+    fn spawn_action(&self, action: Action, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+        let m = self.cfg.telemetry.clone();
+        let tx = self.done_tx.clone();
+        let publisher = self.publisher.clone();
+        let domain = self.cfg.domain.clone();
+        let instance = self.cfg.instance.clone();
+        let privacy = self.cfg.privacy.clone();
+        let ips = self.ips.clone();
+        tokio::spawn(async move {
+            let done = match action {
+                Action::FetchIp { fulljid, name } => {
+                    let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
+                    let ip = ips.ip_of(&publisher, &domain, &name, resource, &m).await;
+                    Done::Ip {
+                        fulljid,
+                        ip: privacy.ip(&ip),
+                    }
+                }
+                Action::SetActive { item } => {
+                    let t = m.start();
+                    let r = publisher.set_active(&item).await;
+                    m.publish_done(Node::Active, t, r.is_ok());
+                    log_write_error("publishing on active", &item.fulljid, &r);
+                    Done::Written {
+                        fulljid: item.fulljid,
+                        ok: applied(&r),
+                        node_gone: node_gone(&r).then(|| publisher.nodes.active.clone()),
+                    }
+                }
+                Action::RetractActive { fulljid } => {
+                    let r = publisher.retract_active(&fulljid).await;
+                    count_retract(&m, &r);
+                    log_write_error("retracting from active", &fulljid, &r);
+                    Done::Written {
+                        fulljid,
+                        ok: applied(&r),
+                        node_gone: None,
+                    }
+                }
+                Action::PublishLive { item } if privacy.hidden(&item.name) => {
+                    // The retraction of an earlier run's item: a hidden
+                    // user never appears on live, not even going away.
+                    Done::Written {
+                        fulljid: item.fulljid,
+                        ok: true,
+                        node_gone: None,
+                    }
+                }
+                Action::PublishLive { item } => {
+                    let t = m.start();
+                    let r = publisher.publish_live(&item).await;
+                    m.publish_done(Node::Live, t, r.is_ok());
+                    log_write_error("publishing on live", &item.fulljid, &r);
+                    Done::Written {
+                        fulljid: item.fulljid,
+                        ok: applied(&r),
+                        node_gone: node_gone(&r).then(|| publisher.nodes.live.clone()),
+                    }
+                }
+                Action::ReconcileDone => {
+                    let r = publisher
+                        .publish_status(ServiceStatus::Online, instance.as_deref())
+                        .await;
+                    m.publish_done(Node::Status, None, r.is_ok());
+                    Done::Status(ServiceStatus::Online, r)
+                }
+            };
+            // Free before the result arrives: `run_backlog` counts on it.
+            drop(permit);
+            let _ = tx.send(done);
+        });
     }
 
     /// SIGTERM/SIGINT: `offline` on status, unavailable to our contacts,
@@ -1368,6 +1518,59 @@ fn count_retract(m: &Metrics, r: &Result<(), IqError>) {
     match r {
         Ok(()) => m.retracted(),
         Err(_) => m.error(ErrorKind::Retract),
+    }
+}
+
+/// When to hand freed heap back after a burst of work (a login storm, a
+/// reconnect wave), as start-up does once online: glibc keeps what the
+/// burst's stanzas, requests and tasks freed, and RSS would stay near the
+/// burst's peak for as long as the process runs. Counting costs an
+/// increment per event; the check runs on a slow tick: once `AFTER` events
+/// were handled since the last trim and a whole tick passed without any,
+/// trim, never more often than `EVERY`. Steady traffic leaves no quiet
+/// tick; a trickle takes minutes to add up to `AFTER` events; a backlog
+/// the server works through in spurts is trimmed every `EVERY` or so.
+struct Trim {
+    /// Events (stanzas, results) since the last trim.
+    events: u32,
+    /// `events` at the previous tick.
+    seen: u32,
+    last: Instant,
+}
+
+impl Trim {
+    const TICK: Duration = Duration::from_millis(250);
+    const AFTER: u32 = 500;
+    const EVERY: Duration = Duration::from_secs(2);
+
+    fn new() -> Trim {
+        Trim {
+            events: 0,
+            seen: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn event(&mut self) {
+        self.events = self.events.saturating_add(1);
+    }
+
+    /// Whether to trim now (then counted as done).
+    fn tick(&mut self) -> bool {
+        let quiet = self.events == self.seen;
+        self.seen = self.events;
+        let due = quiet && self.events >= Self::AFTER && self.last.elapsed() >= Self::EVERY;
+        if due {
+            self.trimmed();
+        }
+        due
+    }
+
+    /// A trim happened.
+    fn trimmed(&mut self) {
+        self.events = 0;
+        self.seen = 0;
+        self.last = Instant::now();
     }
 }
 
@@ -1547,4 +1750,71 @@ async fn discover(
             .collect(),
         answered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_action_comes_back_as_it_was() {
+        let since = time::parse("2026-11-24T10:00:00Z").unwrap();
+        let item = |fulljid: &str, name: &str| UserItem {
+            fulljid: fulljid.into(),
+            name: name.into(),
+            status: Status::Away,
+            ip: "2001:db8:1234:5678:9abc:def0:1234:5678".into(),
+            since,
+        };
+        let long = format!("{}@example.org/{}", "a".repeat(40), "r".repeat(40));
+        for action in [
+            Action::FetchIp {
+                fulljid: "a@l/r".into(),
+                name: "a@l".into(),
+            },
+            Action::FetchIp {
+                fulljid: "a@l/r".into(),
+                name: "other@l".into(),
+            },
+            Action::SetActive {
+                item: item("a@l/r", "a@l"),
+            },
+            Action::PublishLive {
+                item: item(&long, "odd"),
+            },
+            Action::RetractActive {
+                fulljid: long.clone(),
+            },
+            Action::ReconcileDone,
+        ] {
+            assert_eq!(Queued::of(action.clone()).action(), action);
+        }
+    }
+
+    #[test]
+    fn trims_once_after_a_burst_when_quiet() {
+        // Long enough since the last trim.
+        let long_ago = Instant::now()
+            .checked_sub(Trim::EVERY)
+            .unwrap_or_else(Instant::now);
+        let mut trim = Trim::new();
+        trim.last = long_ago;
+        for _ in 0..Trim::AFTER {
+            trim.event();
+        }
+        assert!(!trim.tick(), "busy during the last tick");
+        assert!(trim.tick(), "a quiet tick after the burst");
+        assert!(!trim.tick(), "once");
+        for _ in 0..Trim::AFTER {
+            trim.event();
+        }
+        trim.tick();
+        assert!(!trim.tick(), "not again so soon");
+        // A trickle never adds up within a tick.
+        let mut trickle = Trim::new();
+        trickle.last = long_ago;
+        trickle.event();
+        trickle.tick();
+        assert!(!trickle.tick());
+    }
 }

@@ -7,7 +7,15 @@
 //! connections proceed independently; a presence that changes nothing is
 //! dropped; during start-up presences only update the desired state, which
 //! reconciliation then writes as a difference against what active holds.
+//!
+//! Memory (issue 6: at most 1 KiB per tracked connection): a connection at
+//! rest (its item written, nothing queued) is one entry of the map's table
+//! and nothing else: its full JID (the key, inline when short: see
+//! `small`), and what active holds without repeating the JID or the name
+//! (the JID's bare part). Whatever is only needed while a change is under
+//! way lives in a box that is dropped once the connection is at rest again.
 
+use super::small::{IpStr, JidStr};
 use crate::wire::time::Timestamp;
 use crate::wire::user::{Status, UserItem};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,20 +50,86 @@ impl Target {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 enum Stage {
+    #[default]
     Idle,
     FetchingIp(Target),
-    WritingActive(Target, Option<UserItem>),
+    /// Boxed: held by every connection whose write waits (all of them
+    /// after a burst of logins), and `More` is as large as its largest stage.
+    WritingActive(Target, Option<Box<UserItem>>),
     WritingLive(Target),
+}
+
+/// The bare part of a full JID: the name of its user.
+fn bare(fulljid: &str) -> &str {
+    fulljid.split_once('/').map_or(fulljid, |(b, _)| b)
+}
+
+/// What active holds for a connection: its item without the full JID (the
+/// map's key) and, unless someone else wrote it, without the name.
+#[derive(Debug, Clone)]
+struct Active {
+    ip: IpStr,
+    since: Timestamp,
+    status: Status,
+    /// The name when it is not the full JID's bare part.
+    name: Option<Box<str>>,
+    /// The connection's address is this one (the usual case once it is
+    /// written: one copy serves both).
+    conns_ip: bool,
+}
+
+impl Active {
+    fn of(item: &UserItem) -> Active {
+        Active {
+            ip: IpStr::new(&item.ip),
+            since: item.since,
+            status: item.status,
+            name: (item.name != bare(&item.fulljid)).then(|| item.name.as_str().into()),
+            conns_ip: false,
+        }
+    }
+
+    fn name<'a>(&'a self, fulljid: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or_else(|| bare(fulljid))
+    }
+
+    fn item(&self, fulljid: &str) -> UserItem {
+        UserItem {
+            fulljid: fulljid.to_string(),
+            name: self.name(fulljid).to_string(),
+            status: self.status,
+            ip: self.ip.to_string(),
+            since: self.since,
+        }
+    }
+
+    /// `UserItem::same_state`, for an item of this connection.
+    fn same_state(&self, item: &UserItem) -> bool {
+        self.name(&item.fulljid) == item.name
+            && self.status == item.status
+            && self.ip.as_str() == item.ip
+    }
 }
 
 #[derive(Debug)]
 struct Conn {
-    name: String,
-    ip: Option<String>,
     /// What active holds for this connection, as confirmed by the server.
-    active: Option<UserItem>,
+    active: Option<Active>,
+    /// Everything a connection at rest does not need (see `More`).
+    more: Option<Box<More>>,
+}
+
+/// Held while a change is queued or under way, or while the address or the
+/// name cannot be read off the key and `active`; dropped otherwise.
+#[derive(Debug, Default)]
+struct More {
+    /// The user's name when it is not the full JID's bare part (only an
+    /// item on active written by someone else can say so).
+    name: Option<Box<str>>,
+    /// The connection's address when known and not the one of `active`.
+    ip: Option<Box<str>>,
     queue: VecDeque<(Target, bool)>,
     stage: Stage,
     /// Whether the op in flight is reconciliation work.
@@ -63,30 +137,116 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(name: &str) -> Conn {
-        Conn {
-            name: name.to_string(),
-            ip: None,
-            active: None,
-            queue: VecDeque::new(),
-            stage: Stage::Idle,
-            stage_reconcile: false,
+    fn new(fulljid: &str, name: &str) -> Conn {
+        let more = (name != bare(fulljid)).then(|| {
+            Box::new(More {
+                name: Some(name.into()),
+                ..More::default()
+            })
+        });
+        Conn { active: None, more }
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// Drops `more` when it holds nothing.
+    fn tidy(&mut self) {
+        if self.more.as_ref().is_some_and(|m| {
+            m.name.is_none()
+                && m.ip.is_none()
+                && m.stage == Stage::Idle
+                && m.queue.is_empty()
+                && !m.stage_reconcile
+        }) {
+            self.more = None;
         }
+    }
+
+    fn name<'a>(&'a self, fulljid: &'a str) -> &'a str {
+        match self.more.as_ref().and_then(|m| m.name.as_deref()) {
+            Some(name) => name,
+            None => bare(fulljid),
+        }
+    }
+
+    /// The item on active, whole.
+    fn active_item(&self, fulljid: &str) -> Option<UserItem> {
+        self.active.as_ref().map(|a| a.item(fulljid))
+    }
+
+    fn stage(&self) -> &Stage {
+        match &self.more {
+            Some(m) => &m.stage,
+            None => &Stage::Idle,
+        }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.more.as_ref().map_or(true, |m| m.queue.is_empty())
+    }
+
+    /// Nothing queued, nothing in flight.
+    fn idle(&self) -> bool {
+        *self.stage() == Stage::Idle && self.queue_is_empty()
+    }
+
+    /// The connection's address, once learned.
+    fn ip(&self) -> Option<&str> {
+        if let Some(a) = self.active.as_ref().filter(|a| a.conns_ip) {
+            return Some(a.ip.as_str());
+        }
+        self.more.as_ref().and_then(|m| m.ip.as_deref())
+    }
+
+    fn set_ip(&mut self, ip: Option<String>) {
+        let shared = matches!((&ip, &self.active), (Some(ip), Some(a)) if a.ip.as_str() == ip);
+        if let Some(a) = &mut self.active {
+            a.conns_ip = shared;
+        }
+        if shared || (ip.is_none() && self.more.is_none()) {
+            if let Some(m) = &mut self.more {
+                m.ip = None;
+            }
+        } else {
+            self.more().ip = ip.map(String::into_boxed_str);
+        }
+    }
+
+    fn take_ip(&mut self) -> Option<String> {
+        let ip = self.ip().map(str::to_string);
+        self.set_ip(None);
+        ip
+    }
+
+    /// Replaces what active holds (`item` is this connection's); the
+    /// address stays what it was.
+    fn set_active(&mut self, item: Option<&UserItem>) -> Option<Active> {
+        let ip = self.take_ip();
+        let old = std::mem::replace(&mut self.active, item.map(Active::of));
+        self.set_ip(ip);
+        old
     }
 
     /// The state this connection will be in once everything queued is written.
     fn last_status(&self) -> Option<Status> {
-        if let Some((t, _)) = self.queue.back() {
-            return t.status();
+        if let Some(m) = &self.more {
+            if let Some((t, _)) = m.queue.back() {
+                return t.status();
+            }
+            match &m.stage {
+                Stage::FetchingIp(t) | Stage::WritingActive(t, _) | Stage::WritingLive(t) => {
+                    return t.status()
+                }
+                Stage::Idle => {}
+            }
         }
-        match &self.stage {
-            Stage::FetchingIp(t) | Stage::WritingActive(t, _) | Stage::WritingLive(t) => t.status(),
-            Stage::Idle => self.active.as_ref().map(|a| a.status),
-        }
+        self.active.as_ref().map(|a| a.status)
     }
 
     fn removable(&self) -> bool {
-        self.stage == Stage::Idle && self.queue.is_empty() && self.active.is_none()
+        self.idle() && self.active.is_none()
     }
 }
 
@@ -118,8 +278,8 @@ pub struct Audit {
 #[derive(Debug)]
 pub struct Tracker {
     mode: Mode,
-    conns: HashMap<String, Conn>,
-    reconciling: HashSet<String>,
+    conns: HashMap<JidStr, Conn>,
+    reconciling: HashSet<JidStr>,
     reconcile_reported: bool,
 }
 
@@ -158,7 +318,7 @@ impl Tracker {
         self.conns
             .iter()
             .filter(|(_, c)| c.last_status().is_some())
-            .map(|(j, _)| j.clone())
+            .map(|(j, _)| j.to_string())
             .collect()
     }
 
@@ -168,8 +328,36 @@ impl Tracker {
     }
 
     /// What active holds for `fulljid`, as confirmed.
-    pub fn active_item(&self, fulljid: &str) -> Option<&UserItem> {
-        self.conns.get(fulljid).and_then(|c| c.active.as_ref())
+    pub fn active(&self, fulljid: &str) -> Option<UserItem> {
+        self.conns.get(fulljid).and_then(|c| c.active_item(fulljid))
+    }
+
+    /// `active` by reference, for the tests' assertions. The tracker keeps
+    /// no `UserItem` to point at (see the module's note on memory): each
+    /// call leaks one, which only a test can afford.
+    #[cfg(test)]
+    fn active_item(&self, fulljid: &str) -> Option<&UserItem> {
+        self.active(fulljid).map(|i| &*Box::leak(Box::new(i)))
+    }
+
+    /// The connection `fulljid` (of user `name`), created if new. Looked up
+    /// before inserting: the key is allocated only for a new connection.
+    fn conn_or_new(&mut self, fulljid: &str, name: &str) -> Option<&mut Conn> {
+        if !self.conns.contains_key(fulljid) {
+            self.conns
+                .insert(JidStr::new(fulljid), Conn::new(fulljid, name));
+        }
+        self.conns.get_mut(fulljid)
+    }
+
+    /// Forgets a connection. A table emptied by a wave of departures gives
+    /// its memory back (rehashing when a quarter is used: amortised O(1)).
+    fn forget(&mut self, fulljid: &str) {
+        self.conns.remove(fulljid);
+        let cap = self.conns.capacity();
+        if cap > 64 && self.conns.len() < cap / 4 {
+            self.conns.shrink_to(self.conns.len() * 2);
+        }
     }
 
     /// A presence of connection `fulljid` (of user `name`) seen at `at`.
@@ -180,21 +368,22 @@ impl Tracker {
         change: Change,
         at: Timestamp,
     ) -> Vec<Action> {
-        let conn = self
-            .conns
-            .entry(fulljid.to_string())
-            .or_insert_with(|| Conn::new(name));
+        let starting = self.mode == Mode::Starting;
+        let Some(conn) = self.conn_or_new(fulljid, name) else {
+            return Vec::new();
+        };
         let target = match change {
             Change::Available(status) => Target::Online { status, since: at },
             Change::Unavailable => Target::Offline { since: at },
         };
-        if self.mode == Mode::Starting {
+        if starting {
             // Only the latest state matters until reconciliation.
-            match conn.queue.back() {
+            let more = conn.more();
+            match more.queue.back() {
                 Some((t, _)) if t.status() == target.status() => {}
                 _ => {
-                    conn.queue.clear();
-                    conn.queue.push_back((target, false));
+                    more.queue.clear();
+                    more.queue.push_back((target, false));
                 }
             }
             return Vec::new();
@@ -202,11 +391,11 @@ impl Tracker {
         if conn.last_status() == target.status() {
             // A duplicate (the server may deliver one presence twice).
             if conn.removable() {
-                self.conns.remove(fulljid);
+                self.forget(fulljid);
             }
             return Vec::new();
         }
-        conn.queue.push_back((target, false));
+        conn.more().queue.push_back((target, false));
         self.pump(fulljid)
     }
 
@@ -220,27 +409,33 @@ impl Tracker {
     ) -> Vec<Action> {
         self.mode = Mode::Running;
         self.reconcile_reported = false;
-        for item in active_items {
-            let conn = self
-                .conns
-                .entry(item.fulljid.clone())
-                .or_insert_with(|| Conn::new(&item.name));
-            conn.active = Some(item);
+        for item in &active_items {
+            if let Some(conn) = self.conn_or_new(&item.fulljid, &item.name) {
+                conn.set_active(Some(item));
+            }
         }
+        drop(active_items);
         let mut actions = Vec::new();
-        let jids: Vec<String> = self.conns.keys().cloned().collect();
+        let jids: Vec<JidStr> = self.conns.keys().cloned().collect();
         for jid in jids {
             let Some(conn) = self.conns.get_mut(&jid) else {
                 continue;
             };
-            if conn.ip.is_none() {
-                conn.ip = ips.get(&jid).cloned();
+            if conn.ip().is_none() {
+                conn.set_ip(ips.get(&*jid).cloned());
             }
-            let desired = conn.queue.pop_back().map(|(t, _)| t);
-            conn.queue.clear();
+            let desired = conn
+                .more
+                .as_mut()
+                .and_then(|m| {
+                    let last = m.queue.pop_back();
+                    m.queue.clear();
+                    last
+                })
+                .map(|(t, _)| t);
             let target = match (desired, &conn.active) {
                 (Some(Target::Online { status, since }), Some(a))
-                    if a.status == status && Some(&a.ip) == conn.ip.as_ref() =>
+                    if a.status == status && Some(a.ip.as_str()) == conn.ip() =>
                 {
                     // Unchanged since an earlier run: keep the item and its since.
                     let _ = since;
@@ -252,13 +447,14 @@ impl Tracker {
             };
             match target {
                 Some(t) => {
-                    conn.queue.push_back((t, true));
+                    conn.more().queue.push_back((t, true));
                     self.reconciling.insert(jid.clone());
                     actions.extend(self.pump(&jid));
                 }
                 None => {
+                    conn.tidy();
                     if conn.removable() {
-                        self.conns.remove(&jid);
+                        self.forget(&jid);
                     }
                 }
             }
@@ -286,34 +482,34 @@ impl Tracker {
             if listed.contains(jid) {
                 continue;
             }
-            let conn = self
-                .conns
-                .entry(jid.clone())
-                .or_insert_with(|| Conn::new(&item.name));
-            if conn.stage != Stage::Idle || !conn.queue.is_empty() {
+            let Some(conn) = self.conn_or_new(jid, &item.name) else {
+                continue;
+            };
+            if !conn.idle() {
                 continue; // busy: the next audit looks again
             }
             // Adopt what the server holds, then let it go like any departure.
-            conn.active = Some(item.clone());
-            conn.queue.push_back((Target::Offline { since: at }, false));
+            conn.set_active(Some(item));
+            conn.more()
+                .queue
+                .push_back((Target::Offline { since: at }, false));
             out.removed += 1;
             out.actions.extend(self.pump(jid));
         }
         for (jid, conn) in self.conns.iter_mut() {
-            let idle = conn.stage == Stage::Idle && conn.queue.is_empty();
-            if !idle || on_active.contains_key(jid) || !listed.contains(jid) {
+            if !conn.idle() || on_active.contains_key(&**jid) || !listed.contains(&**jid) {
                 continue;
             }
-            if let Some(item) = conn.active.take() {
+            if let Some(item) = conn.set_active(None) {
                 // We believed it was there; the server lost it.
-                conn.queue.push_back((
+                conn.more().queue.push_back((
                     Target::Online {
                         status: item.status,
                         since: item.since,
                     },
                     false,
                 ));
-                out.repaired.push(jid.clone());
+                out.repaired.push(jid.to_string());
             }
         }
         for jid in out.repaired.clone() {
@@ -321,7 +517,7 @@ impl Tracker {
         }
         out.probe = listed
             .iter()
-            .filter(|j| !on_active.contains_key(*j) && !self.conns.contains_key(*j))
+            .filter(|j| !on_active.contains_key(*j) && !self.conns.contains_key(j.as_str()))
             .cloned()
             .collect();
         out
@@ -332,10 +528,12 @@ impl Tracker {
         let Some(conn) = self.conns.get_mut(fulljid) else {
             return Vec::new();
         };
-        conn.ip = Some(ip);
-        if let Stage::FetchingIp(t) = conn.stage {
-            conn.stage = Stage::Idle;
-            conn.queue.push_front((t, conn.stage_reconcile));
+        conn.set_ip(Some(ip));
+        if let Some(m) = &mut conn.more {
+            if let Stage::FetchingIp(t) = m.stage {
+                m.stage = Stage::Idle;
+                m.queue.push_front((t, m.stage_reconcile));
+            }
         }
         // The write may turn out unnecessary (same as active): that can be
         // the last reconciliation step.
@@ -350,30 +548,38 @@ impl Tracker {
             return Vec::new();
         };
         let mut actions = Vec::new();
-        match std::mem::replace(&mut conn.stage, Stage::Idle) {
+        let stage = match &mut conn.more {
+            Some(m) => std::mem::take(&mut m.stage),
+            None => Stage::Idle,
+        };
+        match stage {
             Stage::WritingActive(t, item) if ok => {
                 let live = match (&t, item) {
                     (Target::Online { .. }, Some(item)) => {
-                        conn.active = Some(item.clone());
-                        item
+                        conn.set_active(Some(&item));
+                        *item
                     }
                     (_, _) => {
-                        let gone = conn.active.take();
+                        let name = conn.name(fulljid).to_string();
+                        let gone = conn.set_active(None);
                         // The session is over: a later one with the same
                         // full JID is a new connection with its own address.
-                        let old_ip = conn.ip.take();
+                        let old_ip = conn.take_ip();
                         UserItem {
                             fulljid: fulljid.to_string(),
-                            name: conn.name.clone(),
+                            name,
                             status: Status::Offline,
-                            ip: gone.map(|g| g.ip).or(old_ip).unwrap_or_default(),
+                            ip: gone
+                                .map(|g| g.ip.to_string())
+                                .or(old_ip)
+                                .unwrap_or_default(),
                             since: match t {
                                 Target::Offline { since } | Target::Online { since, .. } => since,
                             },
                         }
                     }
                 };
-                conn.stage = Stage::WritingLive(t);
+                conn.more().stage = Stage::WritingLive(t);
                 actions.push(Action::PublishLive { item: live });
                 return actions;
             }
@@ -390,9 +596,9 @@ impl Tracker {
     }
 
     fn finish_op(&mut self, fulljid: &str) -> Vec<Action> {
-        if let Some(conn) = self.conns.get_mut(fulljid) {
-            if conn.stage_reconcile {
-                conn.stage_reconcile = false;
+        if let Some(m) = self.conns.get_mut(fulljid).and_then(|c| c.more.as_mut()) {
+            if m.stage_reconcile {
+                m.stage_reconcile = false;
                 self.reconciling.remove(fulljid);
             }
         }
@@ -404,6 +610,8 @@ impl Tracker {
     fn check_reconciled(&mut self) -> Vec<Action> {
         if self.mode == Mode::Running && self.reconciling.is_empty() && !self.reconcile_reported {
             self.reconcile_reported = true;
+            // It held every connection at start-up: give that back.
+            self.reconciling.shrink_to_fit();
             return vec![Action::ReconcileDone];
         }
         Vec::new()
@@ -416,29 +624,40 @@ impl Tracker {
             let Some(conn) = self.conns.get_mut(fulljid) else {
                 return actions;
             };
-            if conn.stage != Stage::Idle {
+            if *conn.stage() != Stage::Idle {
                 return actions;
             }
-            let Some((target, reconcile)) = conn.queue.pop_front() else {
+            let next = conn.more.as_mut().and_then(|m| {
+                let next = m.queue.pop_front();
+                if m.queue.is_empty() {
+                    // Most connections wait for one change at a time: no
+                    // buffer kept for the next.
+                    m.queue = VecDeque::new();
+                }
+                next
+            });
+            let Some((target, reconcile)) = next else {
+                conn.tidy();
                 if conn.removable() {
-                    self.conns.remove(fulljid);
+                    self.forget(fulljid);
                 }
                 return actions;
             };
-            conn.stage_reconcile = reconcile;
+            conn.more().stage_reconcile = reconcile;
             match target {
                 Target::Online { status, since } => {
-                    let Some(ip) = conn.ip.clone() else {
-                        conn.stage = Stage::FetchingIp(target);
+                    let Some(ip) = conn.ip().map(str::to_string) else {
+                        let name = conn.name(fulljid).to_string();
+                        conn.more().stage = Stage::FetchingIp(target);
                         actions.push(Action::FetchIp {
                             fulljid: fulljid.to_string(),
-                            name: conn.name.clone(),
+                            name,
                         });
                         return actions;
                     };
                     let item = UserItem {
                         fulljid: fulljid.to_string(),
-                        name: conn.name.clone(),
+                        name: conn.name(fulljid).to_string(),
                         status,
                         ip,
                         since,
@@ -446,25 +665,25 @@ impl Tracker {
                     if conn.active.as_ref().is_some_and(|a| a.same_state(&item)) {
                         // Nothing would change on active.
                         if reconcile {
-                            conn.stage_reconcile = false;
+                            conn.more().stage_reconcile = false;
                             self.reconciling.remove(fulljid);
                         }
                         continue;
                     }
-                    conn.stage = Stage::WritingActive(target, Some(item.clone()));
+                    conn.more().stage = Stage::WritingActive(target, Some(Box::new(item.clone())));
                     actions.push(Action::SetActive { item });
                     return actions;
                 }
                 Target::Offline { .. } => {
                     if conn.active.is_none() {
-                        conn.ip = None;
+                        conn.set_ip(None);
                         if reconcile {
-                            conn.stage_reconcile = false;
+                            conn.more().stage_reconcile = false;
                             self.reconciling.remove(fulljid);
                         }
                         continue;
                     }
-                    conn.stage = Stage::WritingActive(target, None);
+                    conn.more().stage = Stage::WritingActive(target, None);
                     actions.push(Action::RetractActive {
                         fulljid: fulljid.to_string(),
                     });
@@ -759,6 +978,53 @@ mod tests {
             .into_iter()
             .rev()
             .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_connection_at_rest_keeps_one_copy_of_everything() {
+        // The item on active without its JID and name, a pointer, a flag.
+        assert!(std::mem::size_of::<Conn>() <= 64);
+        // What a connection waiting for its writes holds besides.
+        assert!(std::mem::size_of::<More>() <= 104);
+        let mut tr = running();
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        tr.ip_learned(A, "127.0.0.2".into());
+        tr.done(A, true);
+        tr.done(A, true);
+        let c = &tr.conns[A];
+        assert!(c.more.is_none(), "nothing under way: no box");
+        assert!(
+            c.active.as_ref().is_some_and(|a| a.conns_ip),
+            "the address is read off the item"
+        );
+        // Going away: the address written on live is still known.
+        tr.presence(A, "alice@l", Change::Unavailable, t("02"));
+        let off = item(A, Status::Offline, "127.0.0.2", t("02"));
+        assert_eq!(tr.done(A, true), vec![Action::PublishLive { item: off }]);
+    }
+
+    #[test]
+    fn a_name_other_than_the_bare_jid_is_kept() {
+        // An item someone else wrote on active, whose session is gone.
+        let mut tr = running();
+        let mut odd = item("o@l/r", Status::Away, "192.0.2.9", t("00"));
+        odd.name = "other@l".into();
+        let on_active: HashMap<String, UserItem> =
+            [(odd.fulljid.clone(), odd.clone())].into_iter().collect();
+        let audit = tr.audit(&on_active, &HashSet::new(), t("30"));
+        assert_eq!(
+            audit.actions,
+            vec![Action::RetractActive {
+                fulljid: "o@l/r".into()
+            }]
+        );
+        let mut off = odd;
+        off.status = Status::Offline;
+        off.since = t("30");
+        assert_eq!(
+            tr.done("o@l/r", true),
+            vec![Action::PublishLive { item: off }]
         );
     }
 }
