@@ -73,7 +73,7 @@ pub struct BenchOptions {
     /// (`pubpresence run --config`); `None`: in this process (its CPU and
     /// RSS then include the load generator and the watcher).
     pub component_bin: Option<PathBuf>,
-    /// Prosody with `network_settings = { tcp_nodelay = true }` (its
+    /// Prosody with `network_settings = { nagle = false }` (its
     /// default is Nagle's algorithm on every socket).
     pub tcp_nodelay: bool,
     /// Prosody's pubsub with `storage = "memory"` instead of SQLite.
@@ -667,8 +667,9 @@ pub(crate) async fn start_prosody(
         let mut text = std::fs::read_to_string(&path).map_err(io("reading the prosody config"))?;
         text = text.replace("log = { debug = ", "log = { info = ");
         if nodelay {
-            // Prosody 0.12's network_settings: TCP_NODELAY on its sockets.
-            text = format!("network_settings = {{ tcp_nodelay = true }}\n{text}");
+            // TCP_NODELAY on all of Prosody's sockets: 0.12's server_epoll
+            // calls it `nagle` (`tcp_nodelay` is silently ignored).
+            text = format!("network_settings = {{ nagle = false }}\n{text}");
         }
         if memory_storage {
             // The pubsub store in memory: no SQLite commit per publish.
@@ -1133,7 +1134,7 @@ pub struct BenchArgs {
     /// Run the component in this process instead of a child `pubpresence run`.
     #[arg(long)]
     pub in_process: bool,
-    /// Start Prosody with `network_settings = { tcp_nodelay = true }`.
+    /// Start Prosody with `network_settings = { nagle = false }` (TCP_NODELAY).
     #[arg(long)]
     pub tcp_nodelay: bool,
     /// Prosody's pubsub with `storage = "memory"` (default: SQLite).

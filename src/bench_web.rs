@@ -78,7 +78,7 @@ pub struct WebBenchOptions {
     pub duration: Duration,
     /// The `pubpresence` binary: the component and the feed child.
     pub exe: PathBuf,
-    /// Prosody with `network_settings = { tcp_nodelay = true }`.
+    /// Prosody with `network_settings = { nagle = false }` (TCP_NODELAY).
     pub tcp_nodelay: bool,
     /// Prosody's pubsub with `storage = "memory"`.
     pub memory_storage: bool,

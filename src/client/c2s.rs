@@ -45,10 +45,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::xmpp::quickack::QuickAck;
 use futures::{SinkExt, StreamExt};
 use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
@@ -505,7 +506,7 @@ async fn open_stream(
     }
 }
 
-async fn connect_tcp(server: &str, bind_ip: Option<IpAddr>) -> Result<TcpStream, C2sError> {
+async fn connect_tcp(server: &str, bind_ip: Option<IpAddr>) -> Result<QuickAck, C2sError> {
     let fail = |reason: String| C2sError::Connect {
         server: server.to_string(),
         reason,
@@ -529,10 +530,9 @@ async fn connect_tcp(server: &str, bind_ip: Option<IpAddr>) -> Result<TcpStream,
                 .map_err(|e| fail(format!("cannot bind the source address {ip}: {e}")))?;
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
+            // Acks at once: see `QuickAck` (Prosody's Nagle would hold
+            // stanzas back behind our delayed ACKs).
+            Ok(Ok(tcp)) => return Ok(QuickAck::new(tcp)),
             Ok(Err(e)) => last = format!("{addr}: {e}"),
             Err(_) => last = format!("{addr}: no answer within {CONNECT_TIMEOUT:?}"),
         }

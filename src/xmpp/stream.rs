@@ -9,6 +9,7 @@
 //! a ping to the server, never a reconnect.
 
 use super::iq::{into_result, IqError, Pending};
+use super::quickack::QuickAck;
 use crate::wire::{self, ns, Attr};
 use futures::{SinkExt, StreamExt};
 use std::borrow::Cow;
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 use xmpp_parsers::minidom::Element;
 
-type Stream = XmlStream<BufStream<TcpStream>, Element>;
+type Stream = XmlStream<BufStream<QuickAck>, Element>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -207,8 +208,7 @@ async fn handshake(addr: &str, jid: &str, secret: &str) -> Result<Stream, Connec
         err,
     };
     let stream = tokio::time::timeout(handshake_timeout, async {
-        let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = QuickAck::new(TcpStream::connect(addr).await.map_err(io_err)?);
         let timeouts = Timeouts {
             read_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(20),
