@@ -307,14 +307,13 @@ struct Waiting {
 /// in one start-up). The server handles one request at a time per
 /// connection anyway, so this costs no throughput.
 ///
-/// The rest waits in `Session::backlog` as the action itself (some 100
-/// bytes and its strings) rather than as a spawned task waiting for a
-/// permit (some 2 KB each): after 10,000 logins the server was still
-/// working through 10,000 live publications, which as tasks held 22 MB
-/// (issue 6).
+/// The rest waits in `Dispatch` as the action itself (some 100 bytes,
+/// strings inline) rather than as a spawned task waiting for a permit
+/// (some 2 KB each): after 10,000 logins the server was still working
+/// through 10,000 live publications, which as tasks held 22 MB (issue 6).
 const IN_FLIGHT: usize = 256;
 
-/// An action waiting in `Session::backlog`, its strings inline (see
+/// An action waiting in `Dispatch`, its strings inline (see
 /// `small`): after a burst of logins there is one per connection, each
 /// made in the middle of the burst; as `UserItem`s their three strings
 /// each would be an allocation of their own.
@@ -398,6 +397,54 @@ impl Queued {
             },
             Queued::PublishLive(item) => Action::PublishLive { item: item.item() },
             Queued::ReconcileDone => Action::ReconcileDone,
+        }
+    }
+}
+
+/// The tracker's actions: at most `IN_FLIGHT` running (each in a worker
+/// task), the rest waiting in order.
+#[derive(Default)]
+struct Dispatch {
+    state: std::sync::Mutex<DispatchState>,
+}
+
+#[derive(Default)]
+struct DispatchState {
+    waiting: VecDeque<Queued>,
+    running: usize,
+}
+
+impl Dispatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
+        // A panicked worker leaves the queue itself intact.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `action`, or hands it back when a worker must be started for
+    /// it (fewer than `IN_FLIGHT` running: then nothing waits either).
+    fn push(&self, action: Action) -> Option<Action> {
+        let mut s = self.lock();
+        if s.running < IN_FLIGHT && s.waiting.is_empty() {
+            s.running += 1;
+            return Some(action);
+        }
+        s.waiting.push_back(Queued::of(action));
+        None
+    }
+
+    /// The next action for a worker that finished one; `None`: it stops.
+    fn next(&self) -> Option<Action> {
+        let mut s = self.lock();
+        match s.waiting.pop_front() {
+            Some(queued) => Some(queued.action()),
+            None => {
+                s.running = s.running.saturating_sub(1);
+                if s.waiting.capacity() > IN_FLIGHT {
+                    // It held a burst (10,000 items at a cold start).
+                    s.waiting = VecDeque::new();
+                }
+                None
+            }
         }
     }
 }
@@ -508,10 +555,8 @@ struct Session<'a> {
     pending: Option<Waiting>,
     /// user-stats requests shared by a user's new connections.
     ips: IpLookup,
-    /// Bounds the tracker's actions in flight (see `IN_FLIGHT`).
-    in_flight: Arc<tokio::sync::Semaphore>,
-    /// Actions waiting for a permit, in order (see `IN_FLIGHT`).
-    backlog: VecDeque<Queued>,
+    /// Runs the tracker's actions, at most `IN_FLIGHT` at once.
+    dispatch: Arc<Dispatch>,
     /// The server grants XEP-0356 presence permission.
     privileged: bool,
     checking: bool,
@@ -550,8 +595,7 @@ impl<'a> Session<'a> {
                 listing: publisher::Listing::default(),
                 pending: None,
                 ips: IpLookup::default(),
-                in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
-                backlog: VecDeque::new(),
+                dispatch: Arc::default(),
                 privileged: false,
                 checking: false,
                 check_until: None,
@@ -1180,7 +1224,6 @@ impl Session<'_> {
     }
 
     fn handle_done(&mut self, done: Done) -> Option<Outcome> {
-        self.run_backlog();
         match done {
             Done::Ip { fulljid, ip } => {
                 let acts = self.tracker.ip_learned(&fulljid, ip);
@@ -1373,50 +1416,22 @@ impl Session<'_> {
         }
     }
 
-    /// Runs the tracker's actions, each in its own task, at most
-    /// `IN_FLIGHT` at once, in order; results come back through `done_tx`.
+    /// Runs the tracker's actions in worker tasks, at most `IN_FLIGHT` at
+    /// once, in order; results come back through `done_tx`.
     /// Order per connection is the tracker's business: it never has two
     /// actions of one connection in flight.
     fn execute(&mut self, actions: Vec<Action>) {
         self.cfg.telemetry.tracked(self.tracker.len());
         for action in actions {
-            if self.backlog.is_empty() {
-                match self.in_flight.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        self.spawn_action(action, Some(permit));
-                        continue;
-                    }
-                    // Never closed; if it were, going on unbounded is harmless.
-                    Err(tokio::sync::TryAcquireError::Closed) => {
-                        self.spawn_action(action, None);
-                        continue;
-                    }
-                    Err(tokio::sync::TryAcquireError::NoPermits) => {}
-                }
+            if let Some(action) = self.dispatch.push(action) {
+                self.spawn_worker(action);
             }
-            self.backlog.push_back(Queued::of(action));
         }
     }
 
-    /// Starts what waits in `backlog` as far as permits allow: called on
-    /// every result (each action's task frees its permit before it sends
-    /// its result, so that one is free by then).
-    fn run_backlog(&mut self) {
-        while !self.backlog.is_empty() {
-            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-                break;
-            };
-            if let Some(queued) = self.backlog.pop_front() {
-                self.spawn_action(queued.action(), Some(permit));
-            }
-        }
-        if self.backlog.is_empty() && self.backlog.capacity() > IN_FLIGHT {
-            // It held a burst (10,000 items at a cold start): give it back.
-            self.backlog = VecDeque::new();
-        }
-    }
-
-    fn spawn_action(&self, action: Action, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+    /// A task that runs `action`, then whatever waits in `dispatch`, until
+    /// nothing does: a finished action hands over to the next at once.
+    fn spawn_worker(&self, action: Action) {
         let m = self.cfg.telemetry.clone();
         let tx = self.done_tx.clone();
         let publisher = self.publisher.clone();
@@ -1424,68 +1439,71 @@ impl Session<'_> {
         let instance = self.cfg.instance.clone();
         let privacy = self.cfg.privacy.clone();
         let ips = self.ips.clone();
+        let dispatch = self.dispatch.clone();
         tokio::spawn(async move {
-            let done = match action {
-                Action::FetchIp { fulljid, name } => {
-                    let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
-                    let ip = ips.ip_of(&publisher, &domain, &name, resource, &m).await;
-                    Done::Ip {
-                        fulljid,
-                        ip: privacy.ip(&ip),
+            let mut next = Some(action);
+            while let Some(action) = next {
+                let done = match action {
+                    Action::FetchIp { fulljid, name } => {
+                        let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
+                        let ip = ips.ip_of(&publisher, &domain, &name, resource, &m).await;
+                        Done::Ip {
+                            fulljid,
+                            ip: privacy.ip(&ip),
+                        }
                     }
-                }
-                Action::SetActive { item } => {
-                    let t = m.start();
-                    let r = publisher.set_active(&item).await;
-                    m.publish_done(Node::Active, t, r.is_ok());
-                    log_write_error("publishing on active", &item.fulljid, &r);
-                    Done::Written {
-                        fulljid: item.fulljid,
-                        ok: applied(&r),
-                        node_gone: node_gone(&r).then(|| publisher.nodes.active.clone()),
+                    Action::SetActive { item } => {
+                        let t = m.start();
+                        let r = publisher.set_active(&item).await;
+                        m.publish_done(Node::Active, t, r.is_ok());
+                        log_write_error("publishing on active", &item.fulljid, &r);
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: applied(&r),
+                            node_gone: node_gone(&r).then(|| publisher.nodes.active.clone()),
+                        }
                     }
-                }
-                Action::RetractActive { fulljid } => {
-                    let r = publisher.retract_active(&fulljid).await;
-                    count_retract(&m, &r);
-                    log_write_error("retracting from active", &fulljid, &r);
-                    Done::Written {
-                        fulljid,
-                        ok: applied(&r),
-                        node_gone: None,
+                    Action::RetractActive { fulljid } => {
+                        let r = publisher.retract_active(&fulljid).await;
+                        count_retract(&m, &r);
+                        log_write_error("retracting from active", &fulljid, &r);
+                        Done::Written {
+                            fulljid,
+                            ok: applied(&r),
+                            node_gone: None,
+                        }
                     }
-                }
-                Action::PublishLive { item } if privacy.hidden(&item.name) => {
-                    // The retraction of an earlier run's item: a hidden
-                    // user never appears on live, not even going away.
-                    Done::Written {
-                        fulljid: item.fulljid,
-                        ok: true,
-                        node_gone: None,
+                    Action::PublishLive { item } if privacy.hidden(&item.name) => {
+                        // The retraction of an earlier run's item: a hidden
+                        // user never appears on live, not even going away.
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: true,
+                            node_gone: None,
+                        }
                     }
-                }
-                Action::PublishLive { item } => {
-                    let t = m.start();
-                    let r = publisher.publish_live(&item).await;
-                    m.publish_done(Node::Live, t, r.is_ok());
-                    log_write_error("publishing on live", &item.fulljid, &r);
-                    Done::Written {
-                        fulljid: item.fulljid,
-                        ok: applied(&r),
-                        node_gone: node_gone(&r).then(|| publisher.nodes.live.clone()),
+                    Action::PublishLive { item } => {
+                        let t = m.start();
+                        let r = publisher.publish_live(&item).await;
+                        m.publish_done(Node::Live, t, r.is_ok());
+                        log_write_error("publishing on live", &item.fulljid, &r);
+                        Done::Written {
+                            fulljid: item.fulljid,
+                            ok: applied(&r),
+                            node_gone: node_gone(&r).then(|| publisher.nodes.live.clone()),
+                        }
                     }
-                }
-                Action::ReconcileDone => {
-                    let r = publisher
-                        .publish_status(ServiceStatus::Online, instance.as_deref())
-                        .await;
-                    m.publish_done(Node::Status, None, r.is_ok());
-                    Done::Status(ServiceStatus::Online, r)
-                }
-            };
-            // Free before the result arrives: `run_backlog` counts on it.
-            drop(permit);
-            let _ = tx.send(done);
+                    Action::ReconcileDone => {
+                        let r = publisher
+                            .publish_status(ServiceStatus::Online, instance.as_deref())
+                            .await;
+                        m.publish_done(Node::Status, None, r.is_ok());
+                        Done::Status(ServiceStatus::Online, r)
+                    }
+                };
+                let _ = tx.send(done);
+                next = dispatch.next();
+            }
         });
     }
 
