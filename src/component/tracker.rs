@@ -332,14 +332,6 @@ impl Tracker {
         self.conns.get(fulljid).and_then(|c| c.active_item(fulljid))
     }
 
-    /// `active` by reference, for the tests' assertions. The tracker keeps
-    /// no `UserItem` to point at (see the module's note on memory): each
-    /// call leaks one, which only a test can afford.
-    #[cfg(test)]
-    fn active_item(&self, fulljid: &str) -> Option<&UserItem> {
-        self.active(fulljid).map(|i| &*Box::leak(Box::new(i)))
-    }
-
     /// The connection `fulljid` (of user `name`), created if new. Looked up
     /// before inserting: the key is allocated only for a new connection.
     fn conn_or_new(&mut self, fulljid: &str, name: &str) -> Option<&mut Conn> {
@@ -745,7 +737,7 @@ mod tests {
             vec![Action::PublishLive { item: it.clone() }]
         );
         assert_eq!(tr.done(A, true), vec![]);
-        assert_eq!(tr.active_item(A), Some(&it));
+        assert_eq!(tr.active(A).as_ref(), Some(&it));
         // A status change: no second user-stats; active then live.
         let away = item(A, Status::Away, "127.0.0.2", t("05"));
         assert_eq!(
@@ -854,7 +846,7 @@ mod tests {
             tr.ip_learned(A, "127.0.0.2".into()),
             vec![Action::ReconcileDone]
         );
-        assert_eq!(tr.active_item(A), Some(&kept), "kept as it was");
+        assert_eq!(tr.active(A).as_ref(), Some(&kept), "kept as it was");
     }
 
     #[test]
@@ -872,7 +864,7 @@ mod tests {
             tr.done(j, true);
             tr.done(j, true);
         }
-        let alice = tr.active_item(A).cloned().unwrap();
+        let alice = tr.active(A).unwrap();
         let ghost = item("ghost@l/g", Status::Away, "192.0.2.1", t("00"));
         let on_active: HashMap<String, UserItem> =
             [(A.to_string(), alice), (ghost.fulljid.clone(), ghost)]
@@ -952,7 +944,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            tr.active_item("k@l/r"),
+            tr.active("k@l/r").as_ref(),
             Some(&kept),
             "unchanged item kept with its since"
         );
