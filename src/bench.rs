@@ -606,6 +606,13 @@ fn matched(
             if k < got.len() {
                 lat.push((got[k].0 - *at).as_secs_f64() * 1000.0);
                 k += 1;
+            } else {
+                // Usually a change sent at the window's very end.
+                tracing::debug!(
+                    "change not seen on live: {j} {} sent {:?} into the window",
+                    s.as_str(),
+                    *at - start
+                );
             }
         }
     }

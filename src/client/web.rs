@@ -172,7 +172,7 @@ impl Feed {
                 let Some(slot) = w.upgrade() else {
                     return false;
                 };
-                if sent - slot.taken.load(Ordering::Relaxed) < backlog {
+                if sent.saturating_sub(slot.taken.load(Ordering::Relaxed)) < backlog {
                     return true;
                 }
                 self.cut_off_slot(&slot);
