@@ -74,6 +74,11 @@ impl Board {
         }
     }
 
+    /// The whole state as one `snapshot` event.
+    pub fn snapshot(&self) -> WatchEvent {
+        WatchEvent::Snapshot(self.users.values().cloned().collect())
+    }
+
     /// Distinct users (bare JIDs) among the connections.
     pub fn user_count(&self) -> usize {
         self.users

@@ -109,8 +109,7 @@ impl Shared {
                 return frame.clone();
             }
         }
-        let snap = WatchEvent::Snapshot(self.board.users.values().cloned().collect());
-        let frame = sse_event(&snap, at);
+        let frame = sse_event(&self.board.snapshot(), at);
         self.snapshot = Some((*at, frame.clone()));
         frame
     }
@@ -214,20 +213,34 @@ impl Feed {
         }
     }
 
-    /// Sends each waiting batch `LINGER` after the previous write.
-    async fn flusher(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    /// The feed's one timer task, while the feed lives: sends each waiting
+    /// batch `LINGER` after the previous write (woken by `push`), and a
+    /// comment frame whenever nothing went out for half the keep-alive
+    /// period, so every consumer sees a frame at least every `KEEP_ALIVE`
+    /// (one timer for the feed, not one per consumer).
+    async fn timers(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+        let mut tick = tokio::time::interval(KEEP_ALIVE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            wake.notified().await;
-            let Some(at) = inner.upgrade().map(|i| i.lock().last_sent + LINGER) else {
-                return;
+            let batch_waits = tokio::select! {
+                _ = wake.notified() => true,
+                _ = tick.tick() => false,
             };
-            tokio::time::sleep_until(at).await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
             let feed = Feed { inner };
+            if batch_waits {
+                let at = feed.inner.lock().last_sent + LINGER;
+                tokio::time::sleep_until(at).await;
+            }
             let mut sh = feed.inner.lock();
-            feed.flush(&mut sh);
+            if batch_waits {
+                feed.flush(&mut sh);
+            } else if sh.last_sent.elapsed() >= KEEP_ALIVE / 2 {
+                feed.flush(&mut sh);
+                feed.broadcast(&mut sh, Bytes::from_static(KEEP_ALIVE_FRAME), 0);
+            }
         }
     }
 
@@ -262,26 +275,6 @@ impl Feed {
         }
     }
 
-    /// Sends a comment frame whenever nothing else went out for half the
-    /// keep-alive period, so every consumer sees a frame at least every
-    /// `KEEP_ALIVE`; one timer for the feed, not one per consumer.
-    async fn keep_alive(inner: Weak<Inner>) {
-        let mut tick = tokio::time::interval(KEEP_ALIVE / 2);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let feed = Feed { inner };
-            let mut sh = feed.inner.lock();
-            if sh.last_sent.elapsed() >= KEEP_ALIVE / 2 {
-                feed.flush(&mut sh);
-                feed.broadcast(&mut sh, Bytes::from_static(KEEP_ALIVE_FRAME), 0);
-            }
-        }
-    }
-
     /// Consumers of `/events` connected now.
     pub fn consumers(&self) -> usize {
         self.inner.consumers.load(Ordering::Relaxed)
@@ -297,8 +290,7 @@ impl Feed {
         let sh = self.inner.lock();
         let board = &sh.board;
         let users: Vec<serde_json::Value> = if board.synced {
-            let snap = WatchEvent::Snapshot(board.users.values().cloned().collect());
-            let v = watch::to_json(&snap, &time::now());
+            let v = watch::to_json(&board.snapshot(), &time::now());
             v["users"].as_array().cloned().unwrap_or_default()
         } else {
             Vec::new()
@@ -331,10 +323,9 @@ impl Feed {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let router = self.router();
-        tokio::spawn(Feed::keep_alive(Arc::downgrade(&self.inner)));
         let wake = Arc::new(tokio::sync::Notify::new());
         self.inner.lock().flusher = Some(wake.clone());
-        tokio::spawn(Feed::flusher(Arc::downgrade(&self.inner), wake));
+        tokio::spawn(Feed::timers(Arc::downgrade(&self.inner), wake));
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.max_buf_size(MAX_REQUEST)

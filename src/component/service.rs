@@ -5,7 +5,7 @@ use super::ips::IpLookup;
 use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
-use super::small::{IpStr, JidStr};
+use super::small::{name_or_bare, odd_name, IpStr, JidStr};
 use super::tracker::{Action, Change, Tracker};
 use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
@@ -334,16 +334,6 @@ struct QueuedItem {
     name: Option<Box<str>>,
 }
 
-/// The bare part of a full JID.
-fn bare_of(fulljid: &str) -> &str {
-    fulljid.split_once('/').map_or(fulljid, |(b, _)| b)
-}
-
-/// `name`, unless it is `fulljid`'s bare part.
-fn odd_name(fulljid: &str, name: &str) -> Option<Box<str>> {
-    (name != bare_of(fulljid)).then(|| name.into())
-}
-
 impl QueuedItem {
     fn of(item: UserItem) -> QueuedItem {
         QueuedItem {
@@ -357,10 +347,7 @@ impl QueuedItem {
 
     fn item(self) -> UserItem {
         UserItem {
-            name: match self.name {
-                Some(name) => name.into(),
-                None => bare_of(&self.fulljid).to_string(),
-            },
+            name: name_or_bare(self.name.as_deref(), &self.fulljid).to_string(),
             fulljid: self.fulljid.to_string(),
             ip: self.ip.to_string(),
             since: self.since,
@@ -385,10 +372,7 @@ impl Queued {
     fn action(self) -> Action {
         match self {
             Queued::FetchIp(fulljid, name) => Action::FetchIp {
-                name: match name {
-                    Some(name) => name.into(),
-                    None => bare_of(&fulljid).to_string(),
-                },
+                name: name_or_bare(name.as_deref(), &fulljid).to_string(),
                 fulljid: fulljid.to_string(),
             },
             Queued::SetActive(item) => Action::SetActive { item: item.item() },
@@ -1272,12 +1256,7 @@ impl Session<'_> {
             Done::Audited(r) => self.finish_audit(r),
             Done::Checked(before, r) => self.finish_session_check(before, r),
             Done::Discovered(Ok(d)) => {
-                let unanswered: HashSet<String> = d
-                    .listed
-                    .iter()
-                    .filter(|j| !self.tracker.knows(j))
-                    .cloned()
-                    .collect();
+                let unanswered: HashSet<String> = self.untracked(&d.listed);
                 if d.answered || unanswered.is_empty() {
                     self.reconcile(d);
                 } else {
@@ -1353,6 +1332,15 @@ impl Session<'_> {
     }
 
     /// SPEC §5 step 5, with what discovery found.
+    /// The listed sessions the tracker has seen no presence of.
+    fn untracked<C: FromIterator<String>>(&self, listed: &[String]) -> C {
+        listed
+            .iter()
+            .filter(|j| !self.tracker.knows(j))
+            .cloned()
+            .collect()
+    }
+
     fn reconcile(&mut self, d: Discovery) {
         if self.privileged && !self.listing.ordered() {
             // With presence permission every session is tracked; one that
@@ -1360,12 +1348,7 @@ impl Session<'_> {
             // nothing (ejabberd; Prosody's module replays every presence):
             // on active as `unknown` until it changes.
             let now = time::now();
-            let silent: Vec<String> = d
-                .listed
-                .iter()
-                .filter(|j| !self.tracker.knows(j))
-                .cloned()
-                .collect();
+            let silent: Vec<String> = self.untracked(&d.listed);
             if !silent.is_empty() {
                 tracing::info!(
                     "{} sessions older than the component sent no presence: published as `unknown` until they change",

@@ -15,6 +15,23 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
+/// The bare part of a full JID: the name of its user.
+pub fn bare(fulljid: &str) -> &str {
+    fulljid.split_once('/').map_or(fulljid, |(b, _)| b)
+}
+
+/// `name` when it must be kept: when it is not `fulljid`'s bare part (only
+/// an item on active written by someone else says so). Kept this way, the
+/// usual name costs nothing per connection.
+pub fn odd_name(fulljid: &str, name: &str) -> Option<Box<str>> {
+    (name != bare(fulljid)).then(|| name.into())
+}
+
+/// The name an [`odd_name`] stands for.
+pub fn name_or_bare<'a>(odd: Option<&'a str>, fulljid: &'a str) -> &'a str {
+    odd.unwrap_or_else(|| bare(fulljid))
+}
+
 /// A string stored inline when it has at most `N` bytes (`N` < 256), on the
 /// heap otherwise. Hashes, compares and borrows as the `str` it holds, so a
 /// map keyed by it is looked up with a `&str`.

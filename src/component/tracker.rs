@@ -15,7 +15,7 @@
 //! (the JID's bare part). Whatever is only needed while a change is under
 //! way lives in a box that is dropped once the connection is at rest again.
 
-use super::small::{IpStr, JidStr};
+use super::small::{name_or_bare, odd_name, IpStr, JidStr};
 use crate::wire::time::Timestamp;
 use crate::wire::user::{Status, UserItem};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,11 +61,6 @@ enum Stage {
     WritingLive(Target),
 }
 
-/// The bare part of a full JID: the name of its user.
-fn bare(fulljid: &str) -> &str {
-    fulljid.split_once('/').map_or(fulljid, |(b, _)| b)
-}
-
 /// What active holds for a connection: its item without the full JID (the
 /// map's key) and, unless someone else wrote it, without the name.
 #[derive(Debug, Clone)]
@@ -86,13 +81,13 @@ impl Active {
             ip: IpStr::new(&item.ip),
             since: item.since,
             status: item.status,
-            name: (item.name != bare(&item.fulljid)).then(|| item.name.as_str().into()),
+            name: odd_name(&item.fulljid, &item.name),
             conns_ip: false,
         }
     }
 
     fn name<'a>(&'a self, fulljid: &'a str) -> &'a str {
-        self.name.as_deref().unwrap_or_else(|| bare(fulljid))
+        name_or_bare(self.name.as_deref(), fulljid)
     }
 
     fn item(&self, fulljid: &str) -> UserItem {
@@ -138,9 +133,9 @@ struct More {
 
 impl Conn {
     fn new(fulljid: &str, name: &str) -> Conn {
-        let more = (name != bare(fulljid)).then(|| {
+        let more = odd_name(fulljid, name).map(|name| {
             Box::new(More {
-                name: Some(name.into()),
+                name: Some(name),
                 ..More::default()
             })
         });
@@ -165,10 +160,7 @@ impl Conn {
     }
 
     fn name<'a>(&'a self, fulljid: &'a str) -> &'a str {
-        match self.more.as_ref().and_then(|m| m.name.as_deref()) {
-            Some(name) => name,
-            None => bare(fulljid),
-        }
+        name_or_bare(self.more.as_ref().and_then(|m| m.name.as_deref()), fulljid)
     }
 
     /// The item on active, whole.
