@@ -1156,6 +1156,12 @@ pub struct BenchArgs {
     /// --rates (one rate, default 1000/s) for --duration (src/bench_web.rs).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
     pub web_consumers: Option<usize>,
+    /// With --web-consumers: the feed makes the changes itself at the rate,
+    /// with no Prosody, component or simulated users on the machine's CPUs
+    /// (the feed's own share of the path, from a change reaching the client
+    /// to the last consumer).
+    #[arg(long)]
+    pub web_synthetic: bool,
     /// The feed side of --web-consumers, run as a child process (internal).
     #[arg(long, value_name = "CONFIG", hide = true)]
     pub web_feed_child: Option<PathBuf>,
@@ -1221,6 +1227,9 @@ pub(crate) fn print_report(json: bool, table: &str, value: &serde_json::Value) {
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     if args.ejabberd_cluster {
         return crate::bench_cluster::main(args).await;
+    }
+    if args.web_synthetic && args.web_consumers.is_none() && args.web_feed_child.is_none() {
+        anyhow::bail!("--web-synthetic goes with --web-consumers");
     }
     if args.web_consumers.is_some() || args.web_feed_child.is_some() {
         return crate::bench_web::main(args).await;

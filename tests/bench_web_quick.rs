@@ -48,3 +48,39 @@ async fn quick_web_bench_delivers_everything() {
     assert!(j["reached_rate"].as_f64().is_some(), "{j}");
     println!("{}", r.table());
 }
+
+/// `--web-synthetic`: the feed child makes exactly rate × duration changes
+/// itself (no Prosody, no component), and every one reaches every consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_synthetic_web_bench_delivers_every_change() {
+    let mut opts = WebBenchOptions::quick(env!("CARGO_BIN_EXE_pubpresence").into());
+    opts.synthetic = true;
+    let n = opts.consumers;
+    // 50 changes/s for 2 s: changes due at 0, 20, ..., 1,980 ms.
+    let changes = 100;
+    let r = bench_web::run(opts)
+        .await
+        .expect("the quick synthetic web benchmark runs");
+
+    assert!(r.source.starts_with("synthetic"), "{r:?}");
+    assert_eq!(r.connected, n, "every consumer connected: {r:?}");
+    assert_eq!(r.sent, changes, "{r:?}");
+    assert_eq!(r.reached, changes, "{r:?}");
+    assert_eq!(r.watch_logins, 1, "{r:?}");
+    assert_eq!(
+        r.delivered,
+        changes as u64 * n as u64,
+        "deliveries lost: {r:?}"
+    );
+    assert_eq!(r.expected, r.delivered, "{r:?}");
+    assert_eq!(
+        (r.unmatched, r.incomplete, r.cut_off, r.ended_early),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.last_consumer.samples, changes, "{r:?}");
+    // Nothing but the feed child and the consumers ran.
+    assert_eq!((r.server_cpu_s, r.component_cpu_s), (0.0, 0.0), "{r:?}");
+    assert!(r.rss_connected_kib > 0 && r.feed_cpu_s >= 0.0, "{r:?}");
+    println!("{}", r.table());
+}

@@ -67,13 +67,21 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
-/// How long an event may wait for others to go out with it. Events closer
-/// together than this leave in one write per consumer: at 700 changes/s to
-/// 1,000 consumers, one write and one wake-up per event were 700,000 a
-/// second on each side, and their CPU, not the feed's logic, was the
-/// latency (`pubpresence bench --web-consumers`). An event after a quiet
-/// moment leaves at once.
-const LINGER: Duration = Duration::from_millis(5);
+/// How long an event may wait for others to go out with it, per consumer
+/// connected. Events closer together than the linger leave in one write per
+/// consumer: at 700 changes/s to 1,000 consumers, one write and one wake-up
+/// per event were 700,000 a second on each side, and their CPU, not the
+/// feed's logic, was the latency (`pubpresence bench --web-consumers`). A
+/// write to one consumer costs the feed about 3 µs (perf), so waiting 10 µs
+/// per consumer keeps the fan-out under about a third of a core at any rate,
+/// while a few consumers get every event at once. An event after a quiet
+/// moment always leaves at once.
+const LINGER_PER_CONSUMER: Duration = Duration::from_micros(10);
+/// The longest linger (reached at 1,000 consumers). Measured with 1,000
+/// consumers at 1,000 changes/s: 5 ms gave a p99 of 52.7 ms to the last
+/// consumer, 10 ms 30.8 ms and 20 ms 38.5 ms, the feed using 48, 34 and 27 %
+/// of a core (docs/benchmarks.md).
+const LINGER_MAX: Duration = Duration::from_millis(10);
 /// A batch leaves at once when it holds this much.
 const MAX_BATCH: usize = 16 * 1024;
 
@@ -192,7 +200,7 @@ impl Feed {
         let Some(flusher) = sh.flusher.clone() else {
             return self.broadcast(sh, frame, 1);
         };
-        if sh.pending.is_empty() && sh.last_sent.elapsed() >= LINGER {
+        if sh.pending.is_empty() && sh.last_sent.elapsed() >= self.linger() {
             return self.broadcast(sh, frame, 1);
         }
         sh.pending.extend_from_slice(&frame);
@@ -202,6 +210,14 @@ impl Feed {
         } else if sh.pending_events == 1 {
             flusher.notify_one();
         }
+    }
+
+    /// How long an event may wait for others now (`LINGER_PER_CONSUMER`).
+    fn linger(&self) -> Duration {
+        let n = self.inner.consumers.load(Ordering::Relaxed);
+        LINGER_PER_CONSUMER
+            .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
+            .min(LINGER_MAX)
     }
 
     /// Sends the waiting batch, if any.
@@ -214,7 +230,7 @@ impl Feed {
     }
 
     /// The feed's one timer task, while the feed lives: sends each waiting
-    /// batch `LINGER` after the previous write (woken by `push`), and a
+    /// batch a linger after the previous write (woken by `push`), and a
     /// comment frame whenever nothing went out for half the keep-alive
     /// period, so every consumer sees a frame at least every `KEEP_ALIVE`
     /// (one timer for the feed, not one per consumer).
@@ -231,7 +247,7 @@ impl Feed {
             };
             let feed = Feed { inner };
             if batch_waits {
-                let at = feed.inner.lock().last_sent + LINGER;
+                let at = feed.inner.lock().last_sent + feed.linger();
                 tokio::time::sleep_until(at).await;
             }
             let mut sh = feed.inner.lock();
