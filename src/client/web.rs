@@ -73,7 +73,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
 /// per event were 700,000 a second on each side, and their CPU, not the
 /// feed's logic, was the latency (`pubpresence bench --web-consumers`). A
 /// write to one consumer costs the feed about 3 µs (perf), so waiting 10 µs
-/// per consumer keeps the fan-out under about a third of a core at any rate,
+/// per consumer caps the fan-out near a third of a core whatever the rate,
 /// while a few consumers get every event at once. An event after a quiet
 /// moment always leaves at once.
 const LINGER_PER_CONSUMER: Duration = Duration::from_micros(10);
