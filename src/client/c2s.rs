@@ -517,6 +517,15 @@ async fn connect_tcp(server: &str, bind_ip: Option<IpAddr>) -> Result<QuickAck, 
         .filter(|a| bind_ip.map_or(true, |ip| ip.is_ipv4() == a.is_ipv4()))
         .collect();
     let mut last = String::from("no address of the same family as the source address");
+    // The address a name resolved to tells something; `server` itself
+    // given as an address would be said twice.
+    let at = |addr: &SocketAddr| {
+        if addr.to_string() == server {
+            String::new()
+        } else {
+            format!("{addr}: ")
+        }
+    };
     for addr in addrs {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -533,8 +542,8 @@ async fn connect_tcp(server: &str, bind_ip: Option<IpAddr>) -> Result<QuickAck, 
             // Acks at once: see `QuickAck` (Prosody's Nagle would hold
             // stanzas back behind our delayed ACKs).
             Ok(Ok(tcp)) => return Ok(QuickAck::new(tcp)),
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: no answer within {CONNECT_TIMEOUT:?}"),
+            Ok(Err(e)) => last = format!("{}{e}", at(&addr)),
+            Err(_) => last = format!("{}no answer within {CONNECT_TIMEOUT:?}", at(&addr)),
         }
     }
     Err(fail(last))
@@ -901,4 +910,42 @@ fn iq_reply(req: &Element, condition: Option<DefinedCondition>) -> Element {
         )));
     }
     b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nobody listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("local address").port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_is_named_once() {
+        let server = format!("127.0.0.1:{}", closed_port());
+        let Err(err) = connect_tcp(&server, None).await else {
+            panic!("connected to a closed port");
+        };
+        assert_eq!(
+            err.to_string(),
+            format!("cannot connect to {server}: Connection refused (os error 111)")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_name_says_what_it_resolved_to() {
+        let port = closed_port();
+        let server = format!("localhost:{port}");
+        let Err(err) = connect_tcp(&server, Some(IpAddr::from([127, 0, 0, 1]))).await else {
+            panic!("connected to a closed port");
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to {server}: 127.0.0.1:{port}: Connection refused (os error 111)"
+            )
+        );
+    }
 }
