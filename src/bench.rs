@@ -19,7 +19,7 @@ use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::component::service::{self, ServiceConfig};
 use crate::config::Config;
 use crate::jid::Jid;
-use crate::lab::{self, LabError, Prosody};
+use crate::lab::{self, LabError, Prosody, ProsodyOptions};
 use crate::minidom::Element;
 use crate::wire::status::{self as wstatus, ServiceStatus};
 use crate::wire::user::{Status, UserItem};
@@ -665,33 +665,12 @@ pub(crate) async fn start_prosody(
 ) -> Result<Prosody, BenchError> {
     tracing::info!("starting Prosody and registering {} accounts", names.len());
     tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
-        let mut p = Prosody::start()?;
-        let path = p.config_path();
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| LabError::Io { what, source }
-        };
-        let mut text = std::fs::read_to_string(&path).map_err(io("reading the prosody config"))?;
-        text = text.replace("log = { debug = ", "log = { info = ");
-        if nodelay {
-            // TCP_NODELAY on all of Prosody's sockets: 0.12's server_epoll
-            // calls it `nagle` (`tcp_nodelay` is silently ignored).
-            text = format!("network_settings = {{ nagle = false }}\n{text}");
-        }
-        if memory_storage {
-            // The pubsub store in memory: no SQLite commit per publish.
-            let sql = "    storage = \"sql\"\n";
-            let at = text.find(sql).ok_or_else(|| LabError::Io {
-                what: "the lab config has no pubsub storage line".into(),
-                source: std::io::ErrorKind::InvalidData.into(),
-            })?;
-            let end = text[at + sql.len()..]
-                .find('\n')
-                .map_or(text.len(), |i| at + sql.len() + i + 1);
-            text.replace_range(at..end, "    storage = \"memory\"\n");
-        }
-        std::fs::write(&path, text).map_err(io("writing the prosody config"))?;
-        p.restart()?;
+        let p = Prosody::start_with(ProsodyOptions {
+            quiet_log: true,
+            no_nagle: nodelay,
+            memory_storage,
+            ..ProsodyOptions::default()
+        })?;
         register_all(&p, &names)?;
         Ok(p)
     })

@@ -7,7 +7,7 @@ pub mod demo;
 pub mod ejabberd;
 pub mod prosody;
 
-pub use prosody::{LabError, Prosody};
+pub use prosody::{LabError, Prosody, ProsodyOptions};
 
 use std::net::{IpAddr, Ipv4Addr};
 

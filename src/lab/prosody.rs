@@ -55,8 +55,24 @@ pub struct Prosody {
     /// The component's secret.
     pub secret: String,
     child: Option<Child>,
+    options: ProsodyOptions,
+}
+
+/// How the lab's Prosody is set up; `Default` is what the tests use.
+#[derive(Debug, Clone, Default)]
+pub struct ProsodyOptions {
     /// XEP-0356 presence permission for the component (`start_privileged`).
-    privileged: bool,
+    pub privileged: bool,
+    /// Log at `info` instead of `debug` (the benchmarks: debug logging costs
+    /// Prosody CPU per stanza).
+    pub quiet_log: bool,
+    /// `network_settings = { nagle = false }`: TCP_NODELAY on Prosody's
+    /// sockets (0.12's server_epoll calls it `nagle`; `tcp_nodelay` is
+    /// silently ignored).
+    pub no_nagle: bool,
+    /// The pubsub service's items in memory (`storage = "memory"`) instead
+    /// of SQLite: no commit per publish.
+    pub memory_storage: bool,
 }
 
 impl std::fmt::Debug for Prosody {
@@ -100,7 +116,7 @@ impl Prosody {
     /// 10 s): call it from `spawn_blocking` in async code that must stay
     /// responsive.
     pub fn start() -> Result<Prosody, LabError> {
-        Prosody::start_with(false)
+        Prosody::start_with(ProsodyOptions::default())
     }
 
     /// With XEP-0356: `mod_privilege` (Debian's `prosody-modules`) grants
@@ -111,10 +127,14 @@ impl Prosody {
         if !Path::new("/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua").is_file() {
             return Err(LabError::NotInstalled("prosody-modules (mod_privilege)"));
         }
-        Prosody::start_with(true)
+        Prosody::start_with(ProsodyOptions {
+            privileged: true,
+            ..ProsodyOptions::default()
+        })
     }
 
-    fn start_with(privileged: bool) -> Result<Prosody, LabError> {
+    /// Starts Prosody set up as `options` say (see [`Prosody::start`]).
+    pub fn start_with(options: ProsodyOptions) -> Result<Prosody, LabError> {
         check_installed()?;
         let dir = super::LabDir::new("pubpresence-prosody-").map_err(io("creating a temp dir"))?;
         // Hold both listeners at once so that the two ports differ.
@@ -135,7 +155,7 @@ impl Prosody {
             secret: format!("s3cret-{}-{nanos}", std::process::id()),
             child: None,
             dir,
-            privileged,
+            options,
         };
         // certs/ only keeps Prosody's certmanager from logging an error.
         for sub in ["data", "certs"] {
@@ -164,12 +184,13 @@ impl Prosody {
 
     fn lua_config(&self) -> String {
         let dir = self.dir.path().display();
+        let o = &self.options;
         format!(
             r#"-- written by pubpresence::lab (src/lab/prosody.rs)
 run_as_root = true
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
-log = {{ debug = "{dir}/prosody.log" }}
+log = {{ {level} = "{dir}/prosody.log" }}{network}
 interfaces = {{ "127.0.0.1", "::1" }}
 c2s_ports = {{ {c2s} }}
 component_ports = {{ {component} }}
@@ -195,23 +216,35 @@ Component "{component_jid}"
     component_secret = "{secret}"{component_modules}
 
 Component "{pubsub_jid}" "pubsub"
-    storage = "sql"
-    sql = {{ driver = "SQLite3", database = "{dir}/pubsub.sqlite" }}
+    {storage}
     pubsub_max_items = 100000
     storage_archive_item_limit = 100000
 "#,
+            level = if o.quiet_log { "info" } else { "debug" },
+            network = if o.no_nagle {
+                "\nnetwork_settings = { nagle = false }"
+            } else {
+                ""
+            },
+            storage = if o.memory_storage {
+                "storage = \"memory\"".to_string()
+            } else {
+                format!(
+                    "storage = \"sql\"\n    sql = {{ driver = \"SQLite3\", database = \"{dir}/pubsub.sqlite\" }}"
+                )
+            },
             c2s = self.c2s_port,
             component = self.component_port,
             component_jid = self.component_jid,
             pubsub_jid = self.pubsub_jid,
             domain = self.domain,
             secret = self.secret,
-            privilege_module = if self.privileged {
+            privilege_module = if self.options.privileged {
                 " \"privilege\";"
             } else {
                 ""
             },
-            privileged_entities = if self.privileged {
+            privileged_entities = if self.options.privileged {
                 format!(
                     "\n    privileged_entities = {{ [\"{}\"] = {{ presence = \"managed_entity\"; roster = \"both\" }} }}",
                     self.component_jid
@@ -219,7 +252,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 String::new()
             },
-            component_modules = if self.privileged {
+            component_modules = if self.options.privileged {
                 "\n    modules_enabled = { \"privilege\" }"
             } else {
                 ""
@@ -394,5 +427,49 @@ impl Drop for Prosody {
             self.dir.keep();
             eprintln!("prosody dir kept: {}", self.dir.path().display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(options: ProsodyOptions) -> String {
+        let p = Prosody {
+            dir: super::super::LabDir::new("pubpresence-config-test-").expect("temp dir"),
+            c2s_port: 1,
+            component_port: 2,
+            domain: "localhost".into(),
+            component_jid: "pubpresence.localhost".into(),
+            pubsub_jid: "pubsub.localhost".into(),
+            secret: "x".into(),
+            child: None,
+            options,
+        };
+        p.lua_config()
+    }
+
+    #[test]
+    fn options_shape_the_config() {
+        let plain = config(ProsodyOptions::default());
+        assert!(plain.contains("log = { debug = "), "{plain}");
+        assert!(!plain.contains("network_settings"), "{plain}");
+        assert!(plain
+            .contains("    storage = \"sql\"\n    sql = { driver = \"SQLite3\", database = \""));
+        assert!(!plain.contains("privilege"), "{plain}");
+
+        let bench = config(ProsodyOptions {
+            quiet_log: true,
+            no_nagle: true,
+            memory_storage: true,
+            ..ProsodyOptions::default()
+        });
+        assert!(bench.contains("log = { info = "), "{bench}");
+        assert!(
+            bench.contains("\nnetwork_settings = { nagle = false }\n"),
+            "{bench}"
+        );
+        assert!(bench.contains("Component \"pubsub.localhost\" \"pubsub\"\n    storage = \"memory\"\n    pubsub_max_items = 100000\n"), "{bench}");
+        assert!(!bench.contains("SQLite3"), "{bench}");
     }
 }
