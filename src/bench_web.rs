@@ -923,13 +923,7 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     }
     let conns = load_connections(opts.rate);
     // Sockets: the consumers here and in the feed child, the load here.
-    let need = (opts.consumers + conns + 256) as u64;
-    let limit = fd_limit().unwrap_or(1024);
-    if limit < need {
-        return Err(setup(format!(
-            "the open-file limit is {limit}, {need} are needed: raise it (ulimit -n {need})"
-        )));
-    }
+    let limit = check_fd_limit(opts.consumers + conns)?;
     let accounts = conns.div_ceil(LOAD_RESOURCES);
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
@@ -984,44 +978,17 @@ async fn with_prosody(
     let component_pid = component.0.id();
 
     // The feed child.
-    let mut feed = tokio::process::Command::new(&opts.exe)
-        .arg("bench")
-        .arg("--web-feed-child")
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log("feed.log")?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| setup(format!("starting the feed child: {e}")))?;
-    let feed_pid = feed
-        .id()
-        .ok_or_else(|| setup("the feed child has no pid"))?;
-    let state: Arc<Mutex<ChildState>> = Arc::default();
-    let stdout = feed
-        .stdout
-        .take()
-        .ok_or_else(|| setup("no stdout of the feed child"))?;
-    read_child(stdout, state.clone());
-    let stdin = feed.stdin.take();
-
+    let args = ["--web-feed-child".into(), config.clone().into_os_string()];
+    let feed = FeedChild::spawn(&opts.exe, &args, log("feed.log")?.into())?;
     let outcome = measure(
         prosody,
         opts,
         conns,
-        &state,
-        [server_pid, component_pid, feed_pid],
+        &feed.state,
+        [server_pid, component_pid, feed.pid],
     )
     .await;
-
-    // The feed child ends when its stdin closes (it unsubscribes first).
-    drop(stdin);
-    if tokio::time::timeout(Duration::from_secs(10), feed.wait())
-        .await
-        .is_err()
-    {
-        let _ = feed.kill().await;
-    }
+    feed.stop().await;
     let _ = tokio::task::spawn_blocking(move || drop(component)).await;
     outcome.map(|mut r| {
         r.fd_limit = fd_limit;
@@ -1036,61 +1003,105 @@ const SYNTHETIC_SOURCE: &str =
 /// consumers use the machine.
 async fn synthetic(opts: &WebBenchOptions) -> Result<WebReport, BenchError> {
     let conns = load_connections(opts.rate);
-    let need = (opts.consumers + 256) as u64;
+    let limit = check_fd_limit(opts.consumers)?;
+    let args: Vec<std::ffi::OsString> = [
+        "--web-feed-child".to_string(),
+        "-".into(),
+        "--web-synthetic".into(),
+        "--connections".into(),
+        conns.to_string(),
+        "--rates".into(),
+        opts.rate.to_string(),
+        "--duration".into(),
+        opts.duration.as_secs_f64().to_string(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    let mut feed = FeedChild::spawn(&opts.exe, &args, Stdio::inherit())?;
+    let outcome = async {
+        let addr = child_ready(&feed.state, feed.pid).await?;
+        let stdin = feed
+            .stdin
+            .as_mut()
+            .ok_or_else(|| setup("no stdin of the feed child"))?;
+        let load = Load::Synthetic { stdin };
+        window(opts, &feed.state, addr, load, [feed.pid, 0, 0]).await
+    }
+    .await;
+    feed.stop().await;
+    outcome.map(|mut r| {
+        r.load_connections = conns;
+        r.fd_limit = limit;
+        r
+    })
+}
+
+/// The open-file limit, if it holds `sockets` and some to spare.
+fn check_fd_limit(sockets: usize) -> Result<u64, BenchError> {
+    let need = (sockets + 256) as u64;
     let limit = fd_limit().unwrap_or(1024);
     if limit < need {
         return Err(setup(format!(
             "the open-file limit is {limit}, {need} are needed: raise it (ulimit -n {need})"
         )));
     }
-    let mut feed = tokio::process::Command::new(&opts.exe)
-        .arg("bench")
-        .arg("--web-feed-child")
-        .arg("-")
-        .arg("--web-synthetic")
-        .arg("--connections")
-        .arg(conns.to_string())
-        .arg("--rates")
-        .arg(opts.rate.to_string())
-        .arg("--duration")
-        .arg(opts.duration.as_secs_f64().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| setup(format!("starting the feed child: {e}")))?;
-    let feed_pid = feed
-        .id()
-        .ok_or_else(|| setup("the feed child has no pid"))?;
-    let state: Arc<Mutex<ChildState>> = Arc::default();
-    let stdout = feed
-        .stdout
-        .take()
-        .ok_or_else(|| setup("no stdout of the feed child"))?;
-    read_child(stdout, state.clone());
-    let mut stdin = feed
-        .stdin
-        .take()
-        .ok_or_else(|| setup("no stdin of the feed child"))?;
-    let outcome = async {
-        let addr = child_ready(&state, feed_pid).await?;
-        let load = Load::Synthetic { stdin: &mut stdin };
-        window(opts, &state, addr, load, [feed_pid, 0, 0]).await
+    Ok(limit)
+}
+
+/// `pubpresence bench --web-feed-child …` running, its stdout read into
+/// `state`.
+struct FeedChild {
+    child: tokio::process::Child,
+    pid: u32,
+    state: Arc<Mutex<ChildState>>,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl FeedChild {
+    fn spawn(
+        exe: &Path,
+        args: &[std::ffi::OsString],
+        stderr: Stdio,
+    ) -> Result<FeedChild, BenchError> {
+        let mut child = tokio::process::Command::new(exe)
+            .arg("bench")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| setup(format!("starting the feed child: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| setup("the feed child has no pid"))?;
+        let state: Arc<Mutex<ChildState>> = Arc::default();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| setup("no stdout of the feed child"))?;
+        read_child(stdout, state.clone());
+        let stdin = child.stdin.take();
+        Ok(FeedChild {
+            child,
+            pid,
+            state,
+            stdin,
+        })
     }
-    .await;
-    drop(stdin);
-    if tokio::time::timeout(Duration::from_secs(10), feed.wait())
-        .await
-        .is_err()
-    {
-        let _ = feed.kill().await;
+
+    /// The child ends when its stdin closes (it unsubscribes first); killed
+    /// if it has not after 10 s.
+    async fn stop(mut self) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
     }
-    outcome.map(|mut r| {
-        r.load_connections = conns;
-        r.fd_limit = limit;
-        r
-    })
 }
 
 async fn wait_until(
