@@ -415,8 +415,7 @@ enum Wake {
 
 /// One connection's life: first login, then random changes as told.
 async fn connection(spec: Spec, shared: Arc<Shared>, mut control: watch::Receiver<SimControl>) {
-    let mut rng =
-        Rng::new(shared.opts.seed ^ (spec.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::for_stream(shared.opts.seed, spec.index as u64);
     let Some(first) = login(&spec, &shared, &mut control, true).await else {
         return;
     };
@@ -671,6 +670,18 @@ impl Rng {
         Rng(seed)
     }
 
+    /// The `index`-th of many generators from one seed, each starting at a
+    /// point of SplitMix's sequence scrambled from (seed, index). Seeds
+    /// `seed ^ (index + 1) × step` gave correlated streams: with seed 9 the
+    /// mean wait of 252 connections came out 0.966 and of 52 connections
+    /// 0.929, so every run made 3.5 % and 7.6 % too many changes.
+    fn for_stream(seed: u64, index: u64) -> Rng {
+        let mut mix = Rng::new(seed);
+        let a = mix.next();
+        let mut at = Rng::new(a ^ index);
+        Rng::new(at.next())
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -730,6 +741,28 @@ mod tests {
         assert_eq!(plan(&o).err(), Some(SimError::DisconnectShare(2.0)));
         o.users.clear();
         assert_eq!(plan(&o).err(), Some(SimError::NoUsers));
+    }
+
+    #[test]
+    fn streams_of_one_seed_wait_the_mean_together() {
+        // As the benchmarks use them: seed 9, 252 connections for 1,000
+        // changes/s and 52 for 200/s, ~10 s each. The mean wait must be 1
+        // (the standard error is 1.0 % and 2.0 %; the old seeding gave
+        // 0.966 and 0.929).
+        for (conns, per) in [(252u64, 40), (52, 45)] {
+            let mut sum = 0.0;
+            for index in 0..conns {
+                let mut r = Rng::for_stream(9, index);
+                for _ in 0..per {
+                    sum += r.exponential();
+                }
+            }
+            let mean = sum / (conns * per) as f64;
+            assert!(
+                (mean - 1.0).abs() < 0.02,
+                "{conns} connections: mean wait {mean}"
+            );
+        }
     }
 
     #[test]
