@@ -717,6 +717,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn linger_grows_with_the_consumers_up_to_its_cap() {
+        let feed = Feed::new(None);
+        let at = |n: usize| {
+            feed.inner.consumers.store(n, Ordering::Relaxed);
+            feed.linger()
+        };
+        assert_eq!(at(0), Duration::ZERO);
+        assert_eq!(at(1), Duration::from_micros(10));
+        assert_eq!(at(100), Duration::from_millis(1));
+        assert_eq!(at(1000), Duration::from_millis(10));
+        assert_eq!(at(50_000), LINGER_MAX);
+        assert_eq!(at(usize::MAX), LINGER_MAX);
+    }
+
+    #[test]
     fn query_tokens_are_decoded() {
         let uri: Uri = "/events?a=1&token=a%2Fb%20c+d&x".parse().unwrap();
         assert_eq!(query_values(&uri, "token"), vec!["a/b c d".to_string()]);

@@ -1,5 +1,6 @@
 //! The component: tracker state machine, publisher and the service loop.
 
+mod dispatch;
 pub mod ips;
 pub mod metrics;
 pub mod privacy;
@@ -8,3 +9,4 @@ pub mod service;
 pub mod small;
 pub mod standby;
 pub mod tracker;
+mod trim;

@@ -1,12 +1,14 @@
 //! The service: connection with backoff, start-up (SPEC §5), the event loop
 //! that feeds the tracker and executes its actions, and clean shutdown.
 
+use super::dispatch::Dispatch;
 use super::ips::IpLookup;
 use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
 use super::publisher::{self, NodeNames, Publisher, SetupError};
-use super::small::{name_or_bare, odd_name, IpStr, JidStr};
+use super::small::JidStr;
 use super::tracker::{Action, Change, Tracker};
+use super::trim::{release_free_memory, Trim};
 use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
 use crate::wire::status::ServiceStatus;
@@ -14,7 +16,7 @@ use crate::wire::user::{Status, UserItem};
 use crate::wire::{self, ns, time, Attr};
 use crate::xmpp::stream::result_for;
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -298,139 +300,6 @@ struct Waiting {
     deadline: tokio::time::Instant,
     /// When the last answer came.
     progress: tokio::time::Instant,
-}
-
-/// Tracker actions (publishes, retracts, address lookups) in flight at once.
-/// A cold start with 10,000 sessions otherwise sends some 30,000 requests
-/// in one burst: the server answers them in order all the same, but those at
-/// the back wait longer than `iq_timeout` (seen on ejabberd: 14,000 timeouts
-/// in one start-up). The server handles one request at a time per
-/// connection anyway, so this costs no throughput.
-///
-/// The rest waits in `Dispatch` as the action itself (some 100 bytes,
-/// strings inline) rather than as a spawned task waiting for a permit
-/// (some 2 KB each): after 10,000 logins the server was still working
-/// through 10,000 live publications, which as tasks held 22 MB (issue 6).
-const IN_FLIGHT: usize = 256;
-
-/// An action waiting in `Dispatch`, its strings inline (see
-/// `small`): after a burst of logins there is one per connection, each
-/// made in the middle of the burst; as `UserItem`s their three strings
-/// each would be an allocation of their own.
-enum Queued {
-    FetchIp(JidStr, Option<Box<str>>),
-    SetActive(QueuedItem),
-    RetractActive(JidStr),
-    PublishLive(QueuedItem),
-    ReconcileDone,
-}
-
-struct QueuedItem {
-    fulljid: JidStr,
-    ip: IpStr,
-    since: time::Timestamp,
-    status: Status,
-    /// When not the full JID's bare part.
-    name: Option<Box<str>>,
-}
-
-impl QueuedItem {
-    fn of(item: UserItem) -> QueuedItem {
-        QueuedItem {
-            name: odd_name(&item.fulljid, &item.name),
-            fulljid: JidStr::new(&item.fulljid),
-            ip: IpStr::new(&item.ip),
-            since: item.since,
-            status: item.status,
-        }
-    }
-
-    fn item(self) -> UserItem {
-        UserItem {
-            name: name_or_bare(self.name.as_deref(), &self.fulljid).to_string(),
-            fulljid: self.fulljid.to_string(),
-            ip: self.ip.to_string(),
-            since: self.since,
-            status: self.status,
-        }
-    }
-}
-
-impl Queued {
-    fn of(action: Action) -> Queued {
-        match action {
-            Action::FetchIp { fulljid, name } => {
-                Queued::FetchIp(JidStr::new(&fulljid), odd_name(&fulljid, &name))
-            }
-            Action::SetActive { item } => Queued::SetActive(QueuedItem::of(item)),
-            Action::RetractActive { fulljid } => Queued::RetractActive(JidStr::new(&fulljid)),
-            Action::PublishLive { item } => Queued::PublishLive(QueuedItem::of(item)),
-            Action::ReconcileDone => Queued::ReconcileDone,
-        }
-    }
-
-    fn action(self) -> Action {
-        match self {
-            Queued::FetchIp(fulljid, name) => Action::FetchIp {
-                name: name_or_bare(name.as_deref(), &fulljid).to_string(),
-                fulljid: fulljid.to_string(),
-            },
-            Queued::SetActive(item) => Action::SetActive { item: item.item() },
-            Queued::RetractActive(fulljid) => Action::RetractActive {
-                fulljid: fulljid.to_string(),
-            },
-            Queued::PublishLive(item) => Action::PublishLive { item: item.item() },
-            Queued::ReconcileDone => Action::ReconcileDone,
-        }
-    }
-}
-
-/// The tracker's actions: at most `IN_FLIGHT` running (each in a worker
-/// task), the rest waiting in order.
-#[derive(Default)]
-struct Dispatch {
-    state: std::sync::Mutex<DispatchState>,
-}
-
-#[derive(Default)]
-struct DispatchState {
-    waiting: VecDeque<Queued>,
-    running: usize,
-}
-
-impl Dispatch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
-        // A panicked worker leaves the queue itself intact.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `action`, or hands it back when a worker must be started for
-    /// it (fewer than `IN_FLIGHT` running: then nothing waits either).
-    fn push(&self, action: Action) -> Option<Action> {
-        let mut s = self.lock();
-        if s.running < IN_FLIGHT && s.waiting.is_empty() {
-            s.running += 1;
-            return Some(action);
-        }
-        s.waiting.push_back(Queued::of(action));
-        None
-    }
-
-    /// The next action for a worker that finished one; `None`: it stops.
-    fn next(&self) -> Option<Action> {
-        let mut s = self.lock();
-        match s.waiting.pop_front() {
-            Some(queued) => Some(queued.action()),
-            None => {
-                s.running = s.running.saturating_sub(1);
-                if s.waiting.capacity() > IN_FLIGHT {
-                    // It held a burst (10,000 items at a cold start).
-                    s.waiting = VecDeque::new();
-                }
-                None
-            }
-        }
-    }
 }
 
 /// How long the answers may pause before a settled wait ends.
@@ -1522,73 +1391,6 @@ fn count_retract(m: &Metrics, r: &Result<(), IqError>) {
     }
 }
 
-/// When to hand freed heap back after a burst of work (a login storm, a
-/// reconnect wave), as start-up does once online: glibc keeps what the
-/// burst's stanzas, requests and tasks freed, and RSS would stay near the
-/// burst's peak for as long as the process runs. Counting costs an
-/// increment per event; the check runs on a slow tick: once `AFTER` events
-/// were handled since the last trim and a whole tick passed without any,
-/// trim, never more often than `EVERY`. Steady traffic leaves no quiet
-/// tick; a trickle takes minutes to add up to `AFTER` events; a backlog
-/// the server works through in spurts is trimmed every `EVERY` or so.
-struct Trim {
-    /// Events (stanzas, results) since the last trim.
-    events: u32,
-    /// `events` at the previous tick.
-    seen: u32,
-    last: Instant,
-}
-
-impl Trim {
-    const TICK: Duration = Duration::from_millis(250);
-    const AFTER: u32 = 500;
-    const EVERY: Duration = Duration::from_secs(2);
-
-    fn new() -> Trim {
-        Trim {
-            events: 0,
-            seen: 0,
-            last: Instant::now(),
-        }
-    }
-
-    fn event(&mut self) {
-        self.events = self.events.saturating_add(1);
-    }
-
-    /// Whether to trim now (then counted as done).
-    fn tick(&mut self) -> bool {
-        let quiet = self.events == self.seen;
-        self.seen = self.events;
-        let due = quiet && self.events >= Self::AFTER && self.last.elapsed() >= Self::EVERY;
-        if due {
-            self.trimmed();
-        }
-        due
-    }
-
-    /// A trim happened.
-    fn trimmed(&mut self) {
-        self.events = 0;
-        self.seen = 0;
-        self.last = Instant::now();
-    }
-}
-
-/// Hands the heap's free pages back to the system. Start-up parses the
-/// whole listing and the whole of active at once (megabytes of XML with
-/// 10,000 sessions); glibc keeps what that freed, so RSS would report the
-/// start-up's peak for the life of the process. Only glibc has
-/// `malloc_trim`; elsewhere this does nothing.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator in use
-    // (the system allocator); it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Whether to go on as if a write was applied. A timeout says nothing: an
 /// overloaded server usually applies the write late (seen in the benchmark
 /// at 10,000 logins), and dropping the change would lose its live event
@@ -1751,71 +1553,4 @@ async fn discover(
             .collect(),
         answered,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_queued_action_comes_back_as_it_was() {
-        let since = time::parse("2026-11-24T10:00:00Z").unwrap();
-        let item = |fulljid: &str, name: &str| UserItem {
-            fulljid: fulljid.into(),
-            name: name.into(),
-            status: Status::Away,
-            ip: "2001:db8:1234:5678:9abc:def0:1234:5678".into(),
-            since,
-        };
-        let long = format!("{}@example.org/{}", "a".repeat(40), "r".repeat(40));
-        for action in [
-            Action::FetchIp {
-                fulljid: "a@l/r".into(),
-                name: "a@l".into(),
-            },
-            Action::FetchIp {
-                fulljid: "a@l/r".into(),
-                name: "other@l".into(),
-            },
-            Action::SetActive {
-                item: item("a@l/r", "a@l"),
-            },
-            Action::PublishLive {
-                item: item(&long, "odd"),
-            },
-            Action::RetractActive {
-                fulljid: long.clone(),
-            },
-            Action::ReconcileDone,
-        ] {
-            assert_eq!(Queued::of(action.clone()).action(), action);
-        }
-    }
-
-    #[test]
-    fn trims_once_after_a_burst_when_quiet() {
-        // Long enough since the last trim.
-        let long_ago = Instant::now()
-            .checked_sub(Trim::EVERY)
-            .unwrap_or_else(Instant::now);
-        let mut trim = Trim::new();
-        trim.last = long_ago;
-        for _ in 0..Trim::AFTER {
-            trim.event();
-        }
-        assert!(!trim.tick(), "busy during the last tick");
-        assert!(trim.tick(), "a quiet tick after the burst");
-        assert!(!trim.tick(), "once");
-        for _ in 0..Trim::AFTER {
-            trim.event();
-        }
-        trim.tick();
-        assert!(!trim.tick(), "not again so soon");
-        // A trickle never adds up within a tick.
-        let mut trickle = Trim::new();
-        trickle.last = long_ago;
-        trickle.event();
-        trickle.tick();
-        assert!(!trickle.tick());
-    }
 }
