@@ -297,18 +297,8 @@ fn fd_limit() -> Option<u64> {
 pub enum FeedSource {
     /// Follows pubpresence with the `[watch]` table of this config (SPEC §6).
     Watch(PathBuf),
-    /// Makes the changes itself (`--web-synthetic`): `connections`
-    /// connections in the first snapshot, then, once the benchmark writes
-    /// `go` on stdin, status changes at `rate` for `duration`, round-robin
-    /// over the connections, each entering the feed by the same
-    /// `feed.update` and stamped the same way. No XMPP: the feed's share of
-    /// the path alone, on a machine whose CPUs do not also carry the server,
-    /// the component and the simulated users.
-    Synthetic {
-        connections: usize,
-        rate: f64,
-        duration: Duration,
-    },
+    /// Makes the changes itself (`--web-synthetic`).
+    Synthetic(Synthetic),
 }
 
 /// The feed side: gets its updates from `source`, serves the web feed on a
@@ -375,16 +365,7 @@ pub async fn feed_child(source: FeedSource) -> anyhow::Result<()> {
 
     let outcome = match source {
         FeedSource::Watch(config) => follow(&config, &feed, &line_tx, stop_rx).await,
-        FeedSource::Synthetic {
-            connections,
-            rate,
-            duration,
-        } => {
-            let gen = Synthetic {
-                connections,
-                rate,
-                duration,
-            };
+        FeedSource::Synthetic(gen) => {
             gen.run(&feed, &line_tx, go_rx, stop_rx).await;
             Ok(())
         }
@@ -423,11 +404,18 @@ async fn follow(
     Ok(())
 }
 
-/// The synthetic source of `--web-synthetic`.
-struct Synthetic {
-    connections: usize,
-    rate: f64,
-    duration: Duration,
+/// The synthetic source of `--web-synthetic`: `connections` connections in
+/// the first snapshot, then, once the benchmark writes `go` on stdin,
+/// status changes at `rate` for `duration`, round-robin over the
+/// connections, each entering the feed by the same `feed.update` and
+/// stamped the same way. No XMPP: the feed's share of the path alone, on a
+/// machine whose CPUs do not also carry the server, the component and the
+/// simulated users.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    pub connections: usize,
+    pub rate: f64,
+    pub duration: Duration,
 }
 
 impl Synthetic {
@@ -440,11 +428,10 @@ impl Synthetic {
         Status::Online,
     ];
 
-    /// What a watch runner would have said after logging in to a server
-    /// with these connections.
-    fn start(&self) -> Vec<Update> {
+    /// The connections of the first snapshot.
+    fn items(&self) -> Vec<UserItem> {
         let since = crate::wire::time::now();
-        let items = (0..self.connections)
+        (0..self.connections)
             .map(|i| {
                 let name = format!("load{}@synthetic.test", i / LOAD_RESOURCES + 1);
                 UserItem {
@@ -455,22 +442,17 @@ impl Synthetic {
                     since,
                 }
             })
-            .collect();
-        vec![
-            Update::Connected("watcher@synthetic.test/feed".into()),
-            Update::Event(WatchEvent::Service(ServiceStatus::Online)),
-            Update::Event(WatchEvent::Snapshot(items)),
-        ]
+            .collect()
     }
 
-    /// The `k`-th change: connection `k mod n` takes its next status.
-    fn change(items: &mut [UserItem], steps: &mut [u8], k: usize) -> Update {
-        let i = k % items.len();
-        let step = &mut steps[i];
-        items[i].status = Self::CYCLE[*step as usize % Self::CYCLE.len()];
-        *step = step.wrapping_add(1);
-        items[i].since = crate::wire::time::now();
-        Update::Event(WatchEvent::Set(items[i].clone()))
+    /// The `k`-th change: connection `k mod n` takes its `k / n`-th status
+    /// of the cycle.
+    fn change(items: &mut [UserItem], k: usize) -> Update {
+        let n = items.len();
+        let item = &mut items[k % n];
+        item.status = Self::CYCLE[(k / n) % Self::CYCLE.len()];
+        item.since = crate::wire::time::now();
+        Update::Event(WatchEvent::Set(item.clone()))
     }
 
     async fn run(
@@ -485,18 +467,14 @@ impl Synthetic {
             feed.update(u);
             let _ = line_tx.send(stamp_line(u, t));
         };
-        let start = self.start();
-        let mut items = match start.last() {
-            Some(Update::Event(WatchEvent::Snapshot(items))) => items.clone(),
-            _ => Vec::new(),
-        };
-        for u in &start {
-            apply(u);
-        }
+        // What a watch runner would have said after logging in.
+        let mut items = self.items();
+        apply(&Update::Connected("watcher@synthetic.test/feed".into()));
+        apply(&Update::Event(WatchEvent::Service(ServiceStatus::Online)));
+        apply(&Update::Event(WatchEvent::Snapshot(items.clone())));
         if items.is_empty() {
             return;
         }
-        let mut steps = vec![0u8; items.len()];
         tokio::select! {
             _ = go.wait_for(|g| *g) => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -511,7 +489,7 @@ impl Synthetic {
                 break;
             }
             tokio::time::sleep_until(due).await;
-            apply(&Self::change(&mut items, &mut steps, k));
+            apply(&Self::change(&mut items, k));
             k += 1;
         }
         let _ = line_tx.send(serde_json::json!({ "sent": k }).to_string());
@@ -1026,12 +1004,11 @@ async fn synthetic(opts: &WebBenchOptions) -> Result<WebReport, BenchError> {
             .as_mut()
             .ok_or_else(|| setup("no stdin of the feed child"))?;
         let load = Load::Synthetic { stdin };
-        window(opts, &feed.state, addr, load, [feed.pid, 0, 0]).await
+        window(opts, conns, &feed.state, addr, load, [feed.pid, 0, 0]).await
     }
     .await;
     feed.stop().await;
     outcome.map(|mut r| {
-        r.load_connections = conns;
         r.fd_limit = limit;
         r
     })
@@ -1178,6 +1155,7 @@ async fn measure(
         };
         window(
             opts,
+            conns,
             state,
             addr,
             load,
@@ -1188,10 +1166,7 @@ async fn measure(
     .await;
     let _ = ctl.send(SimControl::Stop);
     let _ = tokio::time::timeout(Duration::from_secs(30), sim_task).await;
-    result.map(|mut r| {
-        r.load_connections = conns;
-        r
-    })
+    result
 }
 
 /// Waits for the feed child to listen and to have its first snapshot.
@@ -1268,10 +1243,12 @@ impl Load<'_> {
 }
 
 /// The consumers, the window and its drain, once the feed child is synced
-/// and quiet at `addr`; stops the consumers it starts. `pids`: the feed
+/// and quiet at `addr`, with `conns` connections making changes; stops the
+/// consumers it starts. `pids`: the feed
 /// child, then Prosody and the component (0: none).
 async fn window(
     opts: &WebBenchOptions,
+    conns: usize,
     state: &Arc<Mutex<ChildState>>,
     addr: SocketAddr,
     mut load: Load<'_>,
@@ -1433,7 +1410,7 @@ async fn window(
         .iter()
         .filter(|e| e.load(Ordering::Relaxed))
         .count();
-    Ok(report(opts, p, &logs, ended_early))
+    Ok(report(opts, conns, p, &logs, ended_early))
 }
 
 /// The measured window, before the consumers' logs are matched.
@@ -1453,7 +1430,13 @@ struct Partial {
     cpu: [f64; 4],
 }
 
-fn report(opts: &WebBenchOptions, p: Partial, logs: &[Vec<Rec>], ended_early: usize) -> WebReport {
+fn report(
+    opts: &WebBenchOptions,
+    conns: usize,
+    p: Partial,
+    logs: &[Vec<Rec>],
+    ended_early: usize,
+) -> WebReport {
     // The changes by (key, occurrence), fed at µs after t0.
     let mut occ: HashMap<u64, u32> = HashMap::new();
     let mut index: HashMap<(u64, u32), usize> = HashMap::with_capacity(p.stamps.len());
@@ -1524,7 +1507,7 @@ fn report(opts: &WebBenchOptions, p: Partial, logs: &[Vec<Rec>], ended_early: us
         consumers: opts.consumers,
         connected: p.connected,
         target_rate: opts.rate,
-        load_connections: 0,
+        load_connections: conns,
         send_window_s: send_s,
         sent: p.sent,
         sent_rate: p.sent as f64 / send_s.max(1e-9),
@@ -1571,11 +1554,11 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 Some([one]) if one.is_finite() && *one > 0.0 => *one,
                 _ => anyhow::bail!("--web-synthetic takes one positive rate"),
             };
-            FeedSource::Synthetic {
+            FeedSource::Synthetic(Synthetic {
                 connections: args.connections.unwrap_or(250).max(1),
                 rate,
                 duration: args.duration.unwrap_or(Duration::from_secs(5)),
-            }
+            })
         } else {
             FeedSource::Watch(config)
         };
