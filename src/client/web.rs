@@ -305,11 +305,16 @@ impl Feed {
     pub fn state_json(&self) -> serde_json::Value {
         let sh = self.inner.lock();
         let board = &sh.board;
-        let users: Vec<serde_json::Value> = if board.synced {
-            let v = watch::to_json(&board.snapshot(), &time::now());
-            v["users"].as_array().cloned().unwrap_or_default()
+        // The snapshot event's array itself, not a copy of it (this runs
+        // under the feed's lock).
+        let users = match board.synced {
+            true => watch::to_json(&board.snapshot(), &time::now())["users"].take(),
+            false => serde_json::Value::Null,
+        };
+        let users = if users.is_array() {
+            users
         } else {
-            Vec::new()
+            serde_json::json!([])
         };
         serde_json::json!({
             "service": board.service.map(|s| s.as_str()),
