@@ -32,12 +32,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// The storage of the lab's pubsub service, named next to every figure.
-pub fn storage(memory: bool) -> &'static str {
+/// The server and storage of the lab's pubsub service, named next to every
+/// figure: the Prosody version the lab really runs (`crate::lab::install`).
+pub fn storage(memory: bool) -> String {
+    let server = crate::lab::install::prosody()
+        .map(|i| i.label())
+        .unwrap_or_else(|_| "Prosody (not installed)".into());
     if memory {
-        "Prosody 0.12 pubsub, storage = \"memory\""
+        format!("{server} pubsub, storage = \"memory\"")
     } else {
-        "Prosody 0.12 pubsub, storage = \"sql\" (SQLite)"
+        format!("{server} pubsub, storage = \"sql\" (SQLite)")
     }
 }
 const LIVE: &str = "presence/live";
@@ -239,7 +243,7 @@ pub struct Memory {
 pub struct Report {
     pub mode: &'static str,
     pub machine: Machine,
-    pub storage: &'static str,
+    pub storage: String,
     /// "child process" or "in-process (includes the load generator)".
     pub component_process: &'static str,
     pub connections: usize,

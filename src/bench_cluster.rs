@@ -55,10 +55,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// The server, named next to every figure.
-pub const SERVER: &str = "ejabberd 23.01 (Debian 12 package), a cluster of two nodes on this \
-                          machine, mod_privilege presence: managed_entity, no roster \
-                          subscriptions, loglevel info";
+/// The server, named next to every figure: the ejabberd version the lab
+/// really runs (`crate::lab::install`).
+pub fn server() -> String {
+    let label = crate::lab::install::ejabberd()
+        .map(|i| i.label())
+        .unwrap_or_else(|_| "ejabberd (not installed)".into());
+    format!(
+        "{label}, a cluster of two nodes on this machine, mod_privilege presence: \
+         managed_entity, no roster subscriptions, loglevel info"
+    )
+}
 const ACTIVE: &str = "presence/active";
 const WATCHER: &str = "watcher";
 /// Account names: `s1`..`sN` (password = name).
@@ -510,7 +517,7 @@ pub struct Audit {
 pub struct ClusterReport {
     pub mode: &'static str,
     pub machine: Machine,
-    pub server: &'static str,
+    pub server: String,
     pub connections: usize,
     /// Sessions on node 0 and node 1.
     pub per_node: Vec<usize>,
@@ -929,7 +936,7 @@ async fn bench(
     Ok(ClusterReport {
         mode: "ejabberd-cluster",
         machine: Machine::probe(),
-        server: SERVER,
+        server: server(),
         connections: n,
         per_node,
         register_s,
@@ -1143,8 +1150,10 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let opts = ClusterOptions::from_args(&args, exe);
     eprintln!(
-        "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {SERVER}",
-        opts.connections, opts.background
+        "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
+        opts.connections,
+        opts.background,
+        server()
     );
     // Ctrl-C: drop the run, which stops the component and the nodes.
     let report = tokio::select! {

@@ -126,7 +126,7 @@ impl WebBenchOptions {
 pub struct WebReport {
     pub mode: &'static str,
     pub machine: Machine,
-    pub storage: &'static str,
+    pub storage: String,
     pub feed_process: &'static str,
     /// Where the changes come from.
     pub source: &'static str,
@@ -1494,7 +1494,7 @@ fn report(
         mode: if opts.quick { "quick" } else { "full" },
         machine: Machine::probe(),
         storage: if opts.synthetic {
-            "none (synthetic source)"
+            "none (synthetic source)".to_string()
         } else {
             crate::bench::storage(opts.memory_storage)
         },
@@ -1591,7 +1591,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         o.rate,
         o.duration,
         if o.synthetic {
-            SYNTHETIC_SOURCE
+            SYNTHETIC_SOURCE.to_string()
         } else {
             crate::bench::storage(o.memory_storage)
         }

@@ -236,6 +236,9 @@ pub struct Config {
     pub iq_timeout: Duration,
     /// This instance's name (default: see [`ComponentSettings::instance_name`]).
     pub instance: Option<String>,
+    /// A bare JID of `domain` on whose behalf requests are sent as XEP-0356
+    /// privileged IQs (ejabberd 24.10 and later with mod_privilege).
+    pub privileged_as: Option<String>,
     /// A tracing filter such as `info` or `pubpresence=debug`.
     pub log: Option<String>,
     #[serde(default)]
@@ -492,6 +495,10 @@ pub struct ComponentSettings {
     /// As configured; see [`ComponentSettings::instance_name`] for the
     /// name to use.
     pub instance: Option<String>,
+    /// `privileged_as`: send requests as XEP-0356 privileged IQs on behalf
+    /// of this bare JID of `domain` when the server grants IQ permission
+    /// (README, "XEP-0356 on ejabberd 24.10 and later").
+    pub privileged_as: Option<BareJid>,
     pub privacy: PrivacySettings,
     /// `[standby]`: wait while another instance is active, then take over.
     pub standby: Option<StandbySettings>,
@@ -661,6 +668,7 @@ impl Config {
                 return Err(ConfigError::new("instance", "is empty"));
             }
         }
+        self.privileged_as()?;
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
                 ConfigError::new(
@@ -768,10 +776,33 @@ impl Config {
             probe_timeout: self.probe_timeout,
             iq_timeout: self.iq_timeout,
             instance: self.instance.clone(),
+            privileged_as: self.privileged_as().map_err(with_file)?,
             privacy: self.privacy_settings().map_err(with_file)?,
             standby: self.standby_settings(env)?,
             metrics: self.metrics_listen().map_err(with_file)?,
         })
+    }
+
+    /// `privileged_as`, checked: a bare JID with a local part, at `domain`
+    /// (the server keeps XEP-0356 permissions per virtual host, and only
+    /// forwards privileged IQs sent on behalf of its own users).
+    pub fn privileged_as(&self) -> Result<Option<BareJid>, ConfigError> {
+        let Some(value) = &self.privileged_as else {
+            return Ok(None);
+        };
+        let jid = bare_jid("privileged_as", value, true)?;
+        if let Some(domain) = &self.domain {
+            if jid.domain().as_str() != domain.as_str() {
+                return Err(ConfigError::new(
+                    "privileged_as",
+                    format!(
+                        "{value:?} is not at domain {domain:?}: the server forwards privileged \
+                         requests only on behalf of its own users, e.g. \"pubpresence@{domain}\""
+                    ),
+                ));
+            }
+        }
+        Ok(Some(jid))
     }
 
     /// `[metrics] listen`, checked; `Ok(None)` without the table.
@@ -1042,6 +1073,12 @@ impl Config {
             Some(i) => format!("instance = {}", q(i)),
             None => "instance = (default: host name and process id)".into(),
         });
+        if let Some(p) = &self.privileged_as {
+            out.push(format!(
+                "privileged_as = {} (requests as XEP-0356 privileged IQs when the server grants IQ permission)",
+                q(p)
+            ));
+        }
         out.push(match &self.log {
             Some(l) => format!("log = {}", q(l)),
             None => "log = (default)".into(),
@@ -1808,6 +1845,25 @@ http_token = "tok"
     }
 
     #[test]
+    fn privileged_as_is_a_user_of_domain() {
+        let cfg = Config::from_toml_str(
+            &format!("{MINIMAL}privileged_as = \"pubpresence@example.org\"\n"),
+            None,
+        )
+        .expect("valid");
+        let jid = cfg.privileged_as().expect("checked").expect("set");
+        assert_eq!(jid.to_string(), "pubpresence@example.org");
+        let e = parse_err(&format!(
+            "{MINIMAL}privileged_as = \"pubpresence@other.example.org\"\n"
+        ));
+        assert!(
+            e.to_string()
+                .contains("is not at domain \"example.org\": the server forwards privileged"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_required_key_named() {
         let e = parse_err("jid = \"pubpresence.example.org\"\n");
         assert_eq!(e.key(), Some("pubsub"));
@@ -1828,6 +1884,11 @@ http_token = "tok"
             ("iq_timeout = \"0s\"", "iq_timeout"),
             ("log = \"===\"", "log"),
             ("instance = \"\"", "instance"),
+            ("privileged_as = \"example.org\"", "privileged_as"),
+            (
+                "privileged_as = \"pubpresence@other.example.org\"",
+                "privileged_as",
+            ),
         ];
         for (line, key) in cases {
             let e = parse_err(&format!("{MINIMAL}{line}\n"));

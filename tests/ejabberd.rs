@@ -1,7 +1,11 @@
-//! pubpresence on ejabberd 23.01 (issue 13): roster subscriptions, and
-//! presence without rosters (XEP-0356 `mod_privilege`), where ejabberd sends
-//! nothing when a session ends without an unavailable presence: the
-//! component's session check must take it off active within 15 s.
+//! pubpresence on ejabberd (23.01 and 24.12: the lab runs the one the
+//! environment names, `lab::install`): roster subscriptions, and presence
+//! without rosters (XEP-0356 `mod_privilege`), where ejabberd sends nothing
+//! when a session ends without an unavailable presence: the component's
+//! session check must take it off active within 15 s. On 24.12 the
+//! component's requests go as privileged IQs (README, "XEP-0356 on
+//! ejabberd 24.10 and later"), and without `privileged_as` it stops at
+//! start-up with the line that says what to set.
 
 mod common;
 
@@ -101,10 +105,22 @@ async fn privileged_presence_without_rosters_on_ejabberd() {
     })
     .await;
     w.clear();
+    let log = pp.log_text();
+    assert!(log.contains("XEP-0356 presence permission"), "{log}");
     assert!(
-        pp.log_text().contains("XEP-0356 presence permission"),
-        "{}",
-        pp.log_text()
+        log.contains(&format!("server software: ejabberd {}", e.install.version)),
+        "the start-up log names {}: {log}",
+        e.label()
+    );
+    let wrapping = format!(
+        "sending requests as privileged IQs on behalf of {}",
+        pubpresence::lab::ejabberd::PRIVILEGED_AS
+    );
+    assert_eq!(
+        log.contains(&wrapping),
+        e.wants_privileged_iq(),
+        "{}: {log}",
+        e.label()
     );
     for u in ["dave", "erin"] {
         e.register(u, u).expect("register");
@@ -173,4 +189,53 @@ async fn privileged_presence_without_rosters_on_ejabberd() {
     );
     assert!(w.active_users().await.is_empty());
     drop(erin);
+}
+
+/// What a server that drops a privileged component's plain requests gets
+/// without `privileged_as`: one line naming the fix and an exit, never a
+/// silent retry; where the server takes plain requests (23.01), the key
+/// is noted as unused and the component goes online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_as_is_asked_for_where_the_server_needs_it() {
+    let e = start(true);
+    let cfg: String = e
+        .config_toml(&["watcher@localhost"])
+        .lines()
+        .filter(|l| !l.starts_with("privileged_as"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if e.wants_privileged_iq() {
+        let mut pp = Pubpresence::start(&cfg);
+        let status = pp
+            .wait(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{}: still running:\n{}", e.label(), pp.log_text()));
+        assert!(!status.success(), "{status}");
+        let log = pp.log_text();
+        let wanted = "localhost grants this component XEP-0356 privileges and advertises IQ \
+                      permission: such a server (ejabberd 24.10 and later) drops every request \
+                      of the component that is not a privileged IQ. Set `privileged_as = \
+                      \"pubpresence@localhost\"`";
+        assert!(log.contains(wanted), "{}: {log}", e.label());
+        assert!(!log.contains("refused"), "{log}");
+    } else {
+        // Before the first table, where a top-level key must stand.
+        let with_key = cfg.replacen(
+            "\n[access]",
+            "\nprivileged_as = \"pubpresence@localhost\"\n[access]",
+            1,
+        );
+        let (pp, _w) = {
+            e.register("watcher", "watcher").expect("register watcher");
+            let pp = Pubpresence::start(&with_key);
+            let w = Watcher::connect_to(e.c2s_addr(), &e.domain, &e.pubsub_jid, "watcher").await;
+            w.until_online(&pp).await;
+            (pp, w)
+        };
+        let log = pp.log_text();
+        assert!(
+            log.contains("privileged_as is not used"),
+            "{}: {log}",
+            e.label()
+        );
+    }
 }

@@ -6,6 +6,7 @@
 use pubpresence::client::c2s::{self, C2s};
 use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
 use pubpresence::minidom::Element;
+use pubpresence::wire::privilege::{IqGrant, Permissions, Version, NEEDED};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -220,36 +221,33 @@ async fn ejabberd_privileged_component_gets_the_permission_message() {
         pubpresence::xmpp::connect_component(&e.component_addr(), &e.component_jid, &e.secret, T)
             .await
             .unwrap_or_else(|err| panic!("component handshake: {err}\n{}", e.log_tail(30)));
-    let msg = tokio::time::timeout(T, async {
+    let perms = tokio::time::timeout(T, async {
         while let Some(el) = inbound.recv().await {
-            if el.name() == "message"
-                && el
-                    .children()
-                    .any(|c| c.is("privilege", "urn:xmpp:privilege:1"))
-            {
-                return el;
+            if let Some(p) = Permissions::parse(&el) {
+                return p;
             }
         }
         panic!("the component stream ended");
     })
     .await
     .expect("no privilege message within 10 s");
-    let perms: Vec<(String, String)> = msg
-        .children()
-        .flat_map(|p| p.children())
-        .filter(|p| p.name() == "perm")
-        .map(|p| {
-            (
-                p.attr("access").unwrap_or("").to_string(),
-                p.attr("type").unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    assert!(
-        perms.iter().any(|(a, t)| a == "presence" && t != "none"),
-        "{}",
-        String::from(&msg)
+    assert_eq!(perms.host, "localhost");
+    assert_eq!(
+        perms.presence.as_deref(),
+        Some("managed_entity"),
+        "{perms:?}"
     );
+    if e.wants_privileged_iq() {
+        // ejabberd 24.10 on: XEP-0356 v2, with the lab's IQ grant.
+        assert_eq!(perms.version, Version::V2, "{}: {perms:?}", e.label());
+        assert!(perms.iq_advertised, "{perms:?}");
+        assert_eq!(perms.missing(NEEDED), vec![], "{perms:?}");
+        assert_eq!(perms.grant("jabber:iq:version"), Some(IqGrant::Get));
+    } else {
+        // ejabberd 23.01 (notes/servers.md): v1, no IQ permission.
+        assert_eq!(perms.version, Version::V1, "{}: {perms:?}", e.label());
+        assert!(!perms.iq_advertised, "{perms:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ mod dispatch;
 pub mod ips;
 pub mod metrics;
 pub mod privacy;
+pub mod privileges;
 pub mod publisher;
 pub mod service;
 pub mod small;

@@ -25,12 +25,30 @@ pub enum SetupError {
         err: IqError,
         hint: &'static str,
     },
+    /// The request got no answer at all: nothing refused it, so the line
+    /// says so, with what usually swallows such a request.
+    #[error(
+        "{what} node {node:?} on {service} got no answer within {timeout:?}: nothing refused \
+         it, the request was dropped or never reached a pubsub service (likely causes: \
+         `pubsub = {service:?}` is not a pubsub service of this server; ejabberd 24.10 and later \
+         with mod_privilege drop a privileged component's requests unless `privileged_as` is set \
+         and granted (README, \"XEP-0356 on ejabberd 24.10 and later\"); a server too busy to \
+         answer within `iq_timeout`)"
+    )]
+    NoAnswer {
+        what: &'static str,
+        node: String,
+        service: String,
+        timeout: std::time::Duration,
+    },
 }
 
 impl SetupError {
     /// Refusals a retry will not fix (permissions, unsupported models).
     pub fn is_fatal(&self) -> bool {
-        let SetupError::Refused { err, .. } = self;
+        let SetupError::Refused { err, .. } = self else {
+            return false;
+        };
         matches!(
             err.condition(),
             Some("forbidden")
@@ -53,6 +71,33 @@ fn hint(err: &IqError) -> &'static str {
              Prosody, `pubsub_max_items` on the pubsub component)"
         }
         _ => "",
+    }
+}
+
+/// The error for a node request that failed: refused (a stanza error), or
+/// not answered at all.
+fn setup_error(
+    what: &'static str,
+    node: &str,
+    service: &str,
+    model: &str,
+    err: IqError,
+) -> SetupError {
+    if let IqError::Timeout(timeout) = err {
+        return SetupError::NoAnswer {
+            what,
+            node: node.to_string(),
+            service: service.to_string(),
+            timeout,
+        };
+    }
+    SetupError::Refused {
+        what,
+        node: node.to_string(),
+        service: service.to_string(),
+        model: model.to_string(),
+        hint: hint(&err),
+        err,
     }
 }
 
@@ -105,14 +150,7 @@ impl Publisher {
 
     /// A refusal of `what` on `node`, configured with access `model`.
     fn refused(&self, what: &'static str, node: &str, model: &str, err: IqError) -> SetupError {
-        SetupError::Refused {
-            what,
-            node: node.to_string(),
-            service: self.service.clone(),
-            model: model.to_string(),
-            hint: hint(&err),
-            err,
-        }
+        setup_error(what, node, &self.service, model, err)
     }
 
     /// Publishes the service status (creating the status node if missing).
@@ -529,13 +567,86 @@ pub async fn user_stats(
         .unwrap_or_default())
 }
 
-/// What to tell the operator when an admin command is refused.
+/// The server's software and version (XEP-0092), as `Prosody 13.0.1`;
+/// `Ok(None)` when the answer says neither.
+pub async fn server_version(conn: &Connection, domain: &str) -> Result<Option<String>, IqError> {
+    let query = Element::builder("query", ns::VERSION).build();
+    let answer = conn
+        .iq_with_timeout("get", domain, query, VERSION_TIMEOUT)
+        .await?;
+    let Some(result) = answer.get_child("query", ns::VERSION).cloned() else {
+        return Ok(None);
+    };
+    Ok(xmpp_parsers::version::VersionResult::try_from(result)
+        .ok()
+        .map(|v| format!("{} {}", v.name.trim(), v.version.trim())))
+}
+
+/// Bound on the version question: it only feeds a log line.
+const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What to tell the operator when an admin command is refused or unanswered.
 pub fn admin_hint(err: &IqError) -> &'static str {
+    if let IqError::Timeout(_) = err {
+        return "Nothing refused the request: it got no answer (likely causes: ejabberd 24.10 \
+                and later with mod_privilege drop a privileged component's requests unless \
+                `privileged_as` is set and granted, README \"XEP-0356 on ejabberd 24.10 and \
+                later\"; a server too busy to answer within `iq_timeout`)";
+    }
     match err.condition() {
         Some("forbidden") | Some("not-authorized") | Some("item-not-found") | Some("service-unavailable") => {
             "the component needs admin rights on the server: on Prosody add its JID to the global \
              `admins` and enable `admin_adhoc`; on ejabberd grant it `configure` access with mod_configure"
         }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::StanzaError;
+    use std::time::Duration;
+
+    fn publisher_error(err: IqError) -> String {
+        setup_error(
+            "configuring",
+            "presence/status",
+            "pubsub.localhost",
+            "whitelist",
+            err,
+        )
+        .to_string()
+    }
+
+    #[test]
+    fn no_answer_is_never_called_a_refusal() {
+        let line = publisher_error(IqError::Timeout(Duration::from_secs(10)));
+        assert!(
+            line.starts_with(
+                "configuring node \"presence/status\" on pubsub.localhost got no answer within 10s: \
+                 nothing refused it"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("refused:"), "{line}");
+        assert!(line.contains("privileged_as"), "{line}");
+        assert!(
+            admin_hint(&IqError::Timeout(Duration::from_secs(1))).contains("no answer"),
+            "the admin hint names the silence"
+        );
+        let refused = publisher_error(IqError::Stanza(StanzaError {
+            condition: "forbidden".into(),
+            kind: "auth".into(),
+            text: None,
+            app: None,
+        }));
+        assert!(
+            refused.starts_with(
+                "configuring node \"presence/status\" on pubsub.localhost (access model \
+                 whitelist) was refused: forbidden (the component needs"
+            ),
+            "{refused}"
+        );
     }
 }

@@ -5,16 +5,18 @@ use super::dispatch::Dispatch;
 use super::ips::IpLookup;
 use super::metrics::{self, ErrorKind, Metrics, Node, Seen};
 use super::privacy::Privacy;
+use super::privileges::{self, Decision};
 use super::publisher::{self, NodeNames, Publisher, SetupError};
 use super::small::JidStr;
 use super::tracker::{Action, Change, Tracker};
 use super::trim::{release_free_memory, Trim};
 use crate::config::{ComponentSettings, StandbySettings};
 use crate::wire::presence::{self, PresenceKind};
+use crate::wire::privilege::Permissions;
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::{Status, UserItem};
 use crate::wire::{self, ns, time, Attr};
-use crate::xmpp::stream::result_for;
+use crate::xmpp::stream::{result_for, Wrapping};
 use crate::xmpp::{connect_component, ConnectError, Connection, Disconnect, IqError};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ pub struct ServiceConfig {
     pub probe_timeout: Duration,
     pub iq_timeout: Duration,
     pub instance: Option<String>,
+    /// Send requests as XEP-0356 privileged IQs on behalf of this user when
+    /// the server asks for them (`privileges::decide`).
+    pub privileged_as: Option<String>,
     pub privacy: Privacy,
     /// Zero: no audits.
     pub audit_interval: Duration,
@@ -63,6 +68,7 @@ impl ServiceConfig {
             probe_timeout: s.probe_timeout,
             iq_timeout: s.iq_timeout,
             instance: s.instance_name(),
+            privileged_as: s.privileged_as.as_ref().map(|j| j.to_string()),
             audit_interval: s.audit_interval,
             standby: s.standby.clone(),
             metrics: s.metrics,
@@ -93,6 +99,10 @@ pub enum RunError {
     Connect(ConnectError),
     #[error("{0}")]
     Setup(SetupError),
+    /// The server's XEP-0356 set-up drops our requests (the text says what
+    /// to change).
+    #[error("{0}")]
+    Privileges(String),
     /// The metrics endpoint could not listen (a configuration problem).
     #[error("metrics.listen = {addr}: cannot serve the metrics endpoint there: {err}")]
     Metrics {
@@ -229,7 +239,8 @@ pub async fn component_loop(
                 tracing::info!(server = %addr, "connected");
                 let since = Instant::now();
                 let (inbound, nodes, keepers) = if cfg.servers.len() > 1 {
-                    let (i, n, k) = attach_nodes(cfg, addr, conn.pending(), inbound);
+                    let (i, n, k) =
+                        attach_nodes(cfg, addr, conn.pending(), conn.wrapping(), inbound);
                     (i, Some(n), k)
                 } else {
                     (inbound, None, Vec::new())
@@ -473,6 +484,15 @@ async fn run_session(
     let (mut s, mut done_rx) = Session::new(cfg, conn);
     // After a takeover, an audit follows the start-up (SPEC §8).
     s.audit_when_online = step_down.is_some();
+    if cfg.privileged_as.is_some() {
+        // The first request must already go the way the server wants it.
+        for el in await_permissions(&mut inbound).await {
+            if let Some(outcome) = s.handle_stanza(el) {
+                task.abort();
+                return outcome;
+            }
+        }
+    }
     s.start_discovery();
     let mut audits = (!cfg.audit_interval.is_zero()).then(|| {
         let mut i = tokio::time::interval_at(
@@ -576,7 +596,11 @@ async fn run_session(
             el = inbound.recv(), if !fencing => match el {
                 Some(el) => {
                     s.trim.event();
-                    s.handle_stanza(el)
+                    if let Some(outcome) = s.handle_stanza(el) {
+                        s.conn.close().await;
+                        task.abort();
+                        return outcome;
+                    }
                 }
                 None => {
                     let reason = match (&mut task).await {
@@ -592,7 +616,11 @@ async fn run_session(
                     // Presences the server sent before answering our
                     // barrier are in `inbound` already: apply them first.
                     while let Ok(el) = inbound.try_recv() {
-                        s.handle_stanza(el);
+                        if let Some(outcome) = s.handle_stanza(el) {
+                            s.conn.close().await;
+                            task.abort();
+                            return outcome;
+                        }
                     }
                 }
                 if let Some(outcome) = s.handle_done(done) {
@@ -600,6 +628,40 @@ async fn run_session(
                     task.abort();
                     return outcome;
                 }
+            }
+        }
+    }
+}
+
+/// How long a component with `privileged_as` waits for the server's
+/// permission message before its first request (ejabberd and Prosody send it
+/// right after the handshake).
+const PERMISSIONS_WAIT: Duration = Duration::from_secs(3);
+
+/// The stanzas that arrived up to and including the permission message, or
+/// within `PERMISSIONS_WAIT` when none came.
+async fn await_permissions(inbound: &mut mpsc::UnboundedReceiver<Element>) -> Vec<Element> {
+    let mut early = Vec::new();
+    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            el = inbound.recv() => match el {
+                Some(el) => {
+                    let done = Permissions::parse(&el).is_some();
+                    early.push(el);
+                    if done {
+                        return early;
+                    }
+                }
+                None => return early,
+            },
+            _ = &mut deadline => {
+                tracing::warn!(
+                    "privileged_as is set but the server sent no XEP-0356 permissions within \
+                     {PERMISSIONS_WAIT:?}: sending plain requests"
+                );
+                return early;
             }
         }
     }
@@ -628,13 +690,20 @@ async fn keep_node(
     cfg: ServiceConfig,
     addr: String,
     pending: crate::xmpp::Pending,
+    wrapping: Wrapping,
     inbound: mpsc::UnboundedSender<Element>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, pending.clone())
-            .await
+        match crate::xmpp::stream::connect_secondary(
+            &addr,
+            &cfg.jid,
+            &cfg.secret,
+            pending.clone(),
+            wrapping.clone(),
+        )
+        .await
         {
             Ok(mut node) => {
                 backoff.reset();
@@ -671,6 +740,7 @@ fn attach_nodes(
     cfg: &ServiceConfig,
     primary: &str,
     pending: crate::xmpp::Pending,
+    wrapping: &Wrapping,
     mut inbound: mpsc::UnboundedReceiver<Element>,
 ) -> (
     mpsc::UnboundedReceiver<Element>,
@@ -693,6 +763,7 @@ fn attach_nodes(
             cfg.clone(),
             addr.clone(),
             pending.clone(),
+            wrapping.clone(),
             tx.clone(),
             ev_tx.clone(),
         )));
@@ -837,6 +908,17 @@ impl Session<'_> {
 
     /// Steps 2–4 of SPEC §5, in a task; the result comes back as `Discovered`.
     fn start_discovery(&self) {
+        // The server names itself in the start-up log (XEP-0092), beside
+        // the discovery, never delaying it.
+        let conn = self.conn.clone();
+        let domain = self.cfg.domain.clone();
+        tokio::spawn(async move {
+            match publisher::server_version(&conn, &domain).await {
+                Ok(Some(v)) => tracing::info!("server software: {v}"),
+                Ok(None) => tracing::debug!("server software: the version answer names none"),
+                Err(e) => tracing::debug!("server software not told: {e}"),
+            }
+        });
         let cfg = self.cfg.clone();
         let publisher = self.publisher.clone();
         let listing = self.listing.clone();
@@ -847,45 +929,67 @@ impl Session<'_> {
         });
     }
 
-    fn handle_stanza(&mut self, el: Element) {
+    /// Handles one inbound stanza; `Some` ends the session.
+    fn handle_stanza(&mut self, el: Element) -> Option<Outcome> {
         match el.name() {
             "presence" => self.handle_presence(&el),
             "iq" => self.handle_iq(&el),
-            "message" => self.handle_privilege(&el),
+            "message" => return self.handle_privilege(&el),
             other => tracing::debug!(name = other, "ignoring unknown element"),
         }
+        None
     }
 
     /// XEP-0356: the permissions message the server sends on connect
     /// (`urn:xmpp:privilege:1` from ejabberd 23.01, `:2` from Prosody's
-    /// mod_privilege). With presence permission every user's presence
-    /// arrives, roster or not.
-    fn handle_privilege(&mut self, el: &Element) {
-        let Some(privilege) = el
-            .children()
-            .find(|c| c.is("privilege", ns::PRIVILEGE_1) || c.is("privilege", ns::PRIVILEGE_2))
-        else {
-            return;
-        };
-        let presence = privilege
-            .children()
-            .filter(|p| p.name() == "perm" && p.attr("access") == Some("presence"))
-            .filter_map(|p| p.attr("type"))
-            .find(|t| *t != "none");
+    /// mod_privilege and ejabberd 24.10 on). With presence permission every
+    /// user's presence arrives, roster or not; `privileges::decide` says
+    /// how requests must go.
+    fn handle_privilege(&mut self, el: &Element) -> Option<Outcome> {
+        let perms = Permissions::parse(el)?;
+        let presence =
+            match privileges::decide(&perms, self.cfg.privileged_as.as_deref(), &self.cfg.domain) {
+                Decision::Fatal(line) => {
+                    tracing::error!("{line}");
+                    return Some(Outcome::Fatal(RunError::Privileges(line)));
+                }
+                Decision::Wrap { user, presence } => {
+                    if self.conn.wrapping().user().is_none() {
+                        tracing::info!(
+                            "XEP-0356 IQ permission: sending requests as privileged IQs on behalf \
+                         of {user}"
+                        );
+                    }
+                    self.conn.wrapping().enable(&user, perms);
+                    presence
+                }
+                Decision::Plain { presence } => {
+                    if self.cfg.privileged_as.is_some() {
+                        tracing::info!(
+                        "privileged_as is not used: this server takes the component's requests \
+                         as they are"
+                    );
+                    }
+                    presence
+                }
+            };
         match presence {
             Some(kind) => {
+                if !self.privileged {
+                    tracing::info!(
+                        "XEP-0356 presence permission ({kind}): tracking every user's sessions, \
+                         with or without a roster subscription; checking for sessions that end \
+                         without an unavailable presence every {SESSION_CHECK:?}"
+                    );
+                }
                 self.privileged = true;
-                tracing::info!(
-                    "XEP-0356 presence permission ({kind}): tracking every user's sessions, \
-                     with or without a roster subscription; checking for sessions that end \
-                     without an unavailable presence every {SESSION_CHECK:?}"
-                );
             }
             None => tracing::info!(
                 "XEP-0356 privileges without presence permission: tracking users who have \
                  the component in their roster"
             ),
         }
+        None
     }
 
     /// Privileged mode: sessions that ended without an unavailable presence

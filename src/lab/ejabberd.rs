@@ -1,4 +1,4 @@
-//! A throwaway ejabberd 23.01 (Debian's package) for tests, the demo and the
+//! A throwaway ejabberd (23.01 or 24.12: [`super::install`]) for tests, the demo and the
 //! benchmark: one directory under the system temp dir with its own
 //! `ejabberdctl.cfg`, `ejabberd.yml`, Mnesia spool and logs; free loopback
 //! ports; a unique Erlang node name; no TLS, no s2s, no HTTP. It never
@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::install::Install;
+
 /// How long a node may take to listen on its ports (it takes about 0.5 s).
 const STARTUP: Duration = Duration::from_secs(30);
 /// How long a SIGTERM may take before SIGKILL.
@@ -37,15 +39,15 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on one in-band registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What Debian package provides what the lab needs.
-pub const INSTALL_HINT: &str = "apt-get install ejabberd";
-
-const EJABBERDCTL: &str = "ejabberdctl";
+/// What installs what the lab needs.
+pub const INSTALL_HINT: &str = "bash scripts/install-servers.sh (apt-get install ejabberd)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EjabberdError {
-    #[error("ejabberd is not installed: {INSTALL_HINT}")]
-    NotInstalled,
+    /// The ejabberd the environment names is missing; the text says how to
+    /// install it.
+    #[error("{0}")]
+    NotInstalled(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -75,21 +77,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EjabberdError {
     move |source| EjabberdError::Io { what, source }
 }
 
-/// Whether ejabberd is installed; the error says how to fix it.
-pub fn check_installed() -> Result<(), EjabberdError> {
-    if super::on_path(EJABBERDCTL) || Path::new("/usr/sbin/ejabberdctl").is_file() {
-        Ok(())
-    } else {
-        Err(EjabberdError::NotInstalled)
-    }
-}
-
-fn ctl_binary() -> PathBuf {
-    if super::on_path(EJABBERDCTL) {
-        PathBuf::from(EJABBERDCTL)
-    } else {
-        PathBuf::from("/usr/sbin/ejabberdctl")
-    }
+/// The ejabberd the lab runs; the error says how to install it.
+pub fn check_installed() -> Result<Install, EjabberdError> {
+    super::install::ejabberd().map_err(EjabberdError::NotInstalled)
 }
 
 /// What the lab's server offers beyond the defaults.
@@ -112,6 +102,23 @@ pub struct EjabberdOptions {
     pub max_items_node: Option<u64>,
 }
 
+/// On ejabberd 24.10 and later, the user on whose behalf a privileged
+/// component sends its requests (`privileged_as`): an admin of the lab's
+/// server, no account needed.
+pub const PRIVILEGED_AS: &str = "pubpresence@localhost";
+
+/// The IQ permissions such a component is granted: what it asks of the
+/// server and the pubsub service (`wire::privilege::NEEDED`), pings and
+/// the server's version.
+const PRIVILEGED_IQ: &[(&str, &str)] = &[
+    ("http://jabber.org/protocol/pubsub", "both"),
+    ("http://jabber.org/protocol/pubsub#owner", "both"),
+    ("http://jabber.org/protocol/commands", "both"),
+    ("http://jabber.org/protocol/disco#items", "get"),
+    ("urn:xmpp:ping", "get"),
+    ("jabber:iq:version", "get"),
+];
+
 /// One Erlang node of the lab: its directory, ports and VM.
 #[derive(Debug)]
 pub struct EjabberdNode {
@@ -123,6 +130,8 @@ pub struct EjabberdNode {
     pub component_port: u16,
     /// The OS process id of the node's Erlang VM, while it runs.
     pid: Option<u32>,
+    /// The `ejabberdctl` of the installed ejabberd.
+    ctl: PathBuf,
 }
 
 impl EjabberdNode {
@@ -152,7 +161,7 @@ impl EjabberdNode {
     }
 
     fn ctl_command(&self) -> Command {
-        let mut c = Command::new(ctl_binary());
+        let mut c = Command::new(&self.ctl);
         c.arg("--config-dir")
             .arg(&self.dir)
             .arg("--config")
@@ -213,6 +222,8 @@ pub struct Ejabberd {
     /// The component's secret (the same on every node).
     pub secret: String,
     pub options: EjabberdOptions,
+    /// The installed ejabberd this lab runs (its binaries and version).
+    pub install: Install,
     nodes: Vec<EjabberdNode>,
     tag: String,
 }
@@ -239,7 +250,7 @@ impl Ejabberd {
 
     /// [`Ejabberd::start`] with options.
     pub fn start_with(options: EjabberdOptions) -> Result<Ejabberd, EjabberdError> {
-        check_installed()?;
+        let install = check_installed()?;
         let dir = super::LabDir::new("pubpresence-ejabberd-").map_err(io("creating a temp dir"))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -256,9 +267,12 @@ impl Ejabberd {
             pubsub_jid: "pubsub.localhost".into(),
             secret: format!("s3cret-{tag}"),
             options,
+            install,
             nodes: Vec::new(),
             tag,
         };
+        // Captured by the test harness and shown with a failing test's output.
+        eprintln!("lab: {} in {}", e.label(), e.dir.path().display());
         e.create_node()?;
         e.c2s_port = e.nodes[0].c2s_port;
         e.component_port = e.nodes[0].component_port;
@@ -303,6 +317,11 @@ impl Ejabberd {
         }
         self.wait_listening(i)?;
         Ok(i)
+    }
+
+    /// "ejabberd 24.12": what this lab really runs.
+    pub fn label(&self) -> String {
+        self.install.label()
     }
 
     /// Node `i` (0: the first).
@@ -384,6 +403,11 @@ impl Ejabberd {
 
     fn config_toml_with(&self, server: &str, members: &[&str]) -> String {
         let members: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+        let privileged_as = if self.wants_privileged_iq() {
+            format!("privileged_as = \"{PRIVILEGED_AS}\"\n")
+        } else {
+            String::new()
+        };
         format!(
             r#"jid = "{jid}"
 server = {server}
@@ -391,7 +415,7 @@ secret = "{secret}"
 domain = "{domain}"
 pubsub = "{pubsub}"
 probe_timeout = "2s"
-
+{privileged_as}
 [access]
 model = "whitelist"
 members = [{members}]
@@ -412,10 +436,14 @@ members = [{members}]
         loop {
             attempt += 1;
             match node.ctl(&["register", user, &self.domain, password]) {
-                // Seen once, right after a node started under load: Mnesia's
-                // `passwd` table not there yet (`no_exists`). Retried.
+                // Seen right after a node started under load: Mnesia's
+                // `passwd` table not there yet (`no_exists`), or, on 24.12,
+                // the listeners up before the host (`Unknown virtual host`).
+                // Retried.
                 Err(EjabberdError::Ctl { output, .. })
-                    if attempt < 10 && output.contains("no_exists") =>
+                    if attempt < 10
+                        && (output.contains("no_exists")
+                            || output.contains("Unknown virtual host")) =>
                 {
                     std::thread::sleep(Duration::from_millis(300));
                 }
@@ -632,6 +660,7 @@ members = [{members}]
             c2s_port,
             component_port,
             pid: None,
+            ctl: self.install.path("/usr/sbin/ejabberdctl"),
         };
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(io(format!("writing {name}")))
@@ -657,6 +686,16 @@ members = [{members}]
         Ok(i)
     }
 
+    /// Whether this server drops a privileged component's plain requests
+    /// (ejabberd 24.10 and later): the component then sends privileged IQs
+    /// on behalf of [`PRIVILEGED_AS`], which the config grants what they
+    /// need (README, "XEP-0356 on ejabberd 24.10 and later").
+    pub fn wants_privileged_iq(&self) -> bool {
+        let o = &self.options;
+        let v = (self.install.major(), self.install.minor());
+        (o.privileged_presence || o.privileged_roster) && v >= (24, 10)
+    }
+
     fn yaml_config(&self, node: &EjabberdNode) -> String {
         let o = &self.options;
         let mut privilege = String::new();
@@ -668,7 +707,20 @@ members = [{members}]
             if o.privileged_presence {
                 privilege.push_str("    presence:\n      managed_entity: pubpresence_privileges\n");
             }
+            if self.wants_privileged_iq() {
+                privilege.push_str("    iq:\n");
+                for (ns, kind) in PRIVILEGED_IQ {
+                    privilege.push_str(&format!(
+                        "      \"{ns}\":\n        {kind}: pubpresence_privileges\n"
+                    ));
+                }
+            }
         }
+        let privileged_admin = if self.wants_privileged_iq() {
+            format!("\n      - \"{PRIVILEGED_AS}\"")
+        } else {
+            String::new()
+        };
         format!(
             r#"# written by pubpresence::lab (src/lab/ejabberd.rs) for node {name}
 loglevel: {loglevel}
@@ -700,7 +752,7 @@ registration_timeout: infinity
 acl:
   admin:
     user:
-      - "admin@{domain}"
+      - "admin@{domain}"{privileged_admin}
     server:
       - "{component_jid}"
   pubpresence:
@@ -744,6 +796,7 @@ modules:
     access: all
     ip_access: register
   mod_roster: {{}}
+  mod_version: {{}}
   mod_pubsub:
     access_createnode: pubsub_createnode
     plugins:
@@ -766,7 +819,7 @@ modules:
 impl Drop for Ejabberd {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(40));
+            eprintln!("{} (lab server) log:\n{}", self.label(), self.log_tail(40));
         }
         self.stop();
         if std::env::var_os("PUBPRESENCE_KEEP_EJABBERD").is_some() {

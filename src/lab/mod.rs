@@ -5,6 +5,7 @@
 
 pub mod demo;
 pub mod ejabberd;
+pub mod install;
 pub mod prosody;
 
 pub use prosody::{LabError, Prosody, ProsodyOptions};
@@ -117,11 +118,4 @@ impl Drop for LabDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
-}
-
-/// Whether `binary` is an executable file somewhere on PATH.
-pub(crate) fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false)
 }

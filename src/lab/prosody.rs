@@ -1,13 +1,16 @@
-//! A throwaway Prosody 0.12 for tests, the demo and the benchmark: its own
-//! directory under the system temp dir, free loopback ports, no TLS, no s2s,
-//! a pubsub service with SQLite storage. It never touches a system Prosody.
+//! A throwaway Prosody (0.12 or 13: [`super::install`]) for tests, the demo
+//! and the benchmark: its own directory under the system temp dir, free
+//! loopback ports, no TLS, no s2s, a pubsub service with SQLite storage. It
+//! never touches a system Prosody.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::install::Install;
 
 /// How long the server may take to listen on its ports.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -15,12 +18,17 @@ const STARTUP: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What Debian packages provide what the lab needs.
-pub const INSTALL_HINT: &str = "apt-get install prosody lua-dbi-sqlite3";
+pub const INSTALL_HINT: &str =
+    "bash scripts/install-servers.sh (apt-get install prosody prosody-modules lua-dbi-sqlite3)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("{0} is not installed: {INSTALL_HINT}")]
     NotInstalled(&'static str),
+    /// The Prosody the environment names is missing; the text says how to
+    /// install it.
+    #[error("{0}")]
+    Missing(String),
     #[error("{what}")]
     Io {
         what: String,
@@ -54,6 +62,8 @@ pub struct Prosody {
     pub pubsub_jid: String,
     /// The component's secret.
     pub secret: String,
+    /// The installed Prosody this lab runs (its binaries and version).
+    pub install: Install,
     child: Option<Child>,
     options: ProsodyOptions,
 }
@@ -87,12 +97,8 @@ impl std::fmt::Debug for Prosody {
 }
 
 /// Whether what the lab needs is installed; the error says how to fix it.
-pub fn check_installed() -> Result<(), LabError> {
-    for b in ["prosody", "prosodyctl"] {
-        if !super::on_path(b) {
-            return Err(LabError::NotInstalled("prosody"));
-        }
-    }
+pub fn check_installed() -> Result<Install, LabError> {
+    let install = super::install::prosody().map_err(LabError::Missing)?;
     // The pubsub component stores items in SQLite: Prosody 0.12's "memory"
     // store loses items on active after a retract followed by a republish.
     let dbi = Command::new("dpkg-query")
@@ -107,7 +113,7 @@ pub fn check_installed() -> Result<(), LabError> {
             "lua-dbi-sqlite3 (Prosody's SQLite driver)",
         ));
     }
-    Ok(())
+    Ok(install)
 }
 
 impl Prosody {
@@ -124,7 +130,9 @@ impl Prosody {
     /// the component's section (notes/servers.md: the global line alone
     /// forwards nothing).
     pub fn start_privileged() -> Result<Prosody, LabError> {
-        if !Path::new("/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua").is_file() {
+        let install = check_installed()?;
+        let module = install.path("/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua");
+        if !module.is_file() {
             return Err(LabError::NotInstalled("prosody-modules (mod_privilege)"));
         }
         Prosody::start_with(ProsodyOptions {
@@ -135,7 +143,7 @@ impl Prosody {
 
     /// Starts Prosody set up as `options` say (see [`Prosody::start`]).
     pub fn start_with(options: ProsodyOptions) -> Result<Prosody, LabError> {
-        check_installed()?;
+        let install = check_installed()?;
         let dir = super::LabDir::new("pubpresence-prosody-").map_err(io("creating a temp dir"))?;
         // Hold both listeners at once so that the two ports differ.
         let (c2s_port, component_port) = {
@@ -153,6 +161,7 @@ impl Prosody {
             component_jid: "pubpresence.localhost".into(),
             pubsub_jid: "pubsub.localhost".into(),
             secret: format!("s3cret-{}-{nanos}", std::process::id()),
+            install,
             child: None,
             dir,
             options,
@@ -164,6 +173,8 @@ impl Prosody {
         }
         std::fs::write(p.config_path(), p.lua_config())
             .map_err(io("writing the prosody config"))?;
+        // Captured by the test harness and shown with a failing test's output.
+        eprintln!("lab: {} in {}", p.label(), p.dir.path().display());
         p.register("admin", "admin")?;
         p.spawn()?;
         Ok(p)
@@ -175,6 +186,11 @@ impl Prosody {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("prosody.log")
+    }
+
+    /// "Prosody 13.0.1": what this lab really runs.
+    pub fn label(&self) -> String {
+        self.install.label()
     }
 
     /// The server's process id, while it runs.
@@ -206,7 +222,7 @@ authentication = "internal_plain"
 admins = {{ "{component_jid}", "admin@{domain}" }}
 modules_enabled = {{
     "roster"; "saslauth"; "disco"; "ping"; "posix";
-    "adhoc"; "admin_adhoc";{privilege_module}
+    "adhoc"; "admin_adhoc"; "version";{privilege_module}
 }}
 modules_disabled = {{ "s2s"; "tls" }}
 
@@ -269,7 +285,7 @@ Component "{pubsub_jid}" "pubsub"
         let err = out
             .try_clone()
             .map_err(io("opening prosody's stdout file"))?;
-        let child = Command::new("prosody")
+        let child = Command::new(self.install.path("/usr/bin/prosody"))
             .arg("--config")
             .arg(self.config_path())
             .arg("-F")
@@ -332,7 +348,7 @@ Component "{pubsub_jid}" "pubsub"
 
     /// Creates an account (works whether or not the server is running).
     pub fn register(&self, user: &str, password: &str) -> Result<(), LabError> {
-        let out = Command::new("prosodyctl")
+        let out = Command::new(self.install.path("/usr/bin/prosodyctl"))
             .arg("--config")
             .arg(self.config_path())
             .args(["register", user, &self.domain, password])
@@ -420,7 +436,7 @@ members = [{members}]
 impl Drop for Prosody {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(40));
+            eprintln!("{} (lab server) log:\n{}", self.label(), self.log_tail(40));
         }
         self.stop();
         if std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
@@ -443,6 +459,11 @@ mod tests {
             component_jid: "pubpresence.localhost".into(),
             pubsub_jid: "pubsub.localhost".into(),
             secret: "x".into(),
+            install: Install {
+                root: PathBuf::from("/"),
+                software: "Prosody",
+                version: "0.12.3".into(),
+            },
             child: None,
             options,
         };

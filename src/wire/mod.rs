@@ -4,6 +4,7 @@ pub mod adhoc;
 pub mod disco;
 pub mod forms;
 pub mod presence;
+pub mod privilege;
 pub mod pubsub;
 pub mod status;
 pub mod time;
@@ -23,6 +24,7 @@ pub mod ns {
     pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
     pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
     pub const PING: &str = "urn:xmpp:ping";
+    pub const VERSION: &str = "jabber:iq:version";
     pub const DELAY: &str = "urn:xmpp:delay";
     pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
     pub const STREAMS: &str = "http://etherx.jabber.org/streams";

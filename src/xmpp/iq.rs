@@ -16,6 +16,13 @@ pub enum IqError {
     Timeout(std::time::Duration),
     #[error("connection lost before the answer")]
     Disconnected,
+    /// Not sent: the server drops privileged requests its XEP-0356 grant
+    /// does not name (README, "XEP-0356 on ejabberd 24.10 and later").
+    #[error(
+        "not sent: the server's XEP-0356 grant has no `{kind}` IQ permission for {namespace} \
+         (add it under mod_privilege's `iq` option)"
+    )]
+    NotGranted { namespace: String, kind: String },
 }
 
 impl IqError {

@@ -10,9 +10,11 @@
 
 use super::iq::{into_result, IqError, Pending};
 use super::quickack::QuickAck;
+use crate::wire::privilege::{self, Permissions};
 use crate::wire::{self, ns, Attr};
 use futures::{SinkExt, StreamExt};
 use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
@@ -72,6 +74,39 @@ enum Out {
     Close(oneshot::Sender<()>),
 }
 
+/// How requests leave: plain, or as XEP-0356 privileged IQs on behalf of a
+/// user of the server (`wire::privilege` says why). Shared by the clones of
+/// a connection and by its connection task (whose keepalive must not be
+/// dropped either).
+#[derive(Clone, Default)]
+pub struct Wrapping(Arc<RwLock<Option<Wrap>>>);
+
+#[derive(Debug, Clone)]
+struct Wrap {
+    user: String,
+    permissions: Permissions,
+}
+
+impl Wrapping {
+    /// From now on, requests to bare JIDs and domains go as privileged IQs
+    /// on behalf of `user`, within what `permissions` grant.
+    pub fn enable(&self, user: &str, permissions: Permissions) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Wrap {
+            user: user.to_string(),
+            permissions,
+        });
+    }
+
+    /// The user requests are sent on behalf of, when wrapping.
+    pub fn user(&self) -> Option<String> {
+        self.get().map(|w| w.user)
+    }
+
+    fn get(&self) -> Option<Wrap> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// A handle on one live component connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
@@ -79,6 +114,7 @@ pub struct Connection {
     out: mpsc::UnboundedSender<Out>,
     pending: Pending,
     iq_timeout: Duration,
+    wrapping: Wrapping,
 }
 
 impl Connection {
@@ -107,13 +143,35 @@ impl Connection {
         payload: Element,
         timeout: Duration,
     ) -> Result<Element, IqError> {
+        let wrap = self
+            .wrapping
+            .get()
+            .filter(|_| privilege::needs_wrapping(to));
+        if let Some(w) = &wrap {
+            // The server drops what its grant does not name: say so now
+            // rather than wait for an answer that never comes.
+            let allowed = w
+                .permissions
+                .grant(payload.ns().as_str())
+                .is_some_and(|g| g.allows(kind));
+            if !allowed {
+                return Err(IqError::NotGranted {
+                    namespace: payload.ns(),
+                    kind: kind.to_string(),
+                });
+            }
+        }
         let (id, rx) = self.pending.register();
-        let stanza = wire::iq(kind, &self.jid, to, &id, Some(payload));
+        let stanza = match &wrap {
+            Some(w) => privilege::wrap(kind, &self.jid, &w.user, to, &id, payload),
+            None => wire::iq(kind, &self.jid, to, &id, Some(payload)),
+        };
         if self.send(stanza).is_err() {
             self.pending.cancel(&id);
             return Err(IqError::Disconnected);
         }
         match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) if wrap.is_some() => into_result(privilege::unwrap(answer)),
             Ok(Ok(answer)) => into_result(answer),
             Ok(Err(_)) => Err(IqError::Disconnected),
             Err(_) => {
@@ -140,6 +198,11 @@ impl Connection {
     pub fn pending(&self) -> Pending {
         self.pending.clone()
     }
+
+    /// How requests leave (plain unless [`Wrapping::enable`]d).
+    pub fn wrapping(&self) -> &Wrapping {
+        &self.wrapping
+    }
 }
 
 /// A receive-only connection to one more node of a cluster (SPEC §8
@@ -157,11 +220,19 @@ pub async fn connect_secondary(
     jid: &str,
     secret: &str,
     pending: Pending,
+    wrapping: Wrapping,
 ) -> Result<Secondary, ConnectError> {
     let stream = handshake(addr, jid, secret).await?;
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
+    let task = tokio::spawn(run(
+        stream,
+        out_rx,
+        in_tx,
+        pending,
+        jid.to_string(),
+        wrapping,
+    ));
     Ok(Secondary {
         _out: out_tx,
         inbound: in_rx,
@@ -190,13 +261,22 @@ pub async fn connect_component(
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let pending = Pending::default();
+    let wrapping = Wrapping::default();
     let conn = Connection {
         jid: jid.to_string(),
         out: out_tx,
         pending: pending.clone(),
         iq_timeout,
+        wrapping: wrapping.clone(),
     };
-    let task = tokio::spawn(run(stream, out_rx, in_tx, pending, jid.to_string()));
+    let task = tokio::spawn(run(
+        stream,
+        out_rx,
+        in_tx,
+        pending,
+        jid.to_string(),
+        wrapping,
+    ));
     Ok((conn, in_rx, task))
 }
 
@@ -287,6 +367,7 @@ async fn run(
     inbound: mpsc::UnboundedSender<Element>,
     pending: Pending,
     jid: String,
+    wrapping: Wrapping,
 ) -> Disconnect {
     let mut keepalive = 0u64;
     let reason = loop {
@@ -322,10 +403,17 @@ async fn run(
                     // say something before the hard timeout, never reconnect.
                     keepalive += 1;
                     let domain = jid.split_once('.').map(|(_, d)| d).unwrap_or(&jid);
+                    // When the server drops plain IQs to its domain (see
+                    // `Wrapping`), a full JID of it still gets an answer
+                    // (an error: any answer keeps the stream alive).
+                    let to = match wrapping.user() {
+                        Some(_) => Cow::Owned(format!("{domain}/keepalive")),
+                        None => Cow::Borrowed(domain),
+                    };
                     let ping = wire::iq(
                         "get",
                         &jid,
-                        domain,
+                        &to,
                         &format!("keepalive{keepalive}"),
                         Some(Element::builder("ping", ns::PING).build()),
                     );

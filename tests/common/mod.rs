@@ -37,6 +37,18 @@ impl Prosody {
         Prosody(lab::Prosody::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// With the log at `info`: for tests whose thousands of stanzas would
+    /// make Prosody spend its time writing the debug log.
+    pub fn start_quiet() -> Prosody {
+        Prosody(
+            lab::Prosody::start_with(lab::ProsodyOptions {
+                quiet_log: true,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
     /// With XEP-0356 presence permission for the component (mod_privilege).
     pub fn start_privileged() -> Prosody {
         Prosody(lab::Prosody::start_privileged().unwrap_or_else(|e| panic!("{e}")))
@@ -107,6 +119,26 @@ impl Server {
 
     pub fn ejabberd() -> Server {
         Server::Ejabberd(lab::ejabberd::Ejabberd::start().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// ejabberd with XEP-0356 presence permission for the component (on
+    /// 24.10 and later also the IQ permission and `privileged_as` it needs).
+    pub fn ejabberd_privileged() -> Server {
+        Server::Ejabberd(
+            lab::ejabberd::Ejabberd::start_with(lab::ejabberd::EjabberdOptions {
+                privileged_presence: true,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// The software and version this server really is ("Prosody 13.0.1").
+    pub fn label(&self) -> String {
+        match self {
+            Server::Prosody(p) => p.label(),
+            Server::Ejabberd(e) => e.label(),
+        }
     }
 
     pub fn is_prosody(&self) -> bool {
