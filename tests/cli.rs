@@ -87,7 +87,7 @@ fn wrong_secret_exits_non_zero_with_a_clear_line() {
 #[test]
 fn access_model_the_server_refuses_is_a_clear_startup_error() {
     let p = Prosody::start();
-    // Prosody 0.12 has no `presence` access model.
+    // Prosody (0.12 and 13) has no `presence` access model.
     let cfg = p
         .config_toml(&[])
         .replace("model = \"whitelist\"", "model = \"presence\"")

@@ -1,4 +1,4 @@
-//! The ejabberd lab itself: a real ejabberd 23.01 in a temp dir, two users
+//! The ejabberd lab itself: a real ejabberd (23.01 or 24.12) in a temp dir, two users
 //! from distinct loopback addresses, the admin's view of their sessions
 //! (XEP-0133 user-stats, disco#items `online users`), the component
 //! listener, and a second node joined into a cluster.

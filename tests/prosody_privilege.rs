@@ -1,5 +1,5 @@
-//! XEP-0356 on Prosody 0.12 with `mod_privilege` from prosody-modules
-//! (issue 13): no roster entries anywhere; users already online when the
+//! XEP-0356 on Prosody (0.12 and 13) with `mod_privilege` from
+//! prosody-modules: no roster entries anywhere; users already online when the
 //! component starts are on active with their real status when it says
 //! `online`; changes followed; a closed session leaves at once.
 
