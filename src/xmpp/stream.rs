@@ -223,16 +223,7 @@ pub async fn connect_secondary(
     wrapping: Wrapping,
 ) -> Result<Secondary, ConnectError> {
     let stream = handshake(addr, jid, secret).await?;
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(
-        stream,
-        out_rx,
-        in_tx,
-        pending,
-        jid.to_string(),
-        wrapping,
-    ));
+    let (out_tx, in_rx, task) = spawn_task(stream, jid, pending, wrapping);
     Ok(Secondary {
         _out: out_tx,
         inbound: in_rx,
@@ -258,17 +249,33 @@ pub async fn connect_component(
     ConnectError,
 > {
     let stream = handshake(addr, jid, secret).await?;
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
     let pending = Pending::default();
     let wrapping = Wrapping::default();
+    let (out, in_rx, task) = spawn_task(stream, jid, pending.clone(), wrapping.clone());
     let conn = Connection {
         jid: jid.to_string(),
-        out: out_tx,
-        pending: pending.clone(),
+        out,
+        pending,
         iq_timeout,
-        wrapping: wrapping.clone(),
+        wrapping,
     };
+    Ok((conn, in_rx, task))
+}
+
+/// Starts the connection task of a stream past its handshake: the sender of
+/// what to write, the receiver of what arrives, and the task.
+fn spawn_task(
+    stream: Stream,
+    jid: &str,
+    pending: Pending,
+    wrapping: Wrapping,
+) -> (
+    mpsc::UnboundedSender<Out>,
+    mpsc::UnboundedReceiver<Element>,
+    tokio::task::JoinHandle<Disconnect>,
+) {
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(
         stream,
         out_rx,
@@ -277,7 +284,7 @@ pub async fn connect_component(
         jid.to_string(),
         wrapping,
     ));
-    Ok((conn, in_rx, task))
+    (out_tx, in_rx, task)
 }
 
 /// TCP, stream header, XEP-0114 handshake.
