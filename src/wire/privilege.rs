@@ -109,12 +109,6 @@ impl Permissions {
         self.iq.iter().find(|(n, _)| n == ns).map(|(_, g)| *g)
     }
 
-    /// Whether the server grants anything at all (ejabberd's hook drops the
-    /// component's unwrapped IQs only then).
-    pub fn any(&self) -> bool {
-        self.presence.is_some() || !self.iq.is_empty()
-    }
-
     /// The namespaces of `needed` (namespace, kind) that are not granted.
     pub fn missing<'a>(&self, needed: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         needed
@@ -238,7 +232,7 @@ mod tests {
             <perm access='presence' type='managed_entity'/></privilege></message>");
         let p = Permissions::parse(&prosody).expect("parsed");
         assert!(!p.iq_advertised);
-        assert!(p.any());
+        assert_eq!(p.presence.as_deref(), Some("managed_entity"));
 
         let other = el("<message xmlns='jabber:component:accept'><body>hi</body></message>");
         assert_eq!(Permissions::parse(&other), None);

@@ -79,7 +79,7 @@ enum Out {
 /// a connection and by its connection task (whose keepalive must not be
 /// dropped either).
 #[derive(Clone, Default)]
-pub struct Wrapping(Arc<RwLock<Option<Wrap>>>);
+pub struct Wrapping(Arc<RwLock<Option<Arc<Wrap>>>>);
 
 #[derive(Debug, Clone)]
 struct Wrap {
@@ -91,18 +91,19 @@ impl Wrapping {
     /// From now on, requests to bare JIDs and domains go as privileged IQs
     /// on behalf of `user`, within what `permissions` grant.
     pub fn enable(&self, user: &str, permissions: Permissions) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Wrap {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Wrap {
             user: user.to_string(),
             permissions,
-        });
+        }));
     }
 
     /// The user requests are sent on behalf of, when wrapping.
     pub fn user(&self) -> Option<String> {
-        self.get().map(|w| w.user)
+        self.get().map(|w| w.user.clone())
     }
 
-    fn get(&self) -> Option<Wrap> {
+    /// Read on every request: a reference count, not a copy of the grant.
+    fn get(&self) -> Option<Arc<Wrap>> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
