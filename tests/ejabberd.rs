@@ -239,3 +239,65 @@ async fn privileged_as_is_asked_for_where_the_server_needs_it() {
         );
     }
 }
+
+/// ejabberd keeps a component's XEP-0356 grant per JID and drops it when
+/// *any* connection of that JID closes (README, "Running two instances"):
+/// here a second connection as the component, closed at once. Where the
+/// component's requests go as privileged IQs (24.10 and later), its grant
+/// check finds the loss within two checks and it connects again, staying
+/// online; a session that starts afterwards is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_dropped_by_another_connection_is_noticed_and_got_again() {
+    let e = start(true);
+    let (pp, mut w) = online(&e).await;
+    let (conn, _inbound, task) = pubpresence::xmpp::connect_component(
+        &e.component_addr(),
+        &e.component_jid,
+        &e.secret,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{}: second component connection: {err}", e.label()));
+    // `close` returns once the server has sent its footer, i.e. after
+    // ejabberd ran the disconnect hook that drops the grant.
+    conn.close().await;
+    let _ = task.await;
+    if !e.wants_privileged_iq() {
+        // 23.01 drops the presence grant the same way, but grants no IQ
+        // that would show it: the README names this gap.
+        println!(
+            "{}: grants no IQ permission, so no request shows the loss",
+            e.label()
+        );
+        return;
+    }
+    w.clear();
+    let check = pubpresence::xmpp::stream::GRANT_CHECK_EVERY;
+    pp.wait_log(
+        "stopped answering privileged IQs",
+        check * 2 + Duration::from_secs(5),
+        "the lost grant was not noticed",
+    )
+    .await;
+    pp.wait_log_count(
+        "online: active is up to date",
+        2,
+        T,
+        "not online again after reconnecting",
+    )
+    .await;
+    e.register("late", "late").expect("register");
+    let late = user(&e, "late", "r", 161).await;
+    w.wait_until("late on live (the grant is back)", T, |s| {
+        s.live.iter().any(|i| i.fulljid == late.jid)
+    })
+    .await;
+    let log = pp.log_text();
+    assert_eq!(
+        log.matches("stopped answering privileged IQs").count(),
+        1,
+        "{}: one loss, one reconnect: {log}",
+        e.label()
+    );
+    drop((pp, late));
+}

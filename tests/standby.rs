@@ -177,6 +177,16 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm_on_ejabberd
     one_active_instance_takes_over_after_kill_and_after_sigterm(Server::ejabberd()).await;
 }
 
+/// The same with XEP-0356 presence permission: on ejabberd 24.10 and later
+/// each instance's requests go as privileged IQs, and the grant is the
+/// server's per component JID, so the standby must not connect before the
+/// old connection is gone (README, "Running two instances").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_instance_takes_over_after_kill_and_after_sigterm_on_privileged_ejabberd() {
+    one_active_instance_takes_over_after_kill_and_after_sigterm(Server::ejabberd_privileged())
+        .await;
+}
+
 /// SPEC §8 on ejabberd, which accepts a second connection for the same
 /// component: the active instance is frozen (SIGSTOP) until the standby
 /// starts its takeover (its `init` is on the status node), then resumed

@@ -115,7 +115,19 @@ enum Outcome {
     Shutdown,
     SteppedDown,
     Lost(String),
+    /// The server dropped our XEP-0356 grant; the stream was closed so that
+    /// a new connection gets it again. Not a loss of the active role.
+    GrantLost,
     Fatal(RunError),
+}
+
+/// What the end of the connection task means for the session.
+fn task_ended(r: Result<Disconnect, tokio::task::JoinError>) -> Outcome {
+    match r {
+        Ok(Disconnect::GrantLost) => Outcome::GrantLost,
+        Ok(r) => Outcome::Lost(r.to_string()),
+        Err(e) => Outcome::Lost(e.to_string()),
+    }
 }
 
 /// Capped exponential backoff for reconnects.
@@ -266,6 +278,19 @@ pub async fn component_loop(
                         return Ok(LoopEnd::SteppedDown);
                     }
                     Outcome::Fatal(e) => return Err(e),
+                    Outcome::GrantLost => {
+                        // Still the active instance: connect again at once
+                        // (the old stream's close was awaited, so the new
+                        // connection's grant stays); the start-up's
+                        // reconcile repairs what went unseen meanwhile.
+                        cfg.telemetry.reconnect();
+                        cfg.telemetry.status(ServiceStatus::Init);
+                        cfg.telemetry.tracked(0);
+                        tracing::warn!(
+                            "connection lost: {}; reconnecting now",
+                            Disconnect::GrantLost
+                        );
+                    }
                     Outcome::Lost(reason) if step_down.is_some() => {
                         cfg.telemetry.reconnect();
                         cfg.telemetry.status(ServiceStatus::Init);
@@ -582,11 +607,7 @@ async fn run_session(
             r = &mut task => {
                 // The connection we send on is gone (in a cluster, the other
                 // nodes' inbound stays open: this is how its loss shows).
-                let reason = match r {
-                    Ok(r) => r.to_string(),
-                    Err(e) => e.to_string(),
-                };
-                return Outcome::Lost(reason);
+                return task_ended(r);
             }
             _ = shutdown.changed() => {
                 s.shutdown().await;
@@ -602,13 +623,7 @@ async fn run_session(
                         return outcome;
                     }
                 }
-                None => {
-                    let reason = match (&mut task).await {
-                        Ok(r) => r.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    return Outcome::Lost(reason);
-                }
+                None => return task_ended((&mut task).await),
             },
             Some(done) = done_rx.recv(), if !fencing => {
                 s.trim.event();

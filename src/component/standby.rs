@@ -36,6 +36,9 @@ pub enum Decision {
     TakeOver(&'static str),
     /// Close the component stream at once, publishing nothing.
     StepDown(String),
+    /// Ping the component's JID now and keep pinging quickly: the active
+    /// instance stopped cleanly and its connection is on its way out.
+    PingNow,
 }
 
 /// The takeover state machine (no sockets, no clocks of its own).
@@ -49,6 +52,9 @@ pub struct Takeover {
     /// While active: our own status item has come back, so any status item
     /// of another instance seen from now on is newer than ours.
     seen_own: bool,
+    /// When another instance's `offline` item came: from then on the first
+    /// failed ping means its connection is gone, and we take over.
+    left_cleanly: Option<Instant>,
     /// The instance the status node names, for the log.
     pub active_instance: Option<String>,
 }
@@ -61,6 +67,7 @@ impl Takeover {
             role: Role::Standby,
             failing_since: None,
             seen_own: false,
+            left_cleanly: None,
             active_instance: None,
         }
     }
@@ -69,16 +76,50 @@ impl Takeover {
         self.role
     }
 
-    /// The active instance answered a ping.
-    pub fn ping_ok(&mut self) -> Decision {
-        self.failing_since = None;
-        Decision::Nothing
+    /// Whether the active instance stopped cleanly and we wait for its
+    /// connection to go (pings then go out quickly).
+    pub fn waiting_for_leave(&self) -> bool {
+        self.role == Role::Standby && self.left_cleanly.is_some()
     }
 
-    /// A ping failed (an error, or no answer in time).
+    /// The active instance answered a ping.
+    pub fn ping_ok(&mut self, now: Instant) -> Decision {
+        self.failing_since = None;
+        self.leave_deadline(now)
+    }
+
+    /// The server answered a ping with an error: nothing holds the
+    /// component's JID (the server bounced it).
+    pub fn ping_bounced(&mut self, now: Instant) -> Decision {
+        if self.waiting_for_leave() {
+            self.become_active();
+            return Decision::TakeOver("the active instance stopped cleanly");
+        }
+        self.ping_failed(now)
+    }
+
+    /// After a clean stop, something still answers for the component, or
+    /// nothing answers at all (an instance that is shutting down does not):
+    /// wait for the server's bounce, but not longer than `takeover`.
+    fn leave_deadline(&mut self, now: Instant) -> Decision {
+        match self.left_cleanly {
+            Some(since)
+                if self.waiting_for_leave() && now.duration_since(since) >= self.takeover =>
+            {
+                self.become_active();
+                Decision::TakeOver("the active instance stopped cleanly (its connection stayed)")
+            }
+            _ => Decision::Nothing,
+        }
+    }
+
+    /// A ping got no answer in time (or, outside a clean stop, an error).
     pub fn ping_failed(&mut self, now: Instant) -> Decision {
         if self.role != Role::Standby {
             return Decision::Nothing;
+        }
+        if self.left_cleanly.is_some() {
+            return self.leave_deadline(now);
         }
         let since = *self.failing_since.get_or_insert(now);
         if now.duration_since(since) >= self.takeover {
@@ -89,7 +130,7 @@ impl Takeover {
     }
 
     /// The status node's item.
-    pub fn status(&mut self, st: ServiceStatus, instance: Option<&str>) -> Decision {
+    pub fn status(&mut self, st: ServiceStatus, instance: Option<&str>, now: Instant) -> Decision {
         let mine = instance == Some(self.me.as_str());
         if !mine {
             self.active_instance = instance.map(str::to_string);
@@ -97,8 +138,18 @@ impl Takeover {
         match self.role {
             Role::Standby => {
                 if st == ServiceStatus::Offline && !mine {
-                    self.become_active();
-                    return Decision::TakeOver("the active instance stopped cleanly");
+                    // Not at once: its component connection may still be
+                    // open. Connecting before the server has let go of it
+                    // is refused on Prosody (`conflict`), and on ejabberd
+                    // 24.10+ the old connection's close then drops our
+                    // XEP-0356 grant (README, "Running two instances").
+                    // The server's bounce of a ping says it no longer
+                    // routes to it.
+                    self.left_cleanly.get_or_insert(now);
+                    return Decision::PingNow;
+                }
+                if st != ServiceStatus::Offline && !mine {
+                    self.left_cleanly = None;
                 }
                 Decision::Nothing
             }
@@ -129,12 +180,14 @@ impl Takeover {
         self.role = Role::Active;
         self.seen_own = false;
         self.failing_since = None;
+        self.left_cleanly = None;
     }
 
     fn become_standby(&mut self) {
         self.role = Role::Standby;
         self.seen_own = false;
         self.failing_since = None;
+        self.left_cleanly = None;
     }
 }
 
@@ -211,17 +264,55 @@ async fn link(cfg: ServiceConfig, sb: StandbySettings, tx: mpsc::Sender<Link>) {
     }
 }
 
+/// How a ping of the component's JID went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ping {
+    Answered,
+    /// An error answer: from the server, since an instance answers pings
+    /// with a result (Prosody says `remote-server-timeout` for a component
+    /// that is not connected, ejabberd `service-unavailable` or
+    /// `remote-server-not-found`).
+    Bounced,
+    NoAnswer,
+}
+
 /// Pings the component's JID from the standby account.
-async fn ping(conn: &C2s, component: &str, timeout: Duration) -> bool {
+async fn ping(conn: &C2s, component: &str, timeout: Duration) -> Ping {
     let iq = Element::builder("iq", ns::CLIENT)
         .a("type", "get")
         .a("to", component.to_string())
         .append(Element::builder("ping", ns::PING).build())
         .build();
-    conn.iq(iq, timeout).await.is_ok()
+    match conn.iq(iq, timeout).await {
+        Ok(_) => Ping::Answered,
+        Err(c2s::C2sError::Stanza { .. }) => Ping::Bounced,
+        Err(_) => Ping::NoAnswer,
+    }
 }
 
 const PING_EVERY: Duration = Duration::from_millis(500);
+/// Between pings while a cleanly stopped instance's connection goes.
+const LEAVE_PING_EVERY: Duration = Duration::from_millis(20);
+
+/// Pings the component's JID in a task of its own; the result arrives on
+/// `results`. Returns whether a ping is under way (not without a c2s
+/// connection).
+fn start_ping(
+    conn: &Option<C2s>,
+    component: &str,
+    timeout: Duration,
+    results: &mpsc::Sender<Ping>,
+) -> bool {
+    let Some(c) = conn.clone() else {
+        return false;
+    };
+    let tx = results.clone();
+    let component = component.to_string();
+    tokio::spawn(async move {
+        let _ = tx.send(ping(&c, &component, timeout).await).await;
+    });
+    true
+}
 
 /// Runs the instance with standby: waits while another instance answers,
 /// takes over when it does not, steps down when fenced off.
@@ -237,9 +328,15 @@ pub async fn run(
     let mut conn: Option<C2s> = None;
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (ping_tx, mut ping_rx) = mpsc::channel::<bool>(4);
-    let mut pinging = false;
+    let (ping_tx, mut ping_rx) = mpsc::channel::<Ping>(128);
+    // Pings under way: one at a time, except after a clean stop, where one
+    // goes every `LEAVE_PING_EVERY` whatever the earlier ones do (a stopping
+    // instance leaves them unanswered; the first bounce decides).
+    let mut in_flight = 0usize;
+    let mut leave_ticker = tokio::time::interval(LEAVE_PING_EVERY);
+    leave_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut said_waiting: Option<Option<String>> = None;
+    let ping_timeout = PING_EVERY.max(sb.takeover / 4);
     tracing::info!(instance = %me, "standby: watching {} through {}", cfg.jid, sb.jid);
     cfg.telemetry.role(RoleValue::Standby);
     let result = loop {
@@ -257,7 +354,7 @@ pub async fn run(
                     end = &mut component => break end,
                     Some(l) = links.recv() => match l {
                         Link::Status(st, inst) => {
-                            if let Decision::StepDown(other) = machine.status(st, inst.as_deref()) {
+                            if let Decision::StepDown(other) = machine.status(st, inst.as_deref(), Instant::now()) {
                                 tracing::warn!(instance = %me, "instance {other} published after us: stepping down without publishing");
                                 let _ = stop_tx.send(true);
                             }
@@ -281,21 +378,22 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            _ = ticker.tick(), if !pinging => {
-                if let Some(c) = conn.clone() {
-                    pinging = true;
-                    let tx = ping_tx.clone();
-                    let component = cfg.jid.clone();
-                    let timeout = PING_EVERY.max(sb.takeover / 4);
-                    tokio::spawn(async move {
-                        let _ = tx.send(ping(&c, &component, timeout).await).await;
-                    });
-                }
+            _ = leave_ticker.tick(), if machine.waiting_for_leave() && in_flight < 64 => {
+                in_flight += usize::from(start_ping(&conn, &cfg.jid, ping_timeout, &ping_tx));
             }
-            Some(ok) = ping_rx.recv() => {
-                pinging = false;
-                let d = if ok { machine.ping_ok() } else { machine.ping_failed(Instant::now()) };
-                if ok && said_waiting.as_ref() != Some(&machine.active_instance) {
+            _ = ticker.tick(), if in_flight == 0 => {
+                in_flight += usize::from(start_ping(&conn, &cfg.jid, ping_timeout, &ping_tx));
+            }
+            Some(result) = ping_rx.recv() => {
+                in_flight = in_flight.saturating_sub(1);
+                let now = Instant::now();
+                let ok = result == Ping::Answered;
+                let d = match result {
+                    Ping::Answered => machine.ping_ok(now),
+                    Ping::Bounced => machine.ping_bounced(now),
+                    Ping::NoAnswer => machine.ping_failed(now),
+                };
+                if ok && !machine.waiting_for_leave() && said_waiting.as_ref() != Some(&machine.active_instance) {
                     said_waiting = Some(machine.active_instance.clone());
                     tracing::info!(
                         instance = %me,
@@ -308,11 +406,14 @@ pub async fn run(
                 }
             }
             Some(l) = links.recv() => match l {
-                Link::Status(st, inst) => {
-                    if let Decision::TakeOver(why) = machine.status(st, inst.as_deref()) {
-                        tracing::warn!(instance = %me, "taking over: {why}");
+                Link::Status(st, inst) => match machine.status(st, inst.as_deref(), Instant::now()) {
+                    Decision::TakeOver(why) => tracing::warn!(instance = %me, "taking over: {why}"),
+                    Decision::PingNow => {
+                        tracing::info!(instance = %me, "standby: the active instance stopped cleanly; taking over once the server has let go of its connection");
+                        leave_ticker.reset_immediately();
                     }
-                }
+                    _ => {}
+                },
                 Link::Up(c) => conn = Some(c),
                 Link::Down => conn = None,
             },
@@ -334,11 +435,11 @@ mod tests {
     fn waits_while_pings_succeed_and_takes_over_after_takeover_of_failures() {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
-        assert_eq!(m.ping_ok(), Decision::Nothing);
+        assert_eq!(m.ping_ok(at(0, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(0, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(1500, t0)), Decision::Nothing);
         // A success in between resets the clock.
-        m.ping_ok();
+        m.ping_ok(at(2000, t0));
         assert_eq!(m.ping_failed(at(2500, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(4000, t0)), Decision::Nothing);
         assert!(matches!(m.ping_failed(at(4500, t0)), Decision::TakeOver(_)));
@@ -346,23 +447,57 @@ mod tests {
     }
 
     #[test]
-    fn offline_of_another_instance_means_take_over_now() {
+    fn offline_of_another_instance_means_take_over_once_its_connection_is_gone() {
+        let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
         assert_eq!(
-            m.status(ServiceStatus::Online, Some("a")),
+            m.status(ServiceStatus::Online, Some("a"), at(0, t0)),
             Decision::Nothing
         );
         assert_eq!(m.active_instance.as_deref(), Some("a"));
-        assert!(matches!(
-            m.status(ServiceStatus::Offline, Some("a")),
-            Decision::TakeOver(_)
-        ));
+        assert_eq!(
+            m.status(ServiceStatus::Offline, Some("a"), at(100, t0)),
+            Decision::PingNow
+        );
+        assert!(m.waiting_for_leave());
+        // Its connection still answers: wait (not for `takeover` of failures).
+        assert_eq!(m.ping_ok(at(120, t0)), Decision::Nothing);
+        assert_eq!(m.role(), Role::Standby);
+        // A stopping instance leaves pings unanswered: still no proof.
+        assert_eq!(m.ping_failed(at(130, t0)), Decision::Nothing);
+        assert_eq!(m.role(), Role::Standby);
+        // The server's bounce means it no longer routes to it.
+        assert!(matches!(m.ping_bounced(at(140, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.role(), Role::Active);
+        assert!(!m.waiting_for_leave());
+
+        // A connection that stays after the clean stop: at most `takeover`.
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        assert_eq!(
+            m.status(ServiceStatus::Offline, Some("a"), at(0, t0)),
+            Decision::PingNow
+        );
+        assert_eq!(m.ping_ok(at(1900, t0)), Decision::Nothing);
+        assert!(matches!(m.ping_ok(at(2000, t0)), Decision::TakeOver(_)));
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        m.status(ServiceStatus::Offline, Some("a"), at(0, t0));
+        assert_eq!(m.ping_failed(at(1900, t0)), Decision::Nothing);
+        assert!(matches!(m.ping_failed(at(2000, t0)), Decision::TakeOver(_)));
+
+        // Another instance came up meanwhile: back to ordinary waiting.
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        m.status(ServiceStatus::Offline, Some("a"), at(0, t0));
+        m.status(ServiceStatus::Init, Some("c"), at(10, t0));
+        assert!(!m.waiting_for_leave());
+        assert_eq!(m.ping_bounced(at(20, t0)), Decision::Nothing);
+
         // Our own offline (an earlier run of ours) is not a reason.
         let mut m = Takeover::new("b", Duration::from_secs(2));
         assert_eq!(
-            m.status(ServiceStatus::Offline, Some("b")),
+            m.status(ServiceStatus::Offline, Some("b"), at(0, t0)),
             Decision::Nothing
         );
+        assert!(!m.waiting_for_leave());
     }
 
     #[test]
@@ -373,18 +508,21 @@ mod tests {
         assert!(matches!(m.ping_failed(at(20, t0)), Decision::TakeOver(_)));
         // Older items of the previous instance, still arriving: ignored.
         assert_eq!(
-            m.status(ServiceStatus::Online, Some("a")),
+            m.status(ServiceStatus::Online, Some("a"), at(30, t0)),
             Decision::Nothing
         );
-        assert_eq!(m.status(ServiceStatus::Init, Some("b")), Decision::Nothing);
+        assert_eq!(
+            m.status(ServiceStatus::Init, Some("b"), at(40, t0)),
+            Decision::Nothing
+        );
         // After ours came back, another instance's item is newer: fenced.
         assert_eq!(
-            m.status(ServiceStatus::Init, Some("c")),
+            m.status(ServiceStatus::Init, Some("c"), at(50, t0)),
             Decision::StepDown("c".into())
         );
         assert_eq!(m.role(), Role::Standby);
         // Pings decide again from here.
-        assert_eq!(m.ping_ok(), Decision::Nothing);
+        assert_eq!(m.ping_ok(at(60, t0)), Decision::Nothing);
     }
 
     #[test]

@@ -437,12 +437,14 @@ members = [{members}]
             attempt += 1;
             match node.ctl(&["register", user, &self.domain, password]) {
                 // Seen right after a node started under load: Mnesia's
-                // `passwd` table not there yet (`no_exists`), or, on 24.12,
-                // the listeners up before the host (`Unknown virtual host`).
-                // Retried.
+                // `passwd` table not there yet (`no_exists` on 23.01; 24.12
+                // says `Database failure` for the same aborted transaction,
+                // which wrote nothing), or, on 24.12, the listeners up
+                // before the host (`Unknown virtual host`). Retried.
                 Err(EjabberdError::Ctl { output, .. })
                     if attempt < 10
                         && (output.contains("no_exists")
+                            || output.contains("Database failure")
                             || output.contains("Unknown virtual host")) =>
                 {
                     std::thread::sleep(Duration::from_millis(300));

@@ -56,6 +56,9 @@ pub enum Disconnect {
     Eof,
     /// An I/O error or hard timeout.
     Io(String),
+    /// The server stopped answering our privileged IQs: it dropped the
+    /// XEP-0356 grant of this connection (we closed it, to get a new one).
+    GrantLost,
 }
 
 impl std::fmt::Display for Disconnect {
@@ -65,9 +68,21 @@ impl std::fmt::Display for Disconnect {
             Disconnect::StreamError(c) => write!(f, "stream error from the server: {c}"),
             Disconnect::Eof => write!(f, "the server closed the connection"),
             Disconnect::Io(e) => write!(f, "{e}"),
+            Disconnect::GrantLost => write!(
+                f,
+                "the server stopped answering privileged IQs within {GRANT_CHECK_EVERY:?}: \
+                 it dropped this connection's XEP-0356 grant (ejabberd 24.10 and later do \
+                 when another connection of the same component JID closes)"
+            ),
         }
     }
 }
+
+/// How often a connection that sends privileged IQs checks that its grant
+/// still holds (one small request; an unanswered one ends the connection).
+/// ejabberd keeps a grant per component JID and drops it, silently, when
+/// any connection of that JID closes (README, "Running two instances").
+pub const GRANT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 enum Out {
     Stanza(Element),
@@ -378,8 +393,39 @@ async fn run(
     wrapping: Wrapping,
 ) -> Disconnect {
     let mut keepalive = 0u64;
+    let mut grant_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + GRANT_CHECK_EVERY,
+        GRANT_CHECK_EVERY,
+    );
+    grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut grant_answer: Option<(String, oneshot::Receiver<Element>)> = None;
     let reason = loop {
         tokio::select! {
+            _ = grant_check.tick() => {
+                let Some(w) = wrapping.get() else { continue };
+                if let Some((id, mut rx)) = grant_answer.take() {
+                    if let Err(oneshot::error::TryRecvError::Empty) = rx.try_recv() {
+                        pending.cancel(&id);
+                        close(&mut stream).await;
+                        break Disconnect::GrantLost;
+                    }
+                }
+                // Any answer will do, an error too: a server that dropped
+                // the grant drops the request instead (`Wrapping`).
+                let (id, rx) = pending.register();
+                let check = privilege::wrap(
+                    "get",
+                    &jid,
+                    &w.user,
+                    &w.user,
+                    &id,
+                    Element::builder("query", ns::DISCO_ITEMS).build(),
+                );
+                if let Err(e) = stream.send(&check).await {
+                    break Disconnect::Io(format!("write failed: {e}"));
+                }
+                grant_answer = Some((id, rx));
+            }
             msg = out.recv() => {
                 let Some(msg) = msg else { break close(&mut stream).await };
                 match write_batch(&mut stream, msg, &mut out).await {
@@ -464,11 +510,24 @@ async fn write_batch(
     Ok(None)
 }
 
+/// Sends the stream footer, then waits (bounded) for the server's. ejabberd
+/// runs a component's disconnect hooks, which drop its XEP-0356 grant,
+/// before it sends its footer: a connection opened after that keeps the
+/// grant it gets.
 async fn close(stream: &mut Stream) -> Disconnect {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        <Stream as SinkExt<&Element>>::close(stream),
-    )
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if <Stream as SinkExt<&Element>>::close(stream).await.is_err() {
+            return;
+        }
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout | ReadError::ParseError(_))) => {}
+                Some(Err(ReadError::StreamFooterReceived | ReadError::HardError(_))) | None => {
+                    return
+                }
+            }
+        }
+    })
     .await;
     Disconnect::Closed
 }
