@@ -14,7 +14,7 @@
 //! sent) to the watcher reading the live notification; the floor: from just
 //! before the publish IQ is sent to the watcher reading its notification.
 
-use crate::client::c2s::{self, C2s, C2sOptions};
+use crate::xmpp::c2s::{self, C2s, C2sOptions};
 use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::component::service::{self, ServiceConfig};
 use crate::config::Config;

@@ -39,7 +39,7 @@
 
 use crate::bench::{client_iq, read_status};
 use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Machine};
-use crate::client::c2s::{self, C2s};
+use crate::xmpp::c2s::{self, C2s};
 use crate::client::sim;
 use crate::lab::ejabberd::{self, Ejabberd, EjabberdOptions};
 use crate::minidom::Element;

@@ -13,7 +13,7 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Lab, Server};
-use pubpresence::client::c2s::C2s;
+use pubpresence::xmpp::c2s::C2s;
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::user::{Status, UserItem};

@@ -154,7 +154,7 @@ async fn until_route_gone(w: &Watcher, component: &str) {
             .iq(iq_get(component, ping), Duration::from_secs(2))
             .await
         {
-            Err(pubpresence::client::c2s::C2sError::Stanza { .. }) => return,
+            Err(pubpresence::xmpp::c2s::C2sError::Stanza { .. }) => return,
             other => assert!(
                 std::time::Instant::now() < deadline,
                 "the stopped component's route is still there: {other:?}"

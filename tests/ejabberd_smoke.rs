@@ -3,7 +3,7 @@
 //! (XEP-0133 user-stats, disco#items `online users`), the component
 //! listener, and a second node joined into a cluster.
 
-use pubpresence::client::c2s::{self, C2s};
+use pubpresence::xmpp::c2s::{self, C2s};
 use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
 use pubpresence::minidom::Element;
 use pubpresence::wire::privilege::{IqGrant, Permissions, Version, NEEDED};

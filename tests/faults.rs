@@ -6,7 +6,7 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Prosody};
-use pubpresence::client::c2s::{self, C2sError};
+use pubpresence::xmpp::c2s::{self, C2sError};
 use pubpresence::minidom::Element;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::{ns, Attr};

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{loopback, user_sessions, wait_for, Prosody};
-use pubpresence::client::c2s::{self, C2sError, C2sOptions};
+use pubpresence::xmpp::c2s::{self, C2sError, C2sOptions};
 use pubpresence::minidom::Element;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

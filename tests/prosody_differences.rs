@@ -152,7 +152,7 @@ async fn disco_on_a_whitelist_node() {
     let ask = |user: &'static str| {
         let p = &p;
         async move {
-            let (c, _rx) = pubpresence::client::c2s::connect_as(
+            let (c, _rx) = pubpresence::xmpp::c2s::connect_as(
                 &format!("{user}@localhost/d"),
                 user,
                 p.c2s_addr(),
@@ -192,7 +192,7 @@ async fn disco_on_a_whitelist_node() {
 async fn node_creation_rights() {
     let p = Prosody::start();
     p.register("eve", "eve");
-    let (eve, _rx) = pubpresence::client::c2s::connect_as(
+    let (eve, _rx) = pubpresence::xmpp::c2s::connect_as(
         "eve@localhost/d",
         "eve",
         p.c2s_addr(),

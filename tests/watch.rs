@@ -13,7 +13,7 @@ mod common;
 use common::pp::{Pubpresence, Watcher, STATUS};
 use common::{loopback, user_sessions, Lab, Server};
 use pubpresence::client::board::Board;
-use pubpresence::client::c2s::{self, C2s, C2sOptions};
+use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
 use pubpresence::client::follow::WatchEvent;
 use pubpresence::client::sim::{self, SimControl, SimEvent, SimOptions};
 use pubpresence::client::watch::{self, Target, Update, WatchError};

@@ -1,7 +1,8 @@
-//! Users of the service: the c2s connection, the SPEC §6 follower and its
-//! runner (`watch`), the table it draws (`board`), and simulated users (`sim`).
+//! Users of the service, over the c2s transport (`xmpp::c2s`): the
+//! follower of the client procedure (docs/protocol.md, "Client procedure")
+//! and its runner (`watch`), the table it draws (`board`), the web feed
+//! (`web`), and simulated users (`sim`).
 pub mod board;
-pub mod c2s;
 pub mod follow;
 pub mod sim;
 pub mod watch;

@@ -10,7 +10,7 @@
 //! caller pause changes while keeping every connection open (`Hold`), which
 //! is how a test or a benchmark gets a quiet server to compare against.
 
-use super::c2s::{self, C2s, C2sError, C2sOptions};
+use crate::xmpp::c2s::{self, C2s, C2sError, C2sOptions};
 use crate::wire::user::Status;
 use crate::wire::{ns, Attr};
 use std::net::{IpAddr, Ipv4Addr};

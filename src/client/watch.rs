@@ -3,7 +3,7 @@
 //! replay what was buffered, then every change. Starts over by itself when
 //! the service goes back to `init` or `offline`.
 
-use super::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
+use crate::xmpp::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
 use super::follow::{Follower, Step, WatchEvent};
 use crate::config::{Nodes, WatchSettings};
 use crate::wire::status::{self, ServiceStatus};

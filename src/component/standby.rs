@@ -10,7 +10,7 @@
 
 use super::metrics::RoleValue;
 use super::service::{self, LoopEnd, RunError, ServiceConfig};
-use crate::client::c2s::{self, C2s, C2sOptions};
+use crate::xmpp::c2s::{self, C2s, C2sOptions};
 use crate::config::StandbySettings;
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::{ns, pubsub, Attr};

@@ -9,7 +9,7 @@
 //! unsubscribes, Prosody is stopped by its PID and its directory removed.
 
 use super::prosody::{LabError, Prosody};
-use crate::client::c2s::C2sOptions;
+use crate::xmpp::c2s::C2sOptions;
 use crate::client::follow::WatchEvent;
 use crate::client::sim::{self, SimControl, SimError, SimOptions, SimUser};
 use crate::client::watch::{self, Target, Update, WatchError};

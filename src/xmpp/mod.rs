@@ -1,5 +1,7 @@
-//! The XML stream: connecting, reading stanzas robustly, matching IQs.
+//! The transports at the bottom: the component's XEP-0114 stream (`stream`)
+//! and the client's c2s stream (`c2s`), reading stanzas robustly, matching IQs.
 
+pub mod c2s;
 pub mod iq;
 pub mod quickack;
 pub mod stream;

@@ -9,7 +9,7 @@
 
 pub mod pp;
 
-use pubpresence::client::c2s::C2s;
+use pubpresence::xmpp::c2s::C2s;
 use pubpresence::lab;
 use pubpresence::minidom::Element;
 use pubpresence::wire::xml_escape;
@@ -258,7 +258,7 @@ fn last(seen: &[String]) -> String {
 /// The lab server's admin (`admin`, password `admin`, an admin on both
 /// servers), logged in as `admin@DOMAIN/resource` from 127.0.0.1.
 pub async fn admin_login(p: &impl Lab, resource: &str) -> (C2s, Receiver<Element>) {
-    pubpresence::client::c2s::connect_as(
+    pubpresence::xmpp::c2s::connect_as(
         &format!("admin@{}/{resource}", p.domain()),
         "admin",
         p.c2s_addr(),

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use pubpresence::client::c2s::{self, C2s};
+use pubpresence::xmpp::c2s::{self, C2s};
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub::{self, Event};
 use pubpresence::wire::status::{self, ServiceStatus};
