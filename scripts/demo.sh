@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one-command demo on a fresh Debian machine: installs Prosody and its
-# SQLite driver when missing, builds pubpresence, and runs `pubpresence demo`
+# SQLite driver when missing, builds pubpresence, and runs `pubpresence-lab demo`
 # (a throwaway Prosody on loopback, the component, simulated users and the
 # live watch table). Arguments go to the demo: --json, --duration 30s,
 # --users 12, --rate 5. Ctrl-C stops everything it started.
@@ -21,5 +21,6 @@ fi
 # Debian's package may start a system-wide Prosody; the demo starts its own
 # on free loopback ports and never touches it.
 
-cargo build --release --quiet
-exec target/release/pubpresence demo "$@"
+# Both binaries: the lab's demo, and the shipped one its hint names.
+cargo build --release --quiet --workspace --bins
+exec target/release/pubpresence-lab demo "$@"

@@ -17,19 +17,22 @@ bash scripts/install-servers.sh
 # on free loopback ports and never touch it.
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run both binaries (the shipped `pubpresence` and the
+# lab's `pubpresence-lab`), each from its crate's tests: build both first.
+cargo build --workspace --bins
 
 threads="${TEST_THREADS:-2}"
 version_of_ejabberd() {
     ls "$1/usr/lib/x86_64-linux-gnu" | sed -n 's/^ejabberd-\([0-9.]*\)$/\1/p' | head -1
 }
 echo "== every test; end-to-end against Prosody $(cat /usr/lib/prosody/prosody.version) and ejabberd $(version_of_ejabberd /) (Debian 12)"
-cargo test --all-targets -- --test-threads="$threads"
+cargo test --workspace --all-targets -- --test-threads="$threads"
 
 # The second generation: every suite that starts a server. Not the package
 # test (deb.rs: it installs the .deb, no server) nor the parsers' properties.
 e2e=()
-for f in tests/*.rs; do
+for f in tests/*.rs lab/tests/*.rs; do
     name=$(basename "$f" .rs)
     case "$name" in deb|parsing_props) continue ;; esac
     e2e+=(--test "$name")
@@ -37,4 +40,4 @@ done
 export PUBPRESENCE_PROSODY_ROOT="$LAB_SERVERS/prosody-13"
 export PUBPRESENCE_EJABBERD_ROOT="$LAB_SERVERS/ejabberd-24.12"
 echo "== end-to-end against Prosody $(cat "$PUBPRESENCE_PROSODY_ROOT/usr/lib/prosody/prosody.version") and ejabberd $(version_of_ejabberd "$PUBPRESENCE_EJABBERD_ROOT") (bookworm-backports)"
-cargo test "${e2e[@]}" -- --test-threads="$threads"
+cargo test --workspace "${e2e[@]}" -- --test-threads="$threads"

@@ -2,9 +2,7 @@
 //! the shell completions (`pubpresence generate`, hidden; see packaging/).
 
 use clap::{CommandFactory, Parser, Subcommand};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -43,28 +41,6 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },
-    /// Simulated users changing status at random: a demo population and a
-    /// load generator. Accounts NAME1..NAMEn must exist on the server.
-    Simulate(SimulateArgs),
-    /// The whole thing in one command: a throwaway Prosody on loopback,
-    /// pubpresence, simulated users, and the watch table. Needs prosody and
-    /// lua-dbi-sqlite3 (`apt-get install prosody lua-dbi-sqlite3`).
-    Demo {
-        /// JSON lines instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Stop by itself after this long ("30s", "2m"; a plain number is seconds).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Simulated users.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
-        users: u16,
-        /// Status changes per second, all users together.
-        #[arg(long, default_value_t = 3.0)]
-        rate: f64,
-    },
-    /// Benchmark against a throwaway Prosody on loopback: latency, CPU, start-up, memory.
-    Bench(pubpresence::bench::BenchArgs),
     /// Write the man pages and the shell completions (bash, zsh, fish) made
     /// from this CLI definition: used to build the Debian package.
     #[command(hide = true)]
@@ -76,70 +52,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         completions: Option<PathBuf>,
     },
-}
-
-#[derive(clap::Args)]
-pub struct SimulateArgs {
-    /// The server's c2s listener, HOST:PORT.
-    #[arg(long)]
-    pub server: String,
-    /// The users' domain.
-    #[arg(long)]
-    pub domain: String,
-    /// The component's JID: each user asks it for a subscription once.
-    #[arg(long)]
-    pub component: String,
-    /// Number of users: accounts PREFIX1..PREFIXn.
-    #[arg(long, default_value_t = 10)]
-    pub users: usize,
-    /// Account name prefix.
-    #[arg(long, default_value = "sim")]
-    pub prefix: String,
-    /// Password of every account (default: the account's own name). Env
-    /// PUBPRESENCE_SIM_PASSWORD wins.
-    #[arg(long)]
-    pub password: Option<String>,
-    /// Connections per user (resources desk, phone, laptop, tablet, r5...).
-    #[arg(long, default_value_t = 1)]
-    pub resources: usize,
-    /// Status changes per second, all connections together (0: connect only).
-    #[arg(long, default_value_t = 2.0)]
-    pub rate: f64,
-    /// Share of changes that disconnect (the next change reconnects).
-    #[arg(long, default_value_t = 0.1)]
-    pub disconnect_share: f64,
-    /// Each connection stops changing after N changes.
-    #[arg(long, value_name = "N")]
-    pub changes: Option<u32>,
-    /// Stop after this long ("30s", "2m"; a plain number is seconds);
-    /// default: until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Source address of the first connection; the others count up from it
-    /// (must be a loopback address).
-    #[arg(long, default_value = "127.0.0.2")]
-    pub first_ip: Ipv4Addr,
-    /// Seed of the random choices (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Log in without TLS when the server offers none.
-    #[arg(long)]
-    pub allow_plaintext: bool,
-    /// Logins in flight at once.
-    #[arg(long, default_value_t = 32)]
-    pub login_concurrency: usize,
-}
-
-/// "30s", "2m", "1h 5m" (humantime) or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.trim().parse::<f64>() {
-        return if secs.is_finite() && secs >= 0.0 {
-            Ok(Duration::from_secs_f64(secs))
-        } else {
-            Err(format!("not a duration: {s}"))
-        };
-    }
-    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration ({e}): {s}"))
 }
 
 /// `pubpresence generate`: man pages and completions, never written by hand.

@@ -1,17 +1,19 @@
 //! pubpresence: an XMPP external component (XEP-0114) that publishes every
 //! connected user's presence and IP address into XEP-0060 pubsub nodes.
 //!
-//! Layout: `wire` (payloads and stanza builders/parsers) and `xmpp` (the
-//! stanza stream) at the bottom; `component` (the service) and `client`
-//! (users of the service) on top of them, never importing each other.
+//! Layout (docs/architecture.md): `wire` (payloads, parse and serialise,
+//! no I/O) and `xmpp` (the component stream and the c2s stream, IQ
+//! matching) at the bottom, with `config`; `component` (the service) and
+//! `client` (the reference client and the web feed) on top of them, never
+//! importing each other; `logging` and `signals` serve the binary. The
+//! throwaway servers, simulated users and benchmarks are not here: they are
+//! the unpublished `pubpresence-lab` crate (`lab/`).
 
-pub mod bench;
-pub mod bench_cluster;
-pub mod bench_web;
 pub mod client;
 pub mod component;
 pub mod config;
-pub mod lab;
+pub mod logging;
+pub mod signals;
 pub mod wire;
 pub mod xmpp;
 

@@ -13,10 +13,10 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Lab, Server};
-use pubpresence::xmpp::c2s::C2s;
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::user::{Status, UserItem};
+use pubpresence::xmpp::c2s::C2s;
 
 async fn admin(p: &Server) -> C2s {
     common::admin_login(p, "audit").await.0

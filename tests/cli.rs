@@ -18,6 +18,25 @@ fn pubpresence(args: &[&str]) -> std::process::Output {
         .expect("run pubpresence")
 }
 
+/// The shipped binary holds the product's commands only: the demo, the
+/// simulated users and the benchmarks are `pubpresence-lab`'s.
+#[test]
+fn help_lists_the_product_commands_only() {
+    let out = pubpresence(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["run", "check-config", "watch", "help"], "{help}");
+}
+
 #[test]
 fn broken_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

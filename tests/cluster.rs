@@ -8,7 +8,7 @@ mod common;
 
 use common::loopback;
 use common::pp::*;
-use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
+use pubpresence_lab::ejabberd::{Ejabberd, EjabberdOptions};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,10 @@
 //! (XEP-0133 user-stats, disco#items `online users`), the component
 //! listener, and a second node joined into a cluster.
 
-use pubpresence::xmpp::c2s::{self, C2s};
-use pubpresence::lab::ejabberd::{Ejabberd, EjabberdOptions};
 use pubpresence::minidom::Element;
 use pubpresence::wire::privilege::{IqGrant, Permissions, Version, NEEDED};
+use pubpresence::xmpp::c2s::{self, C2s};
+use pubpresence_lab::ejabberd::{Ejabberd, EjabberdOptions};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

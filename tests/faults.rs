@@ -6,10 +6,10 @@ mod common;
 
 use common::pp::*;
 use common::{loopback, Prosody};
-use pubpresence::xmpp::c2s::{self, C2sError};
 use pubpresence::minidom::Element;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::{ns, Attr};
+use pubpresence::xmpp::c2s::{self, C2sError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ async fn wait_active(
 
 #[test]
 fn unreachable_server_is_retried_and_sigterm_still_exits_at_once() {
-    let port = pubpresence::lab::free_ports(1).expect("free port")[0];
+    let port = pubpresence_lab::free_ports(1).expect("free port")[0];
     let cfg = format!(
         "jid = \"pubpresence.localhost\"\nserver = \"127.0.0.1:{port}\"\nsecret = \"x\"\n\
          domain = \"localhost\"\npubsub = \"pubsub.localhost\"\n[access]\nmodel = \"open\"\n"

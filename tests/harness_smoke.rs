@@ -5,8 +5,8 @@
 mod common;
 
 use common::{loopback, user_sessions, wait_for, Prosody};
-use pubpresence::xmpp::c2s::{self, C2sError, C2sOptions};
 use pubpresence::minidom::Element;
+use pubpresence::xmpp::c2s::{self, C2sError, C2sOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

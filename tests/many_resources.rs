@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// VmRSS of a process, KiB.
 fn rss_kib(pid: u32) -> u64 {
-    pubpresence::bench::rss_kib(pid).expect("VmRSS of the component")
+    pubpresence_lab::bench::rss_kib(pid).expect("VmRSS of the component")
 }
 
 /// One user with thousands of connections (a bot farm, a broken client
@@ -23,7 +23,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// of one user (component/ips.rs) instead of asking once per connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_resources_of_one_user_stay_exact_and_bounded() {
-    use pubpresence::client::sim::{self, SimControl, SimEvent, SimOptions};
+    use pubpresence_lab::sim::{self, SimControl, SimEvent, SimOptions};
     use tokio::sync::{mpsc, watch};
     const N: usize = 1000;
     // A thousand connections, then four rounds of 300: a leak of a few

@@ -15,7 +15,7 @@ const WATCHER: &str = "watcher";
 
 /// A loopback port nobody listens on right now.
 fn free_addr() -> SocketAddr {
-    let port = pubpresence::lab::free_ports(1).expect("free port")[0];
+    let port = pubpresence_lab::free_ports(1).expect("free port")[0];
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of the reference client (issue 3): the SPEC §6 follower
 //! (`pubpresence::client::watch::follow`) against a real Prosody and the
-//! real component, with simulated users (`pubpresence::client::sim`)
-//! changing status all along, and the `pubpresence demo` command itself.
+//! real component, with simulated users (`pubpresence_lab::sim`)
+//! changing status all along, and the `pubpresence-lab demo` command itself.
 //!
 //! "Exact" below means: once the users stop changing, the follower's state,
 //! the items of active and the server's own sessions (XEP-0133, as admin)
@@ -13,13 +13,13 @@ mod common;
 use common::pp::{Pubpresence, Watcher, STATUS};
 use common::{loopback, user_sessions, Lab, Server};
 use pubpresence::client::board::Board;
-use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
 use pubpresence::client::follow::WatchEvent;
-use pubpresence::client::sim::{self, SimControl, SimEvent, SimOptions};
 use pubpresence::client::watch::{self, Target, Update, WatchError};
 use pubpresence::config::Nodes;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::user::{Status, UserItem};
+use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
+use pubpresence_lab::sim::{self, SimControl, SimEvent, SimOptions};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -717,14 +717,15 @@ async fn runner_reconnects_after_a_server_restart(server: Server) {
     drop(pp);
 }
 
-/// `pubpresence simulate`: the load generator's CLI logs its users in from
+/// `pubpresence-lab simulate`: the load generator's CLI logs its users in from
 /// their own loopback addresses, subscribes them to the component, changes
 /// their statuses, stops after `--duration` and reports what it did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_command_drives_users() {
     let (p, _config, pp, mut checker, _users) = setup(Server::prosody(), "sim", 3).await;
     checker.subscribe(common::pp::LIVE).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pubpresence"))
+    let lab = pubpresence_lab::lab_binary().unwrap_or_else(|e| panic!("{e}"));
+    let out = tokio::process::Command::new(lab)
         .args(["simulate", "--server"])
         .arg(p.c2s_addr().to_string())
         .args(["--domain", p.domain(), "--component", p.component_jid()])
@@ -896,15 +897,16 @@ fn assert_shows_users(stdout: &str) {
     );
 }
 
-/// Issue 3, test 4: `pubpresence demo` runs for a few seconds, shows its
+/// `pubpresence-lab demo` (what scripts/demo.sh runs) runs for a few seconds, shows its
 /// users, stops by itself (`--duration`) or on SIGINT (Ctrl-C), and leaves
 /// nothing behind.
 #[test]
 fn demo_runs_shows_users_and_cleans_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let lab = pubpresence_lab::lab_binary().unwrap_or_else(|e| panic!("{e}"));
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pubpresence"))
+        Command::new(&lab)
             .arg("demo")
             .args(args)
             .env_remove("RUST_LOG")

@@ -3,12 +3,12 @@
 //! replay what was buffered, then every change. Starts over by itself when
 //! the service goes back to `init` or `offline`.
 
-use crate::xmpp::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
 use super::follow::{Follower, Step, WatchEvent};
 use crate::config::{Nodes, WatchSettings};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{pubsub, time, Attr};
+use crate::xmpp::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};

@@ -59,7 +59,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 /// take here (ours are a few hundred bytes). hyper's default lets the read
 /// buffer of every connection grow to 16 KiB; this keeps it at 8 KiB, which
 /// is most of the memory a consumer of `/events` costs (measured with
-/// `pubpresence bench --web-consumers`).
+/// `pubpresence-lab bench --web-consumers`).
 const MAX_REQUEST: usize = 8 * 1024;
 
 /// The page's Content-Security-Policy: nothing from any other host.
@@ -71,7 +71,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
 /// connected. Events closer together than the linger leave in one write per
 /// consumer: at 700 changes/s to 1,000 consumers, one write and one wake-up
 /// per event were 700,000 a second on each side, and their CPU, not the
-/// feed's logic, was the latency (`pubpresence bench --web-consumers`). A
+/// feed's logic, was the latency (`pubpresence-lab bench --web-consumers`). A
 /// write to one consumer costs the feed about 3 µs (perf), so waiting 10 µs
 /// per consumer caps the fan-out near a third of a core whatever the rate,
 /// while a few consumers get every event at once. An event after a quiet
@@ -415,7 +415,7 @@ pub fn tee(feed: Feed, mut rx: mpsc::Receiver<Update>) -> mpsc::Receiver<Update>
 /// The SSE message of an event: `event: KIND`, `data: JSON` (SPEC §6).
 /// Framed here rather than with axum's `sse::Event`, whose buffer is copied
 /// for every consumer it is cloned for (1,000 copies of every change with
-/// 1,000 consumers, measured by `pubpresence bench --web-consumers`).
+/// 1,000 consumers, measured by `pubpresence-lab bench --web-consumers`).
 /// Compact JSON holds no line break, so one `data:` line carries it.
 fn sse_event(ev: &WatchEvent, at: &time::Timestamp) -> Bytes {
     let json = watch::to_json(ev, at).to_string();

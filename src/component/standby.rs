@@ -10,10 +10,10 @@
 
 use super::metrics::RoleValue;
 use super::service::{self, LoopEnd, RunError, ServiceConfig};
-use crate::xmpp::c2s::{self, C2s, C2sOptions};
 use crate::config::StandbySettings;
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::{ns, pubsub, Attr};
+use crate::xmpp::c2s::{self, C2s, C2sOptions};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 //! stanza back while an earlier one is unacknowledged, and Linux delays the
 //! ACK of data the reader does not answer by up to 40 ms. So a presence sent
 //! right after a stanza we did not answer (an IQ result, a notification)
-//! reached us 20-40 ms late: the fixed ~25 ms measured by `pubpresence bench`
+//! reached us 20-40 ms late: the fixed ~25 ms measured by `pubpresence-lab bench`
 //! at every rate. Acknowledging every read at once lets Prosody send the next
 //! stanza immediately, whatever its Nagle setting. One `setsockopt` per read,
 //! and reads carry whole batches of stanzas.

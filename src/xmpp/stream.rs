@@ -411,13 +411,16 @@ async fn run(
                     }
                 }
                 // Any answer will do, an error too: a server that dropped
-                // the grant drops the request instead (`Wrapping`).
+                // the grant drops the request instead (`Wrapping`). Asked
+                // of the user's server itself, which always answers (a
+                // user's own bare JID got no answer from ejabberd 24.12).
                 let (id, rx) = pending.register();
+                let server = w.user.split_once('@').map_or(w.user.as_str(), |(_, d)| d);
                 let check = privilege::wrap(
                     "get",
                     &jid,
                     &w.user,
-                    &w.user,
+                    server,
                     &id,
                     Element::builder("query", ns::DISCO_ITEMS).build(),
                 );

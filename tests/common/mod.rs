@@ -1,5 +1,5 @@
 //! The Prosody harness for end-to-end tests: the lab's throwaway Prosody
-//! 0.12 (`pubpresence::lab`, a temp dir on free loopback ports) with panics
+//! 0.12 (`pubpresence_lab`, a temp dir on free loopback ports) with panics
 //! for errors, plus helpers that ask the server (as its admin, XEP-0133)
 //! which sessions really exist.
 //!
@@ -9,10 +9,10 @@
 
 pub mod pp;
 
-use pubpresence::xmpp::c2s::C2s;
-use pubpresence::lab;
 use pubpresence::minidom::Element;
 use pubpresence::wire::xml_escape;
+use pubpresence::xmpp::c2s::C2s;
+use pubpresence_lab as lab;
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -24,9 +24,9 @@ const IQ_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMANDS: &str = "http://jabber.org/protocol/commands";
 const ADMIN_FORM: &str = "http://jabber.org/protocol/admin";
 
-pub use pubpresence::lab::loopback;
+pub use pubpresence_lab::loopback;
 
-/// The lab's Prosody (`pubpresence::lab::Prosody`, reached through `Deref`
+/// The lab's Prosody (`pubpresence_lab::Prosody`, reached through `Deref`
 /// for its fields and other methods), with the fallible calls turned into
 /// panics: a test that cannot start its server has nothing to test.
 pub struct Prosody(lab::Prosody);

@@ -3,12 +3,12 @@
 
 #![allow(dead_code)]
 
-use pubpresence::xmpp::c2s::{self, C2s};
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub::{self, Event};
 use pubpresence::wire::status::{self, ServiceStatus};
 use pubpresence::wire::user::UserItem;
 use pubpresence::wire::Attr;
+use pubpresence::xmpp::c2s::{self, C2s};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;

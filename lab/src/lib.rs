@@ -1,16 +1,51 @@
-//! The lab: throwaway XMPP servers on loopback (Prosody, ejabberd), and the
-//! one-command demo built on Prosody. Used by the end-to-end tests,
-//! `pubpresence demo` and the benchmark; nothing here is needed to run the
-//! component in production.
+//! The lab, never shipped: throwaway XMPP servers on loopback (Prosody,
+//! ejabberd, either generation: `install`), simulated users (`sim`), the
+//! one-command demo built on Prosody (`demo`) and the benchmarks (`bench`,
+//! `bench_web`, `bench_cluster`). Used by the end-to-end tests and by the
+//! `pubpresence-lab` binary; nothing here is needed to run the component.
 
+pub mod bench;
+pub mod bench_cluster;
+pub mod bench_web;
 pub mod demo;
 pub mod ejabberd;
 pub mod install;
 pub mod prosody;
+pub mod sim;
 
 pub use prosody::{LabError, Prosody, ProsodyOptions};
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+/// The shipped `pubpresence` binary, which cargo builds into the same
+/// directory as this one (`cargo build --workspace`).
+pub fn product_binary() -> std::io::Result<PathBuf> {
+    workspace_binary("pubpresence")
+}
+
+/// The `pubpresence-lab` binary (for the end-to-end tests of its commands).
+pub fn lab_binary() -> std::io::Result<PathBuf> {
+    workspace_binary("pubpresence-lab")
+}
+
+/// A binary of this workspace beside the running one, or, from a test
+/// binary in `target/<profile>/deps`, in the directory above.
+fn workspace_binary(name: &str) -> std::io::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().map(PathBuf::from).unwrap_or_default();
+    let candidates = [dir.join(name), dir.join("..").join(name)];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "no `{name}` binary beside {}: build both binaries with `cargo build --workspace --bins` \
+                 (add --release for the benchmarks)",
+                me.display()
+            ),
+        )
+    })
+}
 
 /// 127.0.0.n: users connect from distinct loopback addresses so that the
 /// IPs the server reports are really checked.

@@ -1,12 +1,12 @@
-//! `pubpresence bench --web-consumers N` (issue 9): N consumers of the web
+//! `pubpresence-lab bench --web-consumers N` (issue 9): N consumers of the web
 //! feed's `/events` (SPEC §7) while simulated users change status at a
 //! steady rate; how long the last consumer waits for a change once it has
 //! reached the client, and the feed's memory per consumer.
 //!
 //! The measured path is the real one: a lab Prosody, the component as a
-//! child `pubpresence run`, simulated users (`crate::client::sim`) changing
+//! child `pubpresence run`, simulated users (`crate::sim`) changing
 //! status at `--rates` (default 1,000/s), and the feed side in a child
-//! process of its own, `pubpresence bench --web-feed-child CONFIG` (hidden):
+//! process of its own, `pubpresence-lab bench --web-feed-child CONFIG` (hidden):
 //! the reference client of SPEC §6 (`client::watch::run`, what `pubpresence
 //! watch` runs) feeding a [`Feed`] served on a loopback port, exactly as
 //! `pubpresence watch --http` wires them (`web::tee`: `feed.update` for every
@@ -36,14 +36,14 @@
 //! child's stamp.
 
 use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Latency, Machine};
-use crate::client::follow::WatchEvent;
-use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
-use crate::client::watch::{self, Target, Update};
-use crate::client::web::Feed;
-use crate::config::Config;
-use crate::lab::Prosody;
-use crate::wire::status::ServiceStatus;
-use crate::wire::user::{Status, UserItem};
+use crate::sim::{self, SimControl, SimEvent, SimOptions};
+use crate::Prosody;
+use pubpresence::client::follow::WatchEvent;
+use pubpresence::client::watch::{self, Target, Update};
+use pubpresence::client::web::Feed;
+use pubpresence::config::Config;
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::user::{Status, UserItem};
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -57,9 +57,9 @@ use tokio::sync::{mpsc, watch as wch, Semaphore};
 
 /// The account the feed child logs in with.
 const WATCHER: &str = "watcher";
-/// Connections per load account (as `pubpresence bench`).
+/// Connections per load account (as `pubpresence-lab bench`).
 const LOAD_RESOURCES: usize = 4;
-/// Changes per second of one load connection (as `pubpresence bench`).
+/// Changes per second of one load connection (as `pubpresence-lab bench`).
 const PER_CONNECTION_RATE: f64 = 4.0;
 /// Consumers connecting at once.
 const CONNECT_CONCURRENCY: usize = 50;
@@ -78,8 +78,10 @@ pub struct WebBenchOptions {
     pub rate: f64,
     /// How long the simulated users change status.
     pub duration: Duration,
-    /// The `pubpresence` binary: the component and the feed child.
+    /// The `pubpresence` binary: the component.
     pub exe: PathBuf,
+    /// The `pubpresence-lab` binary: the feed child (`bench --web-feed-child`).
+    pub lab_exe: PathBuf,
     /// Prosody with `network_settings = { nagle = false }` (TCP_NODELAY).
     pub tcp_nodelay: bool,
     /// Prosody's pubsub with `storage = "memory"`.
@@ -93,12 +95,13 @@ pub struct WebBenchOptions {
 
 impl WebBenchOptions {
     /// 1,000 consumers, 1,000 changes/s for 5 s.
-    pub fn full(exe: PathBuf) -> WebBenchOptions {
+    pub fn full(exe: PathBuf, lab_exe: PathBuf) -> WebBenchOptions {
         WebBenchOptions {
             consumers: 1000,
             rate: 1000.0,
             duration: Duration::from_secs(5),
             exe,
+            lab_exe,
             tcp_nodelay: false,
             memory_storage: false,
             quick: false,
@@ -107,12 +110,13 @@ impl WebBenchOptions {
     }
 
     /// CI: 20 consumers, 50 changes/s for 2 s.
-    pub fn quick(exe: PathBuf) -> WebBenchOptions {
+    pub fn quick(exe: PathBuf, lab_exe: PathBuf) -> WebBenchOptions {
         WebBenchOptions {
             consumers: 20,
             rate: 50.0,
             duration: Duration::from_secs(2),
             exe,
+            lab_exe,
             tcp_nodelay: false,
             memory_storage: false,
             quick: true,
@@ -290,7 +294,7 @@ fn fd_limit() -> Option<u64> {
 }
 
 // ---------------------------------------------------------------------------
-// The feed child: `pubpresence bench --web-feed-child CONFIG`
+// The feed child: `pubpresence-lab bench --web-feed-child CONFIG`
 
 /// How the feed child gets its changes.
 #[derive(Debug, Clone)]
@@ -430,7 +434,7 @@ impl Synthetic {
 
     /// The connections of the first snapshot.
     fn items(&self) -> Vec<UserItem> {
-        let since = crate::wire::time::now();
+        let since = pubpresence::wire::time::now();
         (0..self.connections)
             .map(|i| {
                 let name = format!("load{}@synthetic.test", i / LOAD_RESOURCES + 1);
@@ -451,7 +455,7 @@ impl Synthetic {
         let n = items.len();
         let item = &mut items[k % n];
         item.status = Self::CYCLE[(k / n) % Self::CYCLE.len()];
-        item.since = crate::wire::time::now();
+        item.since = pubpresence::wire::time::now();
         Update::Event(WatchEvent::Set(item.clone()))
     }
 
@@ -957,7 +961,7 @@ async fn with_prosody(
 
     // The feed child.
     let args = ["--web-feed-child".into(), config.clone().into_os_string()];
-    let feed = FeedChild::spawn(&opts.exe, &args, log("feed.log")?.into())?;
+    let feed = FeedChild::spawn(&opts.lab_exe, &args, log("feed.log")?.into())?;
     let outcome = measure(
         prosody,
         opts,
@@ -996,7 +1000,7 @@ async fn synthetic(opts: &WebBenchOptions) -> Result<WebReport, BenchError> {
     .into_iter()
     .map(Into::into)
     .collect();
-    let mut feed = FeedChild::spawn(&opts.exe, &args, Stdio::inherit())?;
+    let mut feed = FeedChild::spawn(&opts.lab_exe, &args, Stdio::inherit())?;
     let outcome = async {
         let addr = child_ready(&feed.state, feed.pid).await?;
         let stdin = feed
@@ -1026,7 +1030,7 @@ fn check_fd_limit(sockets: usize) -> Result<u64, BenchError> {
     Ok(limit)
 }
 
-/// `pubpresence bench --web-feed-child …` running, its stdout read into
+/// `pubpresence-lab bench --web-feed-child …` running, its stdout read into
 /// `state`.
 struct FeedChild {
     child: tokio::process::Child,
@@ -1539,13 +1543,13 @@ fn report(
     }
 }
 
-/// `pubpresence bench --web-consumers N` (or the hidden feed child).
+/// `pubpresence-lab bench --web-consumers N` (or the hidden feed child).
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     let child = args.web_feed_child.clone();
     let default = if child.is_some() {
         "warn"
     } else {
-        "pubpresence::bench_web=info"
+        "pubpresence_lab::bench_web=info"
     };
     crate::bench::init_logging(default);
     if let Some(config) = child {
@@ -1564,11 +1568,11 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         };
         return feed_child(source).await;
     }
-    let exe = std::env::current_exe()?;
+    let (exe, lab_exe) = (crate::product_binary()?, std::env::current_exe()?);
     let mut o = if args.quick {
-        WebBenchOptions::quick(exe)
+        WebBenchOptions::quick(exe, lab_exe)
     } else {
-        WebBenchOptions::full(exe)
+        WebBenchOptions::full(exe, lab_exe)
     };
     if let Some(n) = args.web_consumers {
         o.consumers = n;

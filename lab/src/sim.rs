@@ -10,16 +10,16 @@
 //! caller pause changes while keeping every connection open (`Hold`), which
 //! is how a test or a benchmark gets a quiet server to compare against.
 
-use crate::xmpp::c2s::{self, C2s, C2sError, C2sOptions};
-use crate::wire::user::Status;
-use crate::wire::{ns, Attr};
+use pubpresence::jid::Jid;
+use pubpresence::minidom::Element;
+use pubpresence::wire::user::Status;
+use pubpresence::wire::{ns, Attr};
+use pubpresence::xmpp::c2s::{self, C2s, C2sError, C2sOptions};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use xmpp_parsers::jid::Jid;
-use xmpp_parsers::minidom::Element;
 
 /// Resource names for a user's connections, in order (then `r5`, `r6`...).
 const RESOURCES: [&str; 4] = ["desk", "phone", "laptop", "tablet"];

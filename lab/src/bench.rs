@@ -1,4 +1,4 @@
-//! `pubpresence bench`: latency, CPU, start-up and memory of the component
+//! `pubpresence-lab bench`: latency, CPU, start-up and memory of the component
 //! against a real Prosody on loopback (issue 6).
 //!
 //! One run: a lab Prosody (pubsub storage `sql`, SQLite: the recommended
@@ -14,16 +14,16 @@
 //! sent) to the watcher reading the live notification; the floor: from just
 //! before the publish IQ is sent to the watcher reading its notification.
 
-use crate::xmpp::c2s::{self, C2s, C2sOptions};
-use crate::client::sim::{self, SimControl, SimEvent, SimOptions};
-use crate::component::service::{self, ServiceConfig};
-use crate::config::Config;
-use crate::jid::Jid;
-use crate::lab::{self, LabError, Prosody, ProsodyOptions};
-use crate::minidom::Element;
-use crate::wire::status::{self as wstatus, ServiceStatus};
-use crate::wire::user::{Status, UserItem};
-use crate::wire::{ns, pubsub, Attr};
+use crate::sim::{self, SimControl, SimEvent, SimOptions};
+use crate::{LabError, Prosody, ProsodyOptions};
+use pubpresence::component::service::{self, ServiceConfig};
+use pubpresence::config::Config;
+use pubpresence::jid::Jid;
+use pubpresence::minidom::Element;
+use pubpresence::wire::status::{self as wstatus, ServiceStatus};
+use pubpresence::wire::user::{Status, UserItem};
+use pubpresence::wire::{ns, pubsub, Attr};
+use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// The server and storage of the lab's pubsub service, named next to every
-/// figure: the Prosody version the lab really runs (`crate::lab::install`).
+/// figure: the Prosody version the lab really runs (`crate::install`).
 pub fn storage(memory: bool) -> String {
-    let server = crate::lab::install::prosody()
+    let server = crate::install::prosody()
         .map(|i| i.label())
         .unwrap_or_else(|_| "Prosody (not installed)".into());
     if memory {
@@ -445,7 +445,7 @@ async fn login(
         jid: Jid::new(&jid).map_err(setup)?,
         password: user.to_string(),
         server: Some(prosody.c2s_addr().to_string()),
-        bind_ip: Some(lab::loopback(1)),
+        bind_ip: Some(crate::loopback(1)),
         allow_plaintext: true,
     };
     let (c, rx) = c2s::connect(&opts).await?;
@@ -1102,7 +1102,7 @@ async fn phase(
     })
 }
 
-/// `pubpresence bench`: the command line.
+/// `pubpresence-lab bench`: the command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Small numbers for CI (100 sessions, 50 and 200 changes/s, 2 s each).
@@ -1185,14 +1185,7 @@ impl BenchArgs {
 
 /// Progress on stderr at `default` level; RUST_LOG wins.
 pub(crate) fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    pubpresence::logging::init(None, default);
 }
 
 /// Prints a benchmark's figures: the table on stdout, or with `json` the
@@ -1218,9 +1211,8 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_web::main(args).await;
     }
     // Progress on stderr; RUST_LOG wins.
-    crate::bench::init_logging("pubpresence::bench=info");
-    let exe = std::env::current_exe().ok();
-    let opts = args.options(exe);
+    crate::bench::init_logging("pubpresence_lab::bench=info");
+    let opts = args.options(Some(crate::product_binary()?));
     eprintln!(
         "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {}",
         opts.connections,

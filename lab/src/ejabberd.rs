@@ -21,7 +21,7 @@
 //! `ejabberdctl` runs the Erlang VM as the `ejabberd` user, so the lab must
 //! run as root (or as `ejabberd`); the directory is handed to that user.
 
-use crate::wire::xml_escape;
+use pubpresence::wire::xml_escape;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

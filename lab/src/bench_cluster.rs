@@ -1,4 +1,4 @@
-//! `pubpresence bench --ejabberd-cluster` (issue 11): start-up time and the
+//! `pubpresence-lab bench --ejabberd-cluster` (issue 11): start-up time and the
 //! cost of one audit with many sessions spread over a two-node ejabberd
 //! cluster (23.01, XEP-0356 privileged presence, no roster subscriptions).
 //!
@@ -39,13 +39,13 @@
 
 use crate::bench::{client_iq, read_status};
 use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Machine};
-use crate::xmpp::c2s::{self, C2s};
-use crate::client::sim;
-use crate::lab::ejabberd::{self, Ejabberd, EjabberdOptions};
-use crate::minidom::Element;
-use crate::wire::status::ServiceStatus;
-use crate::wire::user::{Status, UserItem};
-use crate::wire::{ns, pubsub};
+use crate::ejabberd::{self, Ejabberd, EjabberdOptions};
+use crate::sim;
+use pubpresence::minidom::Element;
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::user::{Status, UserItem};
+use pubpresence::wire::{ns, pubsub};
+use pubpresence::xmpp::c2s::{self, C2s};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,9 +56,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The server, named next to every figure: the ejabberd version the lab
-/// really runs (`crate::lab::install`).
+/// really runs (`crate::install`).
 pub fn server() -> String {
-    let label = crate::lab::install::ejabberd()
+    let label = crate::install::ejabberd()
         .map(|i| i.label())
         .unwrap_or_else(|_| "ejabberd (not installed)".into());
     format!(
@@ -818,7 +818,7 @@ async fn bench(
         &format!("{WATCHER}@{}/bench", e.domain),
         WATCHER,
         c2s_addrs[0],
-        crate::lab::loopback(3),
+        crate::loopback(3),
     )
     .await?;
     drop(w_rx);
@@ -1143,12 +1143,11 @@ async fn measure_audit(
     })
 }
 
-/// `pubpresence bench --ejabberd-cluster`: prints the table (and JSON with
+/// `pubpresence-lab bench --ejabberd-cluster`: prints the table (and JSON with
 /// `--json`); progress on stderr.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    crate::bench::init_logging("pubpresence::bench_cluster=info");
-    let exe = std::env::current_exe()?;
-    let opts = ClusterOptions::from_args(&args, exe);
+    crate::bench::init_logging("pubpresence_lab::bench_cluster=info");
+    let opts = ClusterOptions::from_args(&args, crate::product_binary()?);
     eprintln!(
         "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
         opts.connections,

@@ -2,12 +2,12 @@
 //! Prosody and its report is sane. No timing threshold is asserted: the
 //! figures are for docs/benchmarks.md, not for a pass/fail on a noisy CI.
 
-use pubpresence::bench::{self, BenchOptions};
+use pubpresence_lab::bench::{self, BenchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quick_bench_reports_sane_figures() {
     let opts = BenchOptions {
-        component_bin: Some(env!("CARGO_BIN_EXE_pubpresence").into()),
+        component_bin: Some(pubpresence_lab::product_binary().expect("the pubpresence binary")),
         ..BenchOptions::quick()
     };
     let rates = opts.rates.clone();

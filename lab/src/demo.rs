@@ -1,4 +1,4 @@
-//! `pubpresence demo`: the whole thing on one machine, in one command. A
+//! `pubpresence-lab demo`: the whole thing on one machine, in one command. A
 //! lab Prosody on loopback, demo users and a `dashboard` account, the
 //! component (in this process), simulated users connecting from several
 //! loopback addresses and changing status at random, and the dashboard
@@ -9,13 +9,13 @@
 //! unsubscribes, Prosody is stopped by its PID and its directory removed.
 
 use super::prosody::{LabError, Prosody};
-use crate::xmpp::c2s::C2sOptions;
-use crate::client::follow::WatchEvent;
-use crate::client::sim::{self, SimControl, SimError, SimOptions, SimUser};
-use crate::client::watch::{self, Target, Update, WatchError};
-use crate::component::service::{self, RunError, ServiceConfig};
-use crate::config::{Config, ConfigError};
-use crate::wire::status::ServiceStatus;
+use crate::sim::{self, SimControl, SimError, SimOptions, SimUser};
+use pubpresence::client::follow::WatchEvent;
+use pubpresence::client::watch::{self, Target, Update, WatchError};
+use pubpresence::component::service::{self, RunError, ServiceConfig};
+use pubpresence::config::{Config, ConfigError};
+use pubpresence::wire::status::ServiceStatus;
+use pubpresence::xmpp::c2s::C2sOptions;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;

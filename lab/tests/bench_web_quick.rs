@@ -4,11 +4,14 @@
 //! every change reached every consumer; no timing is asserted (the figures
 //! are for docs/benchmarks.md, not for a pass/fail on a noisy CI).
 
-use pubpresence::bench_web::{self, WebBenchOptions};
+use pubpresence_lab::bench_web::{self, WebBenchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_web_bench_delivers_everything() {
-    let opts = WebBenchOptions::quick(env!("CARGO_BIN_EXE_pubpresence").into());
+    let opts = WebBenchOptions::quick(
+        pubpresence_lab::product_binary().expect("the pubpresence binary"),
+        env!("CARGO_BIN_EXE_pubpresence-lab").into(),
+    );
     let n = opts.consumers;
     let r = bench_web::run(opts)
         .await
@@ -53,7 +56,10 @@ async fn quick_web_bench_delivers_everything() {
 /// itself (no Prosody, no component), and every one reaches every consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_synthetic_web_bench_delivers_every_change() {
-    let mut opts = WebBenchOptions::quick(env!("CARGO_BIN_EXE_pubpresence").into());
+    let mut opts = WebBenchOptions::quick(
+        pubpresence_lab::product_binary().expect("the pubpresence binary"),
+        env!("CARGO_BIN_EXE_pubpresence-lab").into(),
+    );
     opts.synthetic = true;
     let n = opts.consumers;
     // 50 changes/s for 2 s: changes due at 0, 20, ..., 1,980 ms.

@@ -1,8 +1,8 @@
-//! `pubpresence bench --ejabberd-cluster` with a handful of sessions (CI):
+//! `pubpresence-lab bench --ejabberd-cluster` with a handful of sessions (CI):
 //! it runs end to end against a real two-node ejabberd and every figure is
 //! there. No timing is asserted: the figures are for docs/benchmarks.md.
 
-use pubpresence::bench_cluster::{self, ClusterOptions};
+use pubpresence_lab::bench_cluster::{self, ClusterOptions};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,7 +11,7 @@ async fn cluster_bench_reports_every_figure() {
     let opts = ClusterOptions {
         connections: n,
         background: Duration::from_secs(5),
-        ..ClusterOptions::full(env!("CARGO_BIN_EXE_pubpresence").into())
+        ..ClusterOptions::full(pubpresence_lab::product_binary().expect("the pubpresence binary"))
     };
     let r = bench_cluster::run(opts)
         .await
