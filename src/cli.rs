@@ -34,10 +34,10 @@ pub enum Command {
         /// The TOML config file, with a `[watch]` table.
         #[arg(long, short)]
         config: PathBuf,
-        /// One JSON object per event on stdout (SPEC §6) instead of the table.
+        /// One JSON object per event on stdout (docs/protocol.md, "JSON events") instead of the table.
         #[arg(long)]
         json: bool,
-        /// Serve the web feed on ADDR (SPEC §7: the page, /events, /state).
+        /// Serve the web feed on ADDR (the page, /events, /state: docs/protocol.md, "Web feed").
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },

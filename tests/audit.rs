@@ -1,4 +1,4 @@
-//! SPEC §8 "Audit": active heals itself (issue 10, test 6) against real
+//! README, "Audit: active heals itself": against real
 //! Prosody and ejabberd. An item is made stale by planting it (a leftover of
 //! "a second instance that briefly received part of the traffic"), and an
 //! item is lost by retracting it behind the component's back; the next audit
@@ -7,7 +7,7 @@
 //! How the damage is done differs: on Prosody the server's admin may publish
 //! and retract on any node; ejabberd gives its admins no such right, but
 //! accepts a second connection for the component (notes/servers.md), which is
-//! exactly the "second instance" of SPEC §8, so the test does it that way.
+//! exactly the "second instance" of the README's "Running two instances", so the test does it that way.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The binary's edges: config errors, a wrong secret, secrets kept out of
-//! every output (issue 2, test 7).
+//! every output.
 
 mod common;
 

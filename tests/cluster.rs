@@ -1,4 +1,4 @@
-//! An ejabberd cluster of two nodes (issue 11): one component connection
+//! An ejabberd cluster of two nodes: one component connection
 //! per node, privileged presence, no roster subscriptions. Every session is
 //! seen whatever its node; a node killed takes its sessions off active
 //! within 15 s while the component stays online; the node coming back is

@@ -559,7 +559,7 @@ async fn server_restart_reconnects_and_reconciles(p: Server) {
     drop(back);
 }
 
-// The same tests on both servers (issue 13).
+// The same tests on both servers.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_goes_init_then_online_and_probes_follow_it_on_prosody() {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 
 const T: Duration = Duration::from_secs(10);
-const COMMANDS: &str = "http://jabber.org/protocol/commands";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 fn loopback(n: u8) -> IpAddr {
@@ -44,48 +43,15 @@ async fn login(e: &Ejabberd, node: usize, jid: &str, pw: &str, ip: u8) -> (C2s, 
 
 /// user-stats (XEP-0133) of `bare` as the admin: full JID -> `ip:port`.
 async fn user_stats(admin: &C2s, domain: &str, bare: &str) -> BTreeMap<String, String> {
-    let node = "http://jabber.org/protocol/admin#user-stats";
-    let first = admin
-        .iq(
-            xml(&format!(
-                "<iq xmlns='jabber:client' type='set' to='{domain}'>\
-                 <command xmlns='{COMMANDS}' node='{node}' action='execute'/></iq>"
-            )),
-            T,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("execute user-stats: {e}"));
-    let sid = first
-        .get_child("command", COMMANDS)
-        .and_then(|c| c.attr("sessionid"))
-        .unwrap_or_else(|| panic!("no session id: {}", String::from(&first)))
-        .to_string();
-    let done = admin
-        .iq(
-            xml(&format!(
-                "<iq xmlns='jabber:client' type='set' to='{domain}'>\
-                 <command xmlns='{COMMANDS}' node='{node}' sessionid='{sid}'>\
-                 <x xmlns='jabber:x:data' type='submit'>\
-                 <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/admin</value></field>\
-                 <field var='accountjid'><value>{bare}</value></field></x></command></iq>"
-            )),
-            T,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("submit user-stats: {e}"));
-    let values = |var: &str| -> Vec<String> {
-        done.get_child("command", COMMANDS)
-            .into_iter()
-            .flat_map(|c| c.children())
-            .filter(|x| x.is("x", "jabber:x:data"))
-            .flat_map(|x| x.children())
-            .filter(|f| f.name() == "field" && f.attr("var") == Some(var))
-            .flat_map(|f| f.children())
-            .filter(|v| v.name() == "value")
-            .map(|v| v.text().trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect()
-    };
+    let done = pubpresence_lab::admin::run_command(
+        admin,
+        domain,
+        "http://jabber.org/protocol/admin#user-stats",
+        &[("accountjid", bare)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("user-stats: {e}"));
+    let values = |var: &str| pubpresence_lab::admin::values(&done, var);
     let resources = values("onlineresources");
     let ips = values("ipaddresses");
     assert_eq!(

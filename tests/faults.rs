@@ -1,4 +1,4 @@
-//! Faults and hostile input against a real Prosody (issue 5): an
+//! Faults and hostile input against a real Prosody: an
 //! unreachable server, a crash under load, a node deleted behind the
 //! component's back, IQs of every type, and presences built to hurt.
 

@@ -1,4 +1,4 @@
-//! Hostile input (issue 5): one user with a thousand connections, against a
+//! Hostile input: one user with a thousand connections, against a
 //! real Prosody. In a file of its own: the server spends most of the run
 //! broadcasting each resource's presence to all the others (n² stanzas),
 //! and would slow down whatever test ran beside it.

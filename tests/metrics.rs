@@ -1,4 +1,4 @@
-//! End-to-end test of the Prometheus endpoint (`[metrics] listen`, issue 5)
+//! End-to-end test of the Prometheus endpoint (`[metrics] listen`)
 //! against a real Prosody: the component's counters follow what a user
 //! connection really does, read over HTTP as Prometheus would.
 

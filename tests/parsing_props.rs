@@ -1,5 +1,5 @@
 //! Property tests for everything the component parses from the network
-//! (issue 5): user-stats answers, online-users listings, presences, user
+//!: user-stats answers, online-users listings, presences, user
 //! items and status forms. Whatever arrives, parsing returns a value or a
 //! refusal, never panics, and what pubpresence writes reads back the same.
 

@@ -1,5 +1,5 @@
-//! SPEC §9 against a real Prosody: masked and withheld addresses, hidden
-//! users, and items of an earlier run corrected at reconciliation (issue 12).
+//! docs/protocol.md, "Privacy", against a real Prosody: masked and withheld addresses, hidden
+//! users, and items of an earlier run corrected at reconciliation.
 
 mod common;
 

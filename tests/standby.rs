@@ -1,4 +1,4 @@
-//! SPEC §8 "Standby" against real Prosody and ejabberd (issue 10): two
+//! docs/protocol.md, "Standby and takeover", against real Prosody and ejabberd: two
 //! instances, one active; takeover after kill -9 and after SIGTERM, with the
 //! figures printed; a restarted instance stays standby; only one instance
 //! publishes. On ejabberd also fencing of a frozen instance.
@@ -8,6 +8,7 @@ mod common;
 use common::pp::*;
 use common::{loopback, Lab, Server};
 use pubpresence::wire::status::ServiceStatus;
+use pubpresence_lab::process::Sig;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -187,7 +188,7 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm_on_privileg
         .await;
 }
 
-/// SPEC §8 on ejabberd, which accepts a second connection for the same
+/// Standby (docs/protocol.md, "Standby and takeover") on ejabberd, which accepts a second connection for the same
 /// component: the active instance is frozen (SIGSTOP) until the standby
 /// starts its takeover (its `init` is on the status node), then resumed
 /// (SIGCONT): it steps down without publishing anything, the takeover
@@ -231,13 +232,10 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
 
     // Freeze A until B has taken over.
     w.clear();
-    let signal = |sig: &str| {
-        let _ = std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(a.pid().to_string())
-            .status();
+    let signal = |sig| {
+        pubpresence_lab::process::signal(a.pid(), sig);
     };
-    signal("STOP");
+    signal(Sig::Stop);
     // Each takeover attempt of B gets the answer to its first request (the
     // status node's configuration, before `init`) only if ejabberd happens to
     // route it to B rather than to the frozen A: one chance in two per
@@ -247,7 +245,7 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
     users.remove(2).close().await;
     // Resumed: A steps down and publishes nothing.
     let resumed = w.seen().status_items.len();
-    signal("CONT");
+    signal(Sig::Cont);
     a.wait_log("stepping down", T, "a did not step down").await;
     // Then one instance ends up online. Usually B; but B's start-up cannot
     // finish while A holds its connection, so B may have gone back to

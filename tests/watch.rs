@@ -1,4 +1,4 @@
-//! End-to-end tests of the reference client (issue 3): the SPEC §6 follower
+//! End-to-end tests of the reference client: the follower (docs/protocol.md, "Client procedure")
 //! (`pubpresence::client::watch::follow`) against a real Prosody and the
 //! real component, with simulated users (`pubpresence_lab::sim`)
 //! changing status all along, and the `pubpresence-lab demo` command itself.
@@ -19,6 +19,7 @@ use pubpresence::config::Nodes;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::user::{Status, UserItem};
 use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
+use pubpresence_lab::process::{self, Sig};
 use pubpresence_lab::sim::{self, SimControl, SimEvent, SimOptions};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -69,14 +70,8 @@ async fn admin(p: &Server) -> C2s {
     admin
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "kill -{sig} {pid}");
+fn signal(pid: u32, sig: Sig) {
+    assert!(process::signal(pid, sig), "kill -{sig:?} {pid}");
 }
 
 // ---------------------------------------------------------------------------
@@ -493,7 +488,7 @@ async fn wait_active(checker: &Watcher, n: usize) -> BTreeMap<String, UserItem> 
 // ---------------------------------------------------------------------------
 // The tests
 
-/// Issue 3, test 1: a follower started while the component is in `init`
+/// The reference client, test 1: a follower started while the component is in `init`
 /// (frozen there with SIGSTOP so that "while" is certain) ends with exactly
 /// the server's sessions once the service is online; the users change
 /// status during the whole start-up.
@@ -518,7 +513,7 @@ async fn follower_started_during_init_converges_exactly(server: Server) {
         checker.clear();
         pp = Pubpresence::start(&config);
         checker.wait_status(ServiceStatus::Init).await;
-        signal(pp.pid(), "STOP");
+        signal(pp.pid(), Sig::Stop);
         // A publish of online already on its way would land meanwhile.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if checker.status().await == Some(ServiceStatus::Init) {
@@ -526,7 +521,7 @@ async fn follower_started_during_init_converges_exactly(server: Server) {
             caught = true;
             break;
         }
-        signal(pp.pid(), "CONT");
+        signal(pp.pid(), Sig::Cont);
         wait_online(&pp, &checker).await;
     }
     assert!(caught, "never caught the component in init");
@@ -543,7 +538,7 @@ async fn follower_started_during_init_converges_exactly(server: Server) {
     sim.wait("changes during init", |l| l.changes >= before + 20)
         .await;
     assert_eq!(snapshots(&f.events()), 0, "no snapshot before online");
-    signal(pp.pid(), "CONT");
+    signal(pp.pid(), Sig::Cont);
     // ... and while it finishes it.
     f.wait("a snapshot", |e| snapshots(e) == 1).await;
     let events = f.events();
@@ -570,7 +565,7 @@ async fn follower_started_during_init_converges_exactly(server: Server) {
     drop(pp);
 }
 
-/// Issue 3, test 2: a follower started long after start-up, then 30 users ×
+/// The reference client, test 2: a follower started long after start-up, then 30 users ×
 /// 30 random changes (statuses, disconnects, reconnects): at the end the
 /// follower's state = active's items = the server's sessions.
 async fn thirty_users_thirty_changes_each_end_exactly(server: Server) {
@@ -607,7 +602,7 @@ async fn thirty_users_thirty_changes_each_end_exactly(server: Server) {
     drop(pp);
 }
 
-/// Issue 3, test 3: the component restarted under a running follower, once
+/// The reference client, test 3: the component restarted under a running follower, once
 /// cleanly (offline, init, online) and once killed (init, online): each
 /// time the follower starts over by itself and converges again.
 async fn component_restarts_under_a_running_follower(server: Server) {
@@ -966,7 +961,7 @@ fn demo_runs_shows_users_and_cleans_up() {
         assert!(child.try_wait().expect("wait").is_none(), "{}", read(&err));
         std::thread::sleep(Duration::from_millis(200));
     }
-    signal(child.id(), "INT");
+    signal(child.id(), Sig::Int);
     let status = wait(&mut child, Duration::from_secs(60));
     let stderr = read(&err);
     assert!(
@@ -978,7 +973,7 @@ fn demo_runs_shows_users_and_cleans_up() {
     assert_cleaned_up(pid, &prosody_dir);
 }
 
-// The client suite on both servers (issue 13).
+// The client suite on both servers.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_started_during_init_converges_exactly_on_prosody() {

@@ -1,4 +1,4 @@
-//! End-to-end tests of the web feed (SPEC §7, issue 9): `pubpresence watch
+//! End-to-end tests of the web feed (docs/protocol.md, "Web feed"): `pubpresence watch
 //! --json --http ADDR` (the real binary) against a real Prosody and the real
 //! component; the backpressure test drives the library's `Feed` directly
 //! with thousands of synthetic changes.
@@ -70,7 +70,7 @@ async fn wait_active(checker: &Watcher, n: usize) -> BTreeMap<String, UserItem> 
     }
 }
 
-/// The users of SPEC §6's JSON for these items.
+/// The users of the JSON (docs/protocol.md, "JSON events") for these items.
 fn users_json(items: &BTreeMap<String, UserItem>) -> Value {
     let snap = WatchEvent::Snapshot(items.values().cloned().collect());
     watch::to_json(&snap, &time::now())["users"].clone()
@@ -251,7 +251,7 @@ fn assert_envelope(kind: &str, v: &Value) {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 9, test 1
+// The web feed, test 1
 
 /// `/state` and the first snapshot on `/events` are the items of active; a
 /// connect, a status change and a disconnect arrive as set, set, remove.
@@ -343,7 +343,7 @@ async fn state_and_events_follow_active() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 9, test 2
+// The web feed, test 2
 
 /// Without the token, or with a wrong one, every path is 401 without data;
 /// with it (header or query), 200. The token appears in no output.
@@ -430,7 +430,7 @@ async fn requests_without_the_token_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 9, test 4
+// The web feed, test 4
 
 fn item(i: usize) -> UserItem {
     UserItem {
@@ -561,7 +561,7 @@ fn rss_kib() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 9, test 3: the page in a real headless Chromium (DevTools protocol
+// The web feed, test 3: the page in a real headless Chromium (DevTools protocol
 // over --remote-debugging-pipe, through two FIFOs)
 
 /// Debian's chromium, if installed.

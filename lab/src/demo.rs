@@ -2,7 +2,7 @@
 //! lab Prosody on loopback, demo users and a `dashboard` account, the
 //! component (in this process), simulated users connecting from several
 //! loopback addresses and changing status at random, and the dashboard
-//! following it all (SPEC §6). The caller shows the dashboard's updates.
+//! following it all (docs/protocol.md, "Client procedure"). The caller shows the dashboard's updates.
 //!
 //! Stopping (the `shutdown` channel) undoes everything in order: users
 //! disconnect, the component publishes `offline` and exits, the dashboard

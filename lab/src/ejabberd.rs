@@ -29,6 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::install::Install;
+use super::process::{signal, Sig};
 
 /// How long a node may take to listen on its ports (it takes about 0.5 s).
 const STARTUP: Duration = Duration::from_secs(30);
@@ -391,7 +392,7 @@ impl Ejabberd {
     }
 
     /// [`Ejabberd::config_toml`] with `server` as the list of every node's
-    /// component listener (SPEC §8, "Clusters").
+    /// component listener (README, "An ejabberd cluster").
     pub fn config_toml_cluster(&self, members: &[&str]) -> String {
         let servers: Vec<String> = self
             .component_addrs()
@@ -541,11 +542,11 @@ members = [{members}]
         let Some(pid) = node.pid.take() else {
             return Ok(());
         };
-        signal(pid, "TERM");
+        signal(pid, Sig::Term);
         let deadline = Instant::now() + STOP_GRACE;
         while alive(pid) {
             if Instant::now() > deadline {
-                signal(pid, "KILL");
+                signal(pid, Sig::Kill);
                 wait_gone(pid, Duration::from_secs(5));
                 break;
             }
@@ -556,11 +557,11 @@ members = [{members}]
     }
 
     /// `kill -9` of node `i`'s Erlang VM: the node dies with its sessions,
-    /// nobody sends their unavailable presence (issue 11).
+    /// nobody sends their unavailable presence.
     pub fn kill_node(&mut self, i: usize) -> Result<(), EjabberdError> {
         let node = self.nodes.get_mut(i).ok_or(EjabberdError::NoSuchNode(i))?;
         if let Some(pid) = node.pid.take() {
-            signal(pid, "KILL");
+            signal(pid, Sig::Kill);
             wait_gone(pid, Duration::from_secs(5));
         }
         let _ = std::fs::remove_file(node.pid_path());
@@ -632,7 +633,7 @@ members = [{members}]
                 let node = &mut self.nodes[i];
                 let pid = node.pid.take().or_else(|| find_vm(&node.name));
                 if let Some(pid) = pid {
-                    signal(pid, "KILL");
+                    signal(pid, Sig::Kill);
                 }
                 return Err(EjabberdError::Startup(format!(
                     "ejabberd node {name} did not listen on {} and {} within {STARTUP:?}\n{tail}",
@@ -979,15 +980,6 @@ fn wait_gone(pid: u32, timeout: Duration) {
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// The Erlang VM whose command line names `node` (`-sname NAME@localhost`).

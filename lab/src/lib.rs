@@ -1,15 +1,15 @@
 //! The lab, never shipped: throwaway XMPP servers on loopback (Prosody,
 //! ejabberd, either generation: `install`), simulated users (`sim`), the
-//! one-command demo built on Prosody (`demo`) and the benchmarks (`bench`,
-//! `bench_web`, `bench_cluster`). Used by the end-to-end tests and by the
+//! one-command demo built on Prosody (`demo`) and the benchmarks (`bench`: one
+//! Prosody, an ejabberd cluster, the web feed). Used by the end-to-end tests and by the
 //! `pubpresence-lab` binary; nothing here is needed to run the component.
 
+pub mod admin;
 pub mod bench;
-pub mod bench_cluster;
-pub mod bench_web;
 pub mod demo;
 pub mod ejabberd;
 pub mod install;
+pub mod process;
 pub mod prosody;
 pub mod sim;
 

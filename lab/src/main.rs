@@ -195,7 +195,7 @@ async fn demo_cmd(
             i.config.display(),
         );
     };
-    // The web feed of what the dashboard follows (SPEC §7), on loopback.
+    // The web feed of what the dashboard follows (docs/protocol.md, "Web feed"), on loopback.
     let feed = pubpresence::client::web::Feed::new(None);
     let port = pubpresence_lab::free_ports(1)?[0];
     let addr = feed

@@ -2,7 +2,7 @@
 //! it runs end to end against a real two-node ejabberd and every figure is
 //! there. No timing is asserted: the figures are for docs/benchmarks.md.
 
-use pubpresence_lab::bench_cluster::{self, ClusterOptions};
+use pubpresence_lab::bench::cluster::{self as bench_cluster, ClusterOptions};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

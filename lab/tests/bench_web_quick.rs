@@ -1,10 +1,10 @@
-//! The web feed benchmark (issue 9) end to end in small numbers (CI): 20
+//! The web feed benchmark end to end in small numbers (CI): 20
 //! SSE consumers, 50 changes/s for 2 s, against a real Prosody, the
 //! component and the feed as child processes. Every figure is present and
 //! every change reached every consumer; no timing is asserted (the figures
 //! are for docs/benchmarks.md, not for a pass/fail on a noisy CI).
 
-use pubpresence_lab::bench_web::{self, WebBenchOptions};
+use pubpresence_lab::bench::web::{self as bench_web, WebBenchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_web_bench_delivers_everything() {

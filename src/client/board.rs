@@ -8,7 +8,7 @@ use crate::wire::time::{self, Timestamp};
 use crate::wire::user::UserItem;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The state built from [`WatchEvent`]s: `users` is exact (SPEC §6) while
+/// The state built from [`WatchEvent`]s: `users` is exact (docs/protocol.md, "Client procedure") while
 /// `synced`; otherwise it is the last known state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Board {

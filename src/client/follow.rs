@@ -1,4 +1,4 @@
-//! The client procedure of SPEC §6 as a pure state machine: it is told what
+//! The client procedure (docs/protocol.md, "Client procedure") as a pure state machine: it is told what
 //! arrives (status changes, live items, the items of active) and says what
 //! the caller sees (service, snapshot, set, remove) and when to fetch active.
 

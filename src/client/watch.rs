@@ -1,4 +1,4 @@
-//! Following pubpresence over an ordinary c2s connection (SPEC §6): probe
+//! Following pubpresence over an ordinary c2s connection (docs/protocol.md, "Client procedure"): probe
 //! the component, subscribe to status and live, fetch active once online,
 //! replay what was buffered, then every change. Starts over by itself when
 //! the service goes back to `init` or `offline`.
@@ -102,7 +102,7 @@ pub async fn follow(
 ) -> Result<(), WatchError> {
     let me = c2s.jid().to_string();
     let mut f = Follower::new();
-    // Subscribe to status and live first (live before waiting, SPEC §6 step 2).
+    // Subscribe to status and live first (live before waiting: docs/protocol.md, "Client procedure", step 2).
     // A node that does not exist yet means the component never ran: retry.
     let mut subscribed = false;
     let (fetch_tx, mut fetch_rx) = mpsc::channel::<Option<Vec<UserItem>>>(4);
@@ -312,7 +312,7 @@ const STABLE: Duration = Duration::from_secs(30);
 /// Bound on the unsubscribe-and-close at shutdown.
 const GOODBYE: Duration = Duration::from_secs(3);
 
-/// Logs in, follows (SPEC §6) and reconnects with capped exponential backoff
+/// Logs in, follows (docs/protocol.md, "Client procedure") and reconnects with capped exponential backoff
 /// when the connection drops, until `shutdown` turns true or `out` is
 /// closed. Each new connection starts the procedure over: a new `service`
 /// event and a new `snapshot` follow.
@@ -468,7 +468,7 @@ fn user_json(i: &UserItem) -> serde_json::Value {
     })
 }
 
-/// The JSON object of SPEC §6 for an event, `at` = when the client learned it.
+/// The JSON object (docs/protocol.md, "JSON events") for an event, `at` = when the client learned it.
 pub fn to_json(ev: &WatchEvent, at: &time::Timestamp) -> serde_json::Value {
     let at = time::format(at);
     match ev {

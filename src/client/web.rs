@@ -1,7 +1,7 @@
-//! The web feed (SPEC §7): what `pubpresence watch` follows, served over
+//! The web feed (docs/protocol.md, "Web feed"): what `pubpresence watch` follows, served over
 //! HTTP for consumers without XMPP. `GET /` is a self-contained page (its
 //! script and style are embedded in the binary and inlined in the page),
-//! `GET /events` Server-Sent Events with the JSON lines of SPEC §6, and
+//! `GET /events` Server-Sent Events with the JSON lines of docs/protocol.md, "JSON events", and
 //! `GET /state` the current state as one JSON object.
 //!
 //! Every event is serialised and framed once (`event:`/`data:` lines, as
@@ -50,7 +50,7 @@ const STYLE: &str = include_str!("../../assets/style.css");
 
 /// Events a consumer may be behind before it is cut off.
 pub const DEFAULT_BACKLOG: usize = 256;
-/// A comment line at least this often (SPEC §7 asks for 15 s at most).
+/// A comment line at least this often (docs/protocol.md, "/events": 15 s at most).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// The kernel's send buffer per connection: bounds what a stalled consumer
 /// holds besides its queue, and lets a stall show up as one.
@@ -412,7 +412,7 @@ pub fn tee(feed: Feed, mut rx: mpsc::Receiver<Update>) -> mpsc::Receiver<Update>
     out
 }
 
-/// The SSE message of an event: `event: KIND`, `data: JSON` (SPEC §6).
+/// The SSE message of an event: `event: KIND`, `data: JSON` (docs/protocol.md, "JSON events").
 /// Framed here rather than with axum's `sse::Event`, whose buffer is copied
 /// for every consumer it is cloned for (1,000 copies of every change with
 /// 1,000 consumers, measured by `pubpresence-lab bench --web-consumers`).
@@ -422,7 +422,7 @@ fn sse_event(ev: &WatchEvent, at: &time::Timestamp) -> Bytes {
     Bytes::from(format!("event: {}\ndata: {json}\n\n", watch::kind(ev)))
 }
 
-/// An SSE comment: keeps proxies from closing a quiet stream (SPEC §7).
+/// An SSE comment: keeps proxies from closing a quiet stream (docs/protocol.md, "/events").
 const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
 
 fn unauthorized() -> Response {

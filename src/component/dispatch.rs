@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 /// The rest waits in `Dispatch` as the action itself (some 100 bytes,
 /// strings inline) rather than as a spawned task waiting for a permit
 /// (some 2 KB each): after 10,000 logins the server was still working
-/// through 10,000 live publications, which as tasks held 22 MB (issue 6).
+/// through 10,000 live publications, which as tasks held 22 MB.
 const IN_FLIGHT: usize = 256;
 
 /// An action waiting in `Dispatch`, its strings inline (see

@@ -1,4 +1,4 @@
-//! Addresses of new connections, from user-stats (SPEC §5: learned once per
+//! Addresses of new connections, from user-stats (docs/protocol.md, "Items": learned once per
 //! connection), with at most one request per user in flight.
 //!
 //! user-stats answers with every session of the user. Asking once per new

@@ -1,4 +1,4 @@
-//! SPEC §9: what the operator allows to be published. Applied where data
+//! What the operator allows to be published. Applied where data
 //! enters the tracker, so nothing it would not publish is ever held there.
 
 use crate::config::IpMode;

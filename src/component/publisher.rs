@@ -10,7 +10,7 @@ use futures::StreamExt;
 use std::collections::HashSet;
 use xmpp_parsers::minidom::Element;
 
-/// Node names (SPEC §1 `[nodes]`).
+/// Node names (`[nodes]`; docs/protocol.md, "Nodes").
 pub use crate::config::Nodes as NodeNames;
 
 /// A failure worth one clear line that tells the operator what to change.
@@ -254,7 +254,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// The audit's look at the nodes (SPEC §8): each node's configuration
+    /// The audit's look at the nodes (README, "Audit: active heals itself"): each node's configuration
     /// is read and set again only where it drifted (one log line naming what
     /// changed), and whitelist members are put right. Reading rather than
     /// blindly re-setting keeps the server from rewriting three node

@@ -1,5 +1,5 @@
 //! Short strings kept inline, for what the component holds per connection
-//! or per user for as long as it lasts (issue 6: at most 1 KiB per tracked
+//! or per user for as long as it lasts (at most 1 KiB per tracked
 //! connection).
 //!
 //! Why not `String`: each would be its own small heap allocation, made in

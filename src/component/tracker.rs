@@ -2,13 +2,13 @@
 //! written next, in which order. Pure: no sockets, no clocks, no tasks. The
 //! service feeds it events and executes the actions it returns.
 //!
-//! Rules (SPEC §5): one connection's changes are applied strictly in order,
+//! Rules (docs/protocol.md, "What the component publishes, and when"): one connection's changes are applied strictly in order,
 //! each as "write active, once confirmed publish live"; different
 //! connections proceed independently; a presence that changes nothing is
 //! dropped; during start-up presences only update the desired state, which
 //! reconciliation then writes as a difference against what active holds.
 //!
-//! Memory (issue 6: at most 1 KiB per tracked connection): a connection at
+//! Memory (at most 1 KiB per tracked connection): a connection at
 //! rest (its item written, nothing queued) is one entry of the map's table
 //! and nothing else: its full JID (the key, inline when short: see
 //! `small`), and what active holds without repeating the JID or the name
@@ -447,7 +447,7 @@ impl Tracker {
         actions
     }
 
-    /// An audit (SPEC §8): `on_active` is what active holds now, `listed`
+    /// An audit (README, "Audit: active heals itself"): `on_active` is what active holds now, `listed`
     /// the server's sessions listed after that fetch. Fixes only the
     /// difference: items of sessions that are gone are retracted (with
     /// `offline` on live), items missing for tracked sessions republished.

@@ -44,9 +44,9 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use raw::{
-    Access, AccessModel, Config, IpMode, MetricsConfig, Nodes, Privacy, StandbyConfig, WatchConfig,
-    DEFAULT_AUDIT_INTERVAL, DEFAULT_C2S_PORT, DEFAULT_IQ_TIMEOUT, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_TAKEOVER,
+    Access, AccessModel, Config, IpMode, MetricsConfig, Nodes, PrivacyConfig, StandbyConfig,
+    WatchConfig, DEFAULT_AUDIT_INTERVAL, DEFAULT_C2S_PORT, DEFAULT_IQ_TIMEOUT,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_TAKEOVER,
 };
 pub use secret::{
     process_env, Env, Secret, SecretSource, ENV_HTTP_TOKEN, ENV_SECRET, ENV_STANDBY_PASSWORD,

@@ -62,7 +62,7 @@ pub struct Config {
     /// A tracing filter such as `info` or `pubpresence=debug`.
     pub log: Option<String>,
     #[serde(default)]
-    pub privacy: Privacy,
+    pub privacy: PrivacyConfig,
     pub watch: Option<WatchConfig>,
     pub standby: Option<StandbyConfig>,
     pub metrics: Option<MetricsConfig>,
@@ -167,7 +167,7 @@ impl fmt::Display for IpMode {
 /// `[privacy]` as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Privacy {
+pub struct PrivacyConfig {
     #[serde(default)]
     pub ip: IpMode,
     /// Bare JIDs never published.

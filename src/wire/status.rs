@@ -1,4 +1,4 @@
-//! The status node's payload: the design document's data form (SPEC §4).
+//! The status node's payload: a data form (docs/protocol.md, "Status").
 
 use super::{forms, ns};
 use xmpp_parsers::minidom::Element;

@@ -1,4 +1,4 @@
-//! The `<user/>` payload published on live and active (SPEC §3).
+//! The `<user/>` payload published on live and active (docs/protocol.md, "Items").
 
 use super::ns;
 use super::time::{self, Timestamp};

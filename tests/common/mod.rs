@@ -10,7 +10,6 @@
 pub mod pp;
 
 use pubpresence::minidom::Element;
-use pubpresence::wire::xml_escape;
 use pubpresence::xmpp::c2s::C2s;
 use pubpresence_lab as lab;
 use std::collections::BTreeMap;
@@ -20,9 +19,6 @@ use tokio::sync::mpsc::Receiver;
 
 /// `user_sessions`' IQ timeout.
 const IQ_TIMEOUT: Duration = Duration::from_secs(10);
-
-const COMMANDS: &str = "http://jabber.org/protocol/commands";
-const ADMIN_FORM: &str = "http://jabber.org/protocol/admin";
 
 pub use pubpresence_lab::loopback;
 
@@ -106,7 +102,7 @@ impl Lab for Prosody {
     }
 }
 
-/// A test's server: the same test code runs against both (issue 13).
+/// A test's server: the same test code runs against both.
 pub enum Server {
     Prosody(Prosody),
     Ejabberd(lab::ejabberd::Ejabberd),
@@ -320,62 +316,12 @@ pub async fn online_users(admin: &C2s) -> Vec<String> {
 /// Executes an ad-hoc command at `to`, submits `fields` in its form and
 /// returns the final `<command/>` element.
 async fn run_command(admin: &C2s, to: &str, node: &str, fields: &[(&str, &str)]) -> Element {
-    let execute = format!(
-        "<iq xmlns='jabber:client' type='set' to='{to}'>\
-         <command xmlns='{COMMANDS}' node='{node}' action='execute'/></iq>"
-    );
-    let first = admin
-        .iq(xml(&execute), IQ_TIMEOUT)
+    pubpresence_lab::admin::run_command(admin, to, node, fields)
         .await
-        .unwrap_or_else(|e| panic!("execute {node} at {to}: {e}"));
-    let session = first
-        .get_child("command", COMMANDS)
-        .and_then(|c| c.attr("sessionid"))
-        .unwrap_or_else(|| panic!("{node}: no session id in {}", String::from(&first)))
-        .to_string();
-    let mut form =
-        format!("<field var='FORM_TYPE' type='hidden'><value>{ADMIN_FORM}</value></field>");
-    for (var, value) in fields {
-        form.push_str(&format!(
-            "<field var='{var}'><value>{}</value></field>",
-            xml_escape(value)
-        ));
-    }
-    let submit = format!(
-        "<iq xmlns='jabber:client' type='set' to='{to}'>\
-         <command xmlns='{COMMANDS}' node='{node}' sessionid='{}'>\
-         <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>",
-        xml_escape(&session)
-    );
-    let done = admin
-        .iq(xml(&submit), IQ_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("submit {node} at {to}: {e}"));
-    let command = done
-        .get_child("command", COMMANDS)
-        .unwrap_or_else(|| panic!("{node}: no command in {}", String::from(&done)))
-        .clone();
-    if let Some(note) = command
-        .children()
-        .find(|c| c.name() == "note" && c.attr("type") == Some("error"))
-    {
-        panic!("{node} failed: {}", note.text());
-    }
-    command
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The non-empty values of the data-form field `var` inside `el`.
-fn form_values(el: &Element, var: &str) -> Vec<String> {
-    el.children()
-        .filter(|x| x.name() == "x" && x.ns() == "jabber:x:data")
-        .flat_map(|x| x.children())
-        .filter(|f| f.name() == "field" && f.attr("var") == Some(var))
-        .flat_map(|f| f.children())
-        .filter(|v| v.name() == "value")
-        .map(|v| v.text().trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect()
-}
+use pubpresence_lab::admin::values as form_values;
 
 fn xml(s: &str) -> Element {
     s.parse()

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::Lab;
+use pubpresence_lab::process::{self, Sig};
 
 pub const T: Duration = Duration::from_secs(20);
 
@@ -78,16 +79,14 @@ impl Pubpresence {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
+    /// Sends `sig` (SIGSTOP freezes it, SIGCONT resumes it).
+    pub fn signal(&self, sig: Sig) {
+        process::signal(self.child.id(), sig);
     }
 
     /// SIGTERM, then wait for the exit (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
-        self.signal("TERM");
+        self.signal(Sig::Term);
         self.wait(Duration::from_secs(15)).unwrap_or_else(|| {
             panic!(
                 "pubpresence did not exit on SIGTERM; log:\n{}",
@@ -98,21 +97,11 @@ impl Pubpresence {
 
     /// SIGKILL (a crash), and reap it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill(&mut self.child);
     }
 
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        process::wait(&mut self.child, timeout)
     }
 }
 
@@ -340,7 +329,7 @@ impl Watcher {
     /// The full JIDs on active, leaving out the watcher's own session: under
     /// XEP-0356 on ejabberd, a session that was connected when the component
     /// started and never sent presence (this watcher, if it logged in during
-    /// start-up) is on active as `unknown`, which is what SPEC §5 asks.
+    /// start-up) is on active as `unknown`, as docs/protocol.md, "Items" says.
     pub async fn active_users(&self) -> Vec<String> {
         let me = self.c2s.jid().to_string();
         self.active()

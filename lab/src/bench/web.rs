@@ -1,5 +1,5 @@
-//! `pubpresence-lab bench --web-consumers N` (issue 9): N consumers of the web
-//! feed's `/events` (SPEC §7) while simulated users change status at a
+//! `pubpresence-lab bench --web-consumers N`: N consumers of the web
+//! feed's `/events` (docs/protocol.md, "/events") while simulated users change status at a
 //! steady rate; how long the last consumer waits for a change once it has
 //! reached the client, and the feed's memory per consumer.
 //!
@@ -7,7 +7,7 @@
 //! child `pubpresence run`, simulated users (`crate::sim`) changing
 //! status at `--rates` (default 1,000/s), and the feed side in a child
 //! process of its own, `pubpresence-lab bench --web-feed-child CONFIG` (hidden):
-//! the reference client of SPEC §6 (`client::watch::run`, what `pubpresence
+//! the reference client (docs/protocol.md, "Client procedure") (`client::watch::run`, what `pubpresence
 //! watch` runs) feeding a [`Feed`] served on a loopback port, exactly as
 //! `pubpresence watch --http` wires them (`web::tee`: `feed.update` for every
 //! update, in order), with one difference: just before each update enters
@@ -35,7 +35,10 @@
 //! change: the latency to the last consumer = max over consumers − the
 //! child's stamp.
 
-use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Latency, Machine};
+use super::args::BenchArgs;
+use super::error::BenchError;
+use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
+use super::output;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::Prosody;
 use pubpresence::client::follow::WatchEvent;
@@ -299,7 +302,7 @@ fn fd_limit() -> Option<u64> {
 /// How the feed child gets its changes.
 #[derive(Debug, Clone)]
 pub enum FeedSource {
-    /// Follows pubpresence with the `[watch]` table of this config (SPEC §6).
+    /// Follows pubpresence with the `[watch]` table of this config (docs/protocol.md, "Client procedure").
     Watch(PathBuf),
     /// Makes the changes itself (`--web-synthetic`).
     Synthetic(Synthetic),
@@ -863,31 +866,12 @@ async fn consume(
 // ---------------------------------------------------------------------------
 // The run
 
-/// A child process we started: SIGTERM, then SIGKILL after `grace`.
-fn stop_pid(child: &mut std::process::Child, grace: Duration) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// The component as a child; stopped (SIGTERM) when dropped.
 struct ComponentChild(std::process::Child);
 
 impl Drop for ComponentChild {
     fn drop(&mut self) {
-        stop_pid(&mut self.0, Duration::from_secs(10));
+        crate::process::stop(&mut self.0, Duration::from_secs(10));
     }
 }
 
@@ -909,7 +893,8 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     let accounts = conns.div_ceil(LOAD_RESOURCES);
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
-    let prosody = crate::bench::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
+    let prosody =
+        super::prosody::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
     let outcome = with_prosody(&prosody, &opts, conns, limit).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -1500,7 +1485,7 @@ fn report(
         storage: if opts.synthetic {
             "none (synthetic source)".to_string()
         } else {
-            crate::bench::storage(opts.memory_storage)
+            storage(opts.memory_storage)
         },
         source: if opts.synthetic {
             SYNTHETIC_SOURCE
@@ -1551,7 +1536,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "pubpresence_lab::bench_web=info"
     };
-    crate::bench::init_logging(default);
+    output::init_logging(default);
     if let Some(config) = child {
         let source = if args.web_synthetic {
             let rate = match args.rates.as_deref() {
@@ -1597,11 +1582,11 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         if o.synthetic {
             SYNTHETIC_SOURCE.to_string()
         } else {
-            crate::bench::storage(o.memory_storage)
+            storage(o.memory_storage)
         }
     );
     let report = run(o).await?;
-    crate::bench::print_report(args.json, &report.table(), &report.to_json());
+    output::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }
 

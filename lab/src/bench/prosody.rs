@@ -1,5 +1,5 @@
 //! `pubpresence-lab bench`: latency, CPU, start-up and memory of the component
-//! against a real Prosody on loopback (issue 6).
+//! against a real Prosody on loopback.
 //!
 //! One run: a lab Prosody (pubsub storage `sql`, SQLite: the recommended
 //! deployment), a watcher subscribed to `presence/live` and to a plain node
@@ -14,15 +14,18 @@
 //! sent) to the watcher reading the live notification; the floor: from just
 //! before the publish IQ is sent to the watcher reading its notification.
 
+use super::client::{client_iq, client_iq_id, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
+use super::error::{setup, BenchError};
+use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::{LabError, Prosody, ProsodyOptions};
 use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::Config;
 use pubpresence::jid::Jid;
 use pubpresence::minidom::Element;
-use pubpresence::wire::status::{self as wstatus, ServiceStatus};
+use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::user::{Status, UserItem};
-use pubpresence::wire::{ns, pubsub, Attr};
+use pubpresence::wire::{ns, pubsub};
 use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -32,21 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// The server and storage of the lab's pubsub service, named next to every
-/// figure: the Prosody version the lab really runs (`crate::install`).
-pub fn storage(memory: bool) -> String {
-    let server = crate::install::prosody()
-        .map(|i| i.label())
-        .unwrap_or_else(|_| "Prosody (not installed)".into());
-    if memory {
-        format!("{server} pubsub, storage = \"memory\"")
-    } else {
-        format!("{server} pubsub, storage = \"sql\" (SQLite)")
-    }
-}
-const LIVE: &str = "presence/live";
-const ACTIVE: &str = "presence/active";
-const STATUS: &str = "presence/status";
 const FLOOR: &str = "bench/floor";
 const WATCHER: &str = "watcher";
 /// Connections per base account (fewer accounts: fewer prosodyctl calls).
@@ -57,9 +45,6 @@ const PER_ACCOUNT: usize = 10;
 const LOAD_RESOURCES: usize = 4;
 /// Changes per second of one load connection (the rest is more connections).
 const PER_CONNECTION_RATE: f64 = 4.0;
-const IQ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Linux's USER_HZ (the unit of utime/stime in /proc/PID/stat).
-const CLK_TCK: f64 = 100.0;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -110,79 +95,6 @@ impl BenchOptions {
             component_bin: None,
             tcp_nodelay: false,
             memory_storage: false,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error(transparent)]
-    Lab(#[from] LabError),
-    #[error("{0}")]
-    Setup(String),
-    #[error("c2s: {0}")]
-    C2s(#[from] c2s::C2sError),
-    #[error("simulated users: {0}")]
-    Sim(#[from] sim::SimError),
-    #[error("timed out: {0}")]
-    Timeout(String),
-    #[error("the component: {0}")]
-    Component(String),
-}
-
-fn setup(e: impl std::fmt::Display) -> BenchError {
-    BenchError::Setup(e.to_string())
-}
-
-/// Where it ran.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Machine {
-    pub nproc: usize,
-    pub model: String,
-}
-
-impl Machine {
-    pub fn probe() -> Machine {
-        let model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        Machine {
-            nproc: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            model,
-        }
-    }
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Latency {
-    /// Nearest-rank percentiles of `v` (milliseconds).
-    pub(crate) fn of(mut v: Vec<f64>) -> Latency {
-        if v.is_empty() {
-            return Latency::default();
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        let p = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Latency {
-            samples: v.len(),
-            p50_ms: p(0.50),
-            p99_ms: p(0.99),
-            max_ms: v[v.len() - 1],
         }
     }
 }
@@ -302,25 +214,6 @@ impl Report {
     }
 }
 
-/// utime + stime of a process, in seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / CLK_TCK)
-}
-
-/// VmRSS of a process, in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 /// What the watcher read, with when.
 #[derive(Debug, Clone)]
 enum Seen {
@@ -393,21 +286,7 @@ impl Component {
     async fn stop(&mut self) {
         match self {
             Component::Child(c) => {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(c.id().to_string())
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+                crate::process::stop_async(c, Duration::from_secs(10)).await;
             }
             Component::Task(tx, task) => {
                 let _ = tx.send(true);
@@ -416,23 +295,6 @@ impl Component {
             }
         }
     }
-}
-
-fn client_iq_id(id: &str, kind: &str, to: &str, payload: Element) -> Element {
-    Element::builder("iq", ns::CLIENT)
-        .a("type", kind)
-        .a("id", id)
-        .a("to", to)
-        .append(payload)
-        .build()
-}
-
-pub(crate) fn client_iq(kind: &str, to: &str, payload: Element) -> Element {
-    Element::builder("iq", ns::CLIENT)
-        .a("type", kind)
-        .a("to", to)
-        .append(payload)
-        .build()
 }
 
 async fn login(
@@ -474,22 +336,6 @@ fn spawn_watcher_reader(mut inbound: mpsc::Receiver<Element>, log: Log<Seen>) {
             }
         }
     });
-}
-
-/// The status node's current status, if it can be read.
-pub(crate) async fn read_status(c: &C2s, pubsub_jid: &str) -> Option<ServiceStatus> {
-    let r = c
-        .iq(
-            client_iq("get", pubsub_jid, pubsub::items(STATUS)),
-            IQ_TIMEOUT,
-        )
-        .await
-        .ok()?;
-    pubsub::parse_items(&r)
-        .into_iter()
-        .filter_map(|(_, p)| p.as_ref().and_then(wstatus::from_element))
-        .map(|(s, _)| s)
-        .next_back()
 }
 
 /// Polls the status node until `want` (every 10 ms), bounded.
@@ -1100,127 +946,4 @@ async fn phase(
             0.0
         },
     })
-}
-
-/// `pubpresence-lab bench`: the command line.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Small numbers for CI (100 sessions, 50 and 200 changes/s, 2 s each).
-    #[arg(long)]
-    pub quick: bool,
-    /// Sessions connected during the start-up and memory figures
-    /// (default: 1000; 100 with --quick).
-    #[arg(long, value_name = "N")]
-    pub connections: Option<usize>,
-    /// Steady change rates, comma-separated (default: 200,1000; 50,200 with --quick).
-    #[arg(long, value_delimiter = ',', value_name = "RATES")]
-    pub rates: Option<Vec<f64>>,
-    /// Measured window of each rate ("5s"; default 5 s, 2 s with --quick).
-    #[arg(long, value_parser = parse_secs)]
-    pub duration: Option<Duration>,
-    /// Also print the figures as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    /// Run the component in this process instead of a child `pubpresence run`.
-    #[arg(long)]
-    pub in_process: bool,
-    /// Start Prosody with `network_settings = { nagle = false }` (TCP_NODELAY).
-    #[arg(long)]
-    pub tcp_nodelay: bool,
-    /// Prosody's pubsub with `storage = "memory"` (default: SQLite).
-    #[arg(long)]
-    pub memory_storage: bool,
-    /// Instead: start-up and the cost of one audit on a two-node ejabberd
-    /// cluster with privileged presence (src/bench_cluster.rs; --connections
-    /// defaults to 10000, --duration is the background window, 30 s).
-    #[arg(long)]
-    pub ejabberd_cluster: bool,
-    /// Instead: N consumers of the web feed's /events (default 1000) at
-    /// --rates (one rate, default 1000/s) for --duration (src/bench_web.rs).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
-    pub web_consumers: Option<usize>,
-    /// With --web-consumers: the feed makes the changes itself at the rate,
-    /// with no Prosody, component or simulated users on the machine's CPUs
-    /// (the feed's own share of the path, from a change reaching the client
-    /// to the last consumer).
-    #[arg(long)]
-    pub web_synthetic: bool,
-    /// The feed side of --web-consumers, run as a child process (internal).
-    #[arg(long, value_name = "CONFIG", hide = true)]
-    pub web_feed_child: Option<PathBuf>,
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.trim().parse::<f64>() {
-        if secs.is_finite() && secs > 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration ({e}): {s}"))
-}
-
-impl BenchArgs {
-    /// The options these arguments describe; `exe` runs the component.
-    pub fn options(&self, exe: Option<PathBuf>) -> BenchOptions {
-        let mut o = if self.quick {
-            BenchOptions::quick()
-        } else {
-            BenchOptions::full()
-        };
-        if let Some(n) = self.connections {
-            o.connections = n;
-        }
-        if let Some(r) = &self.rates {
-            o.rates = r.clone();
-        }
-        if let Some(d) = self.duration {
-            o.duration = d;
-        }
-        o.component_bin = if self.in_process { None } else { exe };
-        o.tcp_nodelay = self.tcp_nodelay;
-        o.memory_storage = self.memory_storage;
-        o
-    }
-}
-
-/// Progress on stderr at `default` level; RUST_LOG wins.
-pub(crate) fn init_logging(default: &str) {
-    pubpresence::logging::init(None, default);
-}
-
-/// Prints a benchmark's figures: the table on stdout, or with `json` the
-/// table for a human on stderr and the figures as one JSON object on stdout.
-pub(crate) fn print_report(json: bool, table: &str, value: &serde_json::Value) {
-    if json {
-        eprint!("{table}");
-        println!("{value}");
-    } else {
-        print!("{table}");
-    }
-}
-
-/// Runs the benchmark and prints the table (stderr progress, stdout figures).
-pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    if args.ejabberd_cluster {
-        return crate::bench_cluster::main(args).await;
-    }
-    if args.web_synthetic && args.web_consumers.is_none() && args.web_feed_child.is_none() {
-        anyhow::bail!("--web-synthetic goes with --web-consumers");
-    }
-    if args.web_consumers.is_some() || args.web_feed_child.is_some() {
-        return crate::bench_web::main(args).await;
-    }
-    // Progress on stderr; RUST_LOG wins.
-    crate::bench::init_logging("pubpresence_lab::bench=info");
-    let opts = args.options(Some(crate::product_binary()?));
-    eprintln!(
-        "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {}",
-        opts.connections,
-        opts.rates,
-        opts.duration,
-        storage(opts.memory_storage)
-    );
-    let report = run(opts).await?;
-    crate::bench::print_report(args.json, &report.table(), &report.to_json());
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `pubpresence-lab bench --ejabberd-cluster` (issue 11): start-up time and the
+//! `pubpresence-lab bench --ejabberd-cluster`: start-up time and the
 //! cost of one audit with many sessions spread over a two-node ejabberd
 //! cluster (23.01, XEP-0356 privileged presence, no roster subscriptions).
 //!
@@ -37,8 +37,11 @@
 //! calls only, and Rust's `TcpStream` uses `recv`/`send`, which they miss
 //! (seen: 0 bytes over an audit).
 
-use crate::bench::{client_iq, read_status};
-use crate::bench::{cpu_seconds, rss_kib, BenchArgs, BenchError, Machine};
+use super::args::BenchArgs;
+use super::client::{client_iq, read_status};
+use super::error::BenchError;
+use super::measure::{cpu_seconds, rss_kib, Machine};
+use super::output;
 use crate::ejabberd::{self, Ejabberd, EjabberdOptions};
 use crate::sim;
 use pubpresence::minidom::Element;
@@ -383,24 +386,7 @@ impl Component {
 
     /// SIGTERM, bounded; SIGKILL after 30 s.
     async fn stop(&mut self) {
-        if self.exited() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop_async(&mut self.child, Duration::from_secs(30)).await;
     }
 
     /// Waits for a log line that `want` accepts; every line read is also
@@ -1146,7 +1132,7 @@ async fn measure_audit(
 /// `pubpresence-lab bench --ejabberd-cluster`: prints the table (and JSON with
 /// `--json`); progress on stderr.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    crate::bench::init_logging("pubpresence_lab::bench_cluster=info");
+    output::init_logging("pubpresence_lab::bench_cluster=info");
     let opts = ClusterOptions::from_args(&args, crate::product_binary()?);
     eprintln!(
         "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
@@ -1159,7 +1145,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         r = run(opts) => r?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     };
-    crate::bench::print_report(args.json, &report.table(), &report.to_json());
+    output::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }
 

@@ -1,0 +1,86 @@
+//! `pubpresence-lab bench`: the command line, shared by the three benchmarks.
+
+use super::prosody::BenchOptions;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `pubpresence-lab bench`: the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Small numbers for CI (100 sessions, 50 and 200 changes/s, 2 s each).
+    #[arg(long)]
+    pub quick: bool,
+    /// Sessions connected during the start-up and memory figures
+    /// (default: 1000; 100 with --quick).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Steady change rates, comma-separated (default: 200,1000; 50,200 with --quick).
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    pub rates: Option<Vec<f64>>,
+    /// Measured window of each rate ("5s"; default 5 s, 2 s with --quick).
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Also print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the component in this process instead of a child `pubpresence run`.
+    #[arg(long)]
+    pub in_process: bool,
+    /// Start Prosody with `network_settings = { nagle = false }` (TCP_NODELAY).
+    #[arg(long)]
+    pub tcp_nodelay: bool,
+    /// Prosody's pubsub with `storage = "memory"` (default: SQLite).
+    #[arg(long)]
+    pub memory_storage: bool,
+    /// Instead: start-up and the cost of one audit on a two-node ejabberd
+    /// cluster with privileged presence (src/bench_cluster.rs; --connections
+    /// defaults to 10000, --duration is the background window, 30 s).
+    #[arg(long)]
+    pub ejabberd_cluster: bool,
+    /// Instead: N consumers of the web feed's /events (default 1000) at
+    /// --rates (one rate, default 1000/s) for --duration (src/bench_web.rs).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
+    pub web_consumers: Option<usize>,
+    /// With --web-consumers: the feed makes the changes itself at the rate,
+    /// with no Prosody, component or simulated users on the machine's CPUs
+    /// (the feed's own share of the path, from a change reaching the client
+    /// to the last consumer).
+    #[arg(long)]
+    pub web_synthetic: bool,
+    /// The feed side of --web-consumers, run as a child process (internal).
+    #[arg(long, value_name = "CONFIG", hide = true)]
+    pub web_feed_child: Option<PathBuf>,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration ({e}): {s}"))
+}
+
+impl BenchArgs {
+    /// The options these arguments describe; `exe` runs the component.
+    pub fn options(&self, exe: Option<PathBuf>) -> BenchOptions {
+        let mut o = if self.quick {
+            BenchOptions::quick()
+        } else {
+            BenchOptions::full()
+        };
+        if let Some(n) = self.connections {
+            o.connections = n;
+        }
+        if let Some(r) = &self.rates {
+            o.rates = r.clone();
+        }
+        if let Some(d) = self.duration {
+            o.duration = d;
+        }
+        o.component_bin = if self.in_process { None } else { exe };
+        o.tcp_nodelay = self.tcp_nodelay;
+        o.memory_storage = self.memory_storage;
+        o
+    }
+}

@@ -1,0 +1,45 @@
+//! The benchmarks (docs/benchmarks.md): the component on one Prosody
+//! (`prosody`), on a two-node ejabberd cluster (`cluster`), and the web
+//! feed's consumers (`web`). This module only dispatches the command line;
+//! the three share `args`, `measure`, `client`, `error` and `output`, and
+//! never import each other but for `web` starting Prosody as `prosody` does.
+
+mod args;
+mod client;
+pub mod cluster;
+mod error;
+mod measure;
+mod output;
+pub mod prosody;
+pub mod web;
+
+pub use args::BenchArgs;
+pub use error::BenchError;
+pub use measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
+pub use prosody::{run, BenchOptions, Report};
+
+/// Runs the benchmark and prints the table (stderr progress, stdout figures).
+pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.ejabberd_cluster {
+        return cluster::main(args).await;
+    }
+    if args.web_synthetic && args.web_consumers.is_none() && args.web_feed_child.is_none() {
+        anyhow::bail!("--web-synthetic goes with --web-consumers");
+    }
+    if args.web_consumers.is_some() || args.web_feed_child.is_some() {
+        return web::main(args).await;
+    }
+    // Progress on stderr; RUST_LOG wins.
+    output::init_logging("pubpresence_lab::bench=info");
+    let opts = args.options(Some(crate::product_binary()?));
+    eprintln!(
+        "pubpresence bench: {} sessions, rates {:?}/s, {:?} each; {}",
+        opts.connections,
+        opts.rates,
+        opts.duration,
+        storage(opts.memory_storage)
+    );
+    let report = run(opts).await?;
+    output::print_report(args.json, &report.table(), &report.to_json());
+    Ok(())
+}
