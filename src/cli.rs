@@ -41,6 +41,23 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },
+    /// Check the server's set-up live (component, admin rights, pubsub,
+    /// storage, presence, clock): one line per check, with the configuration
+    /// lines that fix each problem. Exit 0: all passed; 1: a check failed;
+    /// 2: doctor could not run.
+    Doctor {
+        /// The TOML config file `pubpresence run` uses (with `[watch]`, the
+        /// member account also checks the nodes as a client).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The member account's password, read from FILE (instead of
+        /// `[watch] password` or `password_file`).
+        #[arg(long, value_name = "FILE")]
+        member_password_file: Option<PathBuf>,
+        /// One JSON object per check, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the man pages and the shell completions (bash, zsh, fish) made
     /// from this CLI definition: used to build the Debian package.
     #[command(hide = true)]

@@ -5,13 +5,15 @@
 //! no I/O) and `xmpp` (the component stream and the c2s stream, IQ
 //! matching) at the bottom, with `config`; `component` (the service) and
 //! `client` (the reference client and the web feed) on top of them, never
-//! importing each other; `logging` and `signals` serve the binary. The
+//! importing each other; `doctor` (the set-up check) is a command on top of
+//! both; `logging` and `signals` serve the binary. The
 //! throwaway servers, simulated users and benchmarks are not here: they are
 //! the unpublished `pubpresence-lab` crate (`lab/`).
 
 pub mod client;
 pub mod component;
 pub mod config;
+pub mod doctor;
 pub mod logging;
 pub mod signals;
 pub mod wire;

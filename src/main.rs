@@ -10,7 +10,7 @@ use pubpresence::client::watch::{self, Target};
 use pubpresence::client::web::{self, Feed};
 use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::{process_env, ComponentSettings, Config};
-use pubpresence::{logging, signals};
+use pubpresence::{doctor, logging, signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::mpsc;
@@ -84,6 +84,53 @@ async fn watch_cmd(config: PathBuf, json: bool, http: Option<String>) -> anyhow:
     }
 }
 
+/// `pubpresence doctor`: its own exit codes (0 passed, 1 a check failed, 2
+/// could not run).
+fn doctor_cmd(config: PathBuf, member_password_file: Option<PathBuf>, json: bool) -> ExitCode {
+    let prepared = (|| -> anyhow::Result<doctor::Options> {
+        let mut cfg = Config::load(&config)?;
+        let component = cfg.component(&process_env)?;
+        if let Some(file) = member_password_file {
+            let Some(w) = cfg.watch.as_mut() else {
+                anyhow::bail!(
+                    "--member-password-file needs a [watch] table naming the member account (jid)"
+                );
+            };
+            w.password = None;
+            w.password_file = Some(file);
+        }
+        let member = match cfg.watch {
+            Some(_) => Some(cfg.watch(&process_env)?),
+            None => None,
+        };
+        logging::init(cfg.log.as_deref(), "error");
+        Ok(doctor::Options { component, member })
+    })();
+    let outcome = prepared.and_then(|opts| {
+        let rt = runtime_one_thread()?;
+        rt.block_on(async {
+            let mut print = |c: &doctor::Check| {
+                if json {
+                    println!("{}", doctor::report::json(c));
+                } else {
+                    print!("{}", doctor::report::text(c));
+                }
+            };
+            doctor::run(&opts, &mut print)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+    });
+    match outcome {
+        Ok(checks) => ExitCode::from(doctor::exit_code(&checks)),
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("pubpresence doctor: could not run: {}", msg.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// The component's runtime: one thread. Its work is a chain of small steps
 /// (a stanza in, the tracker, an IQ out) that handed over between threads
 /// cost more in wake-ups than the steps themselves (`pubpresence-lab bench`,
@@ -110,12 +157,28 @@ fn main() -> ExitCode {
                 cfg.check(&process_env)?;
                 Ok(cfg.describe(&process_env))
             })
-            .map(|text| print!("{text}"))
+            .map(|text| {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                // The file alone cannot tell whether the server is set up
+                // to match: doctor asks it (README, "Checking the set-up").
+                println!(
+                    "# the file is valid; check the server's side live with: pubpresence doctor --config {}",
+                    file.display()
+                );
+            })
             .map_err(anyhow::Error::from),
         Command::Run { config } => runtime_one_thread().and_then(|rt| rt.block_on(run(config))),
         Command::Watch { config, json, http } => {
             runtime().and_then(|rt| rt.block_on(watch_cmd(config, json, http)))
         }
+        Command::Doctor {
+            config,
+            member_password_file,
+            json,
+        } => return doctor_cmd(config, member_password_file, json),
         Command::Generate { man, completions } => {
             cli::generate(man.as_deref(), completions.as_deref())
         }

@@ -34,7 +34,11 @@ fn help_lists_the_product_commands_only() {
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["run", "check-config", "watch", "help"], "{help}");
+    assert_eq!(
+        commands,
+        ["run", "check-config", "watch", "doctor", "help"],
+        "{help}"
+    );
 }
 
 #[test]
@@ -80,6 +84,17 @@ fn broken_config_is_refused_naming_the_key() {
     );
     assert!(text.contains("secret = ***"), "{text}");
     assert!(!text.contains(SECRET));
+    assert_eq!(
+        text.trim_end().lines().last(),
+        Some(
+            format!(
+                "# the file is valid; check the server's side live with: pubpresence doctor --config {}",
+                f.display()
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -101,6 +101,10 @@ pub struct EjabberdOptions {
     /// `max`, a publish beyond the cap silently drops the oldest item, and
     /// a numeric `max_items` above it is refused (`resource-constraint`).
     pub max_items_node: Option<u64>,
+    /// The component is not in the `admin` ACL: no XEP-0133 commands.
+    pub no_admin: bool,
+    /// Node creation on the pubsub service is denied to everyone.
+    pub no_create_node: bool,
 }
 
 /// On ejabberd 24.10 and later, the user on whose behalf a privileged
@@ -118,6 +122,7 @@ const PRIVILEGED_IQ: &[(&str, &str)] = &[
     ("http://jabber.org/protocol/disco#items", "get"),
     ("urn:xmpp:ping", "get"),
     ("jabber:iq:version", "get"),
+    ("urn:xmpp:time", "get"),
 ];
 
 /// One Erlang node of the lab: its directory, ports and VM.
@@ -755,9 +760,7 @@ registration_timeout: infinity
 acl:
   admin:
     user:
-      - "admin@{domain}"{privileged_admin}
-    server:
-      - "{component_jid}"
+      - "admin@{domain}"{privileged_admin}{component_admin}
   pubpresence:
     server:
       - "{component_jid}"
@@ -775,7 +778,8 @@ access_rules:
   configure:
     allow: admin
   pubsub_createnode:
-    allow: admin
+    - {createnode}: admin
+    - {createnode}: pubpresence
   register:
     allow: loopback
   pubpresence_privileges:
@@ -800,6 +804,7 @@ modules:
     ip_access: register
   mod_roster: {{}}
   mod_version: {{}}
+  mod_time: {{}}
   mod_pubsub:
     access_createnode: pubsub_createnode
     plugins:
@@ -810,6 +815,12 @@ modules:
             name = node.name,
             loglevel = if o.debug_log { "debug" } else { "info" },
             max_items_node = o.max_items_node.unwrap_or(100_000),
+            createnode = if o.no_create_node { "deny" } else { "allow" },
+            component_admin = if o.no_admin {
+                String::new()
+            } else {
+                format!("\n    server:\n      - \"{}\"", self.component_jid)
+            },
             domain = self.domain,
             c2s = node.c2s_port,
             component = node.component_port,

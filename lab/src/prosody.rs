@@ -83,6 +83,14 @@ pub struct ProsodyOptions {
     /// The pubsub service's items in memory (`storage = "memory"`) instead
     /// of SQLite: no commit per publish.
     pub memory_storage: bool,
+    /// Prosody's default store for the pubsub service (flat files, no
+    /// `storage` line): what `doctor`'s storage-cost check must name.
+    pub file_storage: bool,
+    /// `pubsub_max_items` and `storage_archive_item_limit` of the pubsub
+    /// service (100000 unless set).
+    pub item_cap: Option<u64>,
+    /// The component is not in `admins`: no XEP-0133 commands for it.
+    pub no_admin: bool,
 }
 
 impl std::fmt::Debug for Prosody {
@@ -219,10 +227,10 @@ https_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-admins = {{ "{component_jid}", "admin@{domain}" }}
+admins = {{ {admins} }}
 modules_enabled = {{
     "roster"; "saslauth"; "disco"; "ping"; "posix";
-    "adhoc"; "admin_adhoc"; "version";{privilege_module}
+    "adhoc"; "admin_adhoc"; "version"; "time";{privilege_module}
 }}
 modules_disabled = {{ "s2s"; "tls" }}
 
@@ -233,16 +241,24 @@ Component "{component_jid}"
 
 Component "{pubsub_jid}" "pubsub"
     {storage}
-    pubsub_max_items = 100000
-    storage_archive_item_limit = 100000
+    pubsub_max_items = {cap}
+    storage_archive_item_limit = {cap}
 "#,
+            cap = o.item_cap.unwrap_or(100_000),
+            admins = if o.no_admin {
+                format!("\"admin@{}\"", self.domain)
+            } else {
+                format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
+            },
             level = if o.quiet_log { "info" } else { "debug" },
             network = if o.no_nagle {
                 "\nnetwork_settings = { nagle = false }"
             } else {
                 ""
             },
-            storage = if o.memory_storage {
+            storage = if o.file_storage {
+                "-- the default store: flat files".to_string()
+            } else if o.memory_storage {
                 "storage = \"memory\"".to_string()
             } else {
                 format!(

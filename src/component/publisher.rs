@@ -202,7 +202,8 @@ impl Publisher {
         c
     }
 
-    fn active_fields(&self, access_model: &str) -> Vec<(&'static str, String)> {
+    /// The configuration `active` gets (also `doctor`'s test nodes).
+    pub fn active_fields(&self, access_model: &str) -> Vec<(&'static str, String)> {
         let mut c = self.base_config(access_model);
         c.push(("pubsub#persist_items", "1".into()));
         c.push(("pubsub#max_items", "max".into()));

@@ -25,6 +25,7 @@ pub mod ns {
     pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
     pub const PING: &str = "urn:xmpp:ping";
     pub const VERSION: &str = "jabber:iq:version";
+    pub const TIME: &str = "urn:xmpp:time";
     pub const DELAY: &str = "urn:xmpp:delay";
     pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
     pub const STREAMS: &str = "http://etherx.jabber.org/streams";

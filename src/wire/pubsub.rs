@@ -142,6 +142,16 @@ pub fn config_drift(
     drift
 }
 
+/// Owner request: delete `node` and its items.
+pub fn delete(node: &str) -> Element {
+    pubsub(
+        ns::PUBSUB_OWNER,
+        Element::builder("delete", ns::PUBSUB_OWNER)
+            .a("node", node)
+            .build(),
+    )
+}
+
 /// Requests every item of `node`.
 pub fn items(node: &str) -> Element {
     pubsub(

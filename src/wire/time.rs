@@ -22,6 +22,21 @@ pub fn parse(s: &str) -> Option<Timestamp> {
     DateTime::from_timestamp(t.timestamp(), 0)
 }
 
+/// XEP-0202: the request for an entity's time.
+pub fn entity_time_query() -> xmpp_parsers::minidom::Element {
+    xmpp_parsers::minidom::Element::builder("time", super::ns::TIME).build()
+}
+
+/// The `<utc/>` of an XEP-0202 answer (the IQ), to the millisecond.
+pub fn parse_entity_time(iq: &xmpp_parsers::minidom::Element) -> Option<Timestamp> {
+    let utc = iq
+        .get_child("time", super::ns::TIME)?
+        .get_child("utc", super::ns::TIME)?;
+    DateTime::parse_from_rfc3339(utc.text().trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +46,18 @@ mod tests {
         let t = parse("2026-11-24T10:15:02.123+01:00").unwrap();
         assert_eq!(format(&t), "2026-11-24T09:15:02Z");
         assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn entity_time_keeps_milliseconds() {
+        let iq: xmpp_parsers::minidom::Element = "<iq xmlns='jabber:client' type='result'><time \
+             xmlns='urn:xmpp:time'><tzo>+01:00</tzo><utc>2026-12-03T10:15:02.250Z</utc></time></iq>"
+            .parse()
+            .unwrap();
+        let t = parse_entity_time(&iq).unwrap();
+        assert_eq!(t.timestamp_millis() % 1000, 250);
+        let bad: xmpp_parsers::minidom::Element =
+            "<iq xmlns='jabber:client' type='result'/>".parse().unwrap();
+        assert!(parse_entity_time(&bad).is_none());
     }
 }

@@ -63,6 +63,12 @@ impl Prosody {
     }
 }
 
+impl From<lab::Prosody> for Prosody {
+    fn from(p: lab::Prosody) -> Prosody {
+        Prosody(p)
+    }
+}
+
 impl Deref for Prosody {
     type Target = lab::Prosody;
     fn deref(&self) -> &lab::Prosody {
