@@ -1,23 +1,55 @@
-//! SPEC §8 "Standby": several instances with the same configuration, at
-//! most one active. A standby instance watches the active one through an
+//! Standby: several instances with the same configuration, at most one
+//! active (docs/protocol.md, "Standby and takeover"; README, "Running two
+//! instances"). A standby instance watches the active one through an
 //! ordinary account (pings to the component's JID, the status node) and
 //! takes over when it is gone; an active instance that sees a newer status
 //! item of another instance steps down without publishing anything.
 //!
 //! `Takeover` is the pure state machine; `run` wires it to a c2s link and
-//! to the component loop of `service`. The c2s connection comes from the
+//! to the component loop it is handed. The c2s connection comes from the
 //! client wing's `c2s` module: it is the project's one c2s transport.
 
-use super::metrics::RoleValue;
-use super::service::{self, LoopEnd, RunError, ServiceConfig};
+use super::metrics::{Metrics, RoleValue};
 use crate::config::StandbySettings;
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::{ns, pubsub, Attr};
 use crate::xmpp::c2s::{self, C2s, C2sOptions};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use xmpp_parsers::minidom::Element;
+
+/// How the component loop ended (other than by a fatal error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEnd {
+    Shutdown,
+    /// Fenced off by a newer instance (`step_down`).
+    SteppedDown,
+    /// With `step_down` given: the server said another connection holds the
+    /// component's JID (Prosody's `conflict`).
+    Conflict,
+    /// With `step_down` given: the connection was lost. Whether to connect
+    /// again is the standby logic's call (another instance may have taken
+    /// over meanwhile; reconnecting blindly would publish `init` over it).
+    Lost,
+}
+
+/// What the standby logic needs of the component's configuration.
+#[derive(Clone)]
+pub struct Setup {
+    /// The component's JID (pinged to see whether an instance holds it).
+    pub jid: String,
+    /// The pubsub service and its status node, watched for status items.
+    pub pubsub: String,
+    pub status_node: String,
+    pub iq_timeout: Duration,
+    /// This instance's name, as its status items carry it.
+    pub instance: Option<String>,
+    pub telemetry: Metrics,
+    /// The `[standby]` table: the account, the server, `takeover`.
+    pub settings: StandbySettings,
+}
 
 /// Role of this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +233,8 @@ enum Link {
 
 /// Keeps the standby account logged in and subscribed to the status node,
 /// reconnecting with backoff; forwards status items.
-async fn link(cfg: ServiceConfig, sb: StandbySettings, tx: mpsc::Sender<Link>) {
+async fn link(cfg: Setup, tx: mpsc::Sender<Link>) {
+    let sb = &cfg.settings;
     let mut backoff = Duration::from_millis(250);
     loop {
         let opts = C2sOptions {
@@ -214,7 +247,7 @@ async fn link(cfg: ServiceConfig, sb: StandbySettings, tx: mpsc::Sender<Link>) {
         match c2s::connect(&opts).await {
             Ok((conn, mut rx)) => {
                 backoff = Duration::from_millis(250);
-                let sub = pubsub::subscribe(&cfg.nodes.status, &conn.jid().to_string());
+                let sub = pubsub::subscribe(&cfg.status_node, &conn.jid().to_string());
                 let iq = Element::builder("iq", ns::CLIENT)
                     .a("type", "set")
                     .a("to", cfg.pubsub.clone())
@@ -233,7 +266,7 @@ async fn link(cfg: ServiceConfig, sb: StandbySettings, tx: mpsc::Sender<Link>) {
                         let pubsub::Event::Items { node, items, .. } = ev else {
                             continue;
                         };
-                        if node != cfg.nodes.status {
+                        if node != cfg.status_node {
                             continue;
                         }
                         for (_, payload) in items {
@@ -316,15 +349,22 @@ fn start_ping(
 
 /// Runs the instance with standby: waits while another instance answers,
 /// takes over when it does not, steps down when fenced off.
-pub async fn run(
-    cfg: ServiceConfig,
-    sb: StandbySettings,
+/// `component(shutdown, step_down)` runs the component while active (the
+/// component loop); its error ends the run.
+pub async fn run<F, Fut, E>(
+    cfg: Setup,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), RunError> {
+    mut component: F,
+) -> Result<(), E>
+where
+    F: FnMut(watch::Receiver<bool>, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = Result<LoopEnd, E>>,
+{
+    let sb = cfg.settings.clone();
     let me = cfg.instance.clone().unwrap_or_else(|| "pubpresence".into());
     let mut machine = Takeover::new(&me, sb.takeover);
     let (tx, mut links) = mpsc::channel(64);
-    let link_task = tokio::spawn(link(cfg.clone(), sb.clone(), tx));
+    let link_task = tokio::spawn(link(cfg.clone(), tx));
     let mut conn: Option<C2s> = None;
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,14 +384,10 @@ pub async fn run(
             cfg.telemetry.role(RoleValue::Active);
             // Active: run the component until it ends, fenced by the link.
             let (stop_tx, stop_rx) = watch::channel(false);
-            let mut component = Box::pin(service::component_loop(
-                &cfg,
-                shutdown.clone(),
-                Some(stop_rx),
-            ));
+            let mut active = Box::pin(component(shutdown.clone(), stop_rx));
             let end = loop {
                 tokio::select! {
-                    end = &mut component => break end,
+                    end = &mut active => break end,
                     Some(l) = links.recv() => match l {
                         Link::Status(st, inst) => {
                             if let Decision::StepDown(other) = machine.status(st, inst.as_deref(), Instant::now()) {

@@ -102,26 +102,47 @@ pub fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A reply's addressing: the request's `id` copied, its `from` and `to`
+/// swapped.
+fn addressed_to_sender(
+    mut b: xmpp_parsers::minidom::ElementBuilder,
+    request: &Element,
+) -> xmpp_parsers::minidom::ElementBuilder {
+    if let Some(id) = request.attr("id") {
+        b = b.a("id", id);
+    }
+    if let Some(from) = request.attr("from") {
+        b = b.a("to", from);
+    }
+    if let Some(to) = request.attr("to") {
+        b = b.a("from", to);
+    }
+    b
+}
+
 /// Builds an `<error/>` reply to `stanza` (swapping to/from), for IQs the
 /// component does not handle and stanzas it refuses.
 pub fn error_reply(stanza: &Element, kind: &str, condition: &str) -> Element {
-    let mut b = Element::builder(stanza.name(), stanza.ns()).a("type", "error");
-    if let Some(id) = stanza.attr("id") {
-        b = b.a("id", id);
+    let b = Element::builder(stanza.name(), stanza.ns()).a("type", "error");
+    addressed_to_sender(b, stanza)
+        .append(
+            Element::builder("error", stanza.ns())
+                .a("type", kind)
+                .append(Element::builder(condition, ns::STANZAS).build())
+                .build(),
+        )
+        .build()
+}
+
+/// An `<iq type='result'/>` answering `request` (for IQs the component
+/// serves), with `payload` if any.
+pub fn result_reply(request: &Element, payload: Option<Element>) -> Element {
+    let b = Element::builder("iq", ns::COMPONENT_ACCEPT).a("type", "result");
+    let mut b = addressed_to_sender(b, request);
+    if let Some(p) = payload {
+        b = b.append(p);
     }
-    if let Some(from) = stanza.attr("from") {
-        b = b.a("to", from);
-    }
-    if let Some(to) = stanza.attr("to") {
-        b = b.a("from", to);
-    }
-    b.append(
-        Element::builder("error", stanza.ns())
-            .a("type", kind)
-            .append(Element::builder(condition, ns::STANZAS).build())
-            .build(),
-    )
-    .build()
+    b.build()
 }
 
 /// An IQ of the given type with one payload child.
@@ -151,5 +172,51 @@ impl Attr for xmpp_parsers::minidom::ElementBuilder {
         let name = xmpp_parsers::minidom::rxml::NcName::try_from(name)
             .expect("attribute names in pubpresence are valid literals");
         self.attr(name, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(xml: &str) -> Element {
+        match xml.parse() {
+            Ok(e) => e,
+            Err(e) => panic!("test stanza {xml}: {e}"),
+        }
+    }
+
+    #[test]
+    fn result_reply_swaps_addresses_and_copies_the_id() {
+        let req = el("<iq xmlns='jabber:component:accept' type='get' id='p1' \
+             from='a@example.org/r' to='pubpresence.example.org'><ping xmlns='urn:xmpp:ping'/></iq>");
+        let want = el("<iq xmlns='jabber:component:accept' type='result' id='p1' \
+             to='a@example.org/r' from='pubpresence.example.org'/>");
+        assert_eq!(result_reply(&req, None), want);
+        let payload = Element::builder("query", ns::DISCO_INFO).build();
+        let r = result_reply(&req, Some(payload.clone()));
+        assert_eq!(r.attr("type"), Some("result"));
+        assert_eq!(r.attr("id"), Some("p1"));
+        assert_eq!(r.children().collect::<Vec<_>>(), vec![&payload]);
+    }
+
+    #[test]
+    fn result_reply_leaves_out_what_the_request_lacks() {
+        let req = el("<iq xmlns='jabber:component:accept' type='get'/>");
+        let r = result_reply(&req, None);
+        assert_eq!(r.attr("id"), None);
+        assert_eq!(r.attr("to"), None);
+        assert_eq!(r.attr("from"), None);
+        assert_eq!(r.attr("type"), Some("result"));
+    }
+
+    #[test]
+    fn error_reply_addresses_like_result_reply() {
+        let req = el("<iq xmlns='jabber:component:accept' type='set' id='x' \
+             from='a@example.org/r' to='pubpresence.example.org'/>");
+        let want = el("<iq xmlns='jabber:component:accept' type='error' id='x' \
+             to='a@example.org/r' from='pubpresence.example.org'><error type='cancel'>\
+             <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+        assert_eq!(error_reply(&req, "cancel", "service-unavailable"), want);
     }
 }

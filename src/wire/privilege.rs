@@ -6,10 +6,11 @@
 //! bare JID or a domain unless it is wrapped in `<privileged_iq/>` and sent
 //! on behalf of one of the server's users (the hook
 //! `mod_privilege:component_send_packet`; an IQ to another domain, such as
-//! the pubsub service, is dropped even when the grant names it: upstream
-//! issues 4336 and 4472). The server re-sends the inner IQ from that user
-//! and wraps the answer in `<privilege><forwarded/></privilege>`. README,
-//! "XEP-0356 on ejabberd 24.10 and later".
+//! the pubsub service, is dropped even when the grant names it: reported
+//! upstream as processone/ejabberd#4336 and #4472). The server re-sends the
+//! inner IQ from that user and wraps the answer in
+//! `<privilege><forwarded/></privilege>`. README, "XEP-0356 on ejabberd
+//! 24.10 and later".
 
 use super::{ns, Attr};
 use xmpp_parsers::minidom::Element;

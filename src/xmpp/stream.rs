@@ -11,7 +11,7 @@
 use super::iq::{into_result, IqError, Pending};
 use super::quickack::QuickAck;
 use crate::wire::privilege::{self, Permissions};
-use crate::wire::{self, ns, Attr};
+use crate::wire::{self, ns};
 use futures::{SinkExt, StreamExt};
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
@@ -221,8 +221,8 @@ impl Connection {
     }
 }
 
-/// A receive-only connection to one more node of a cluster (SPEC §8
-/// "Clusters"): it brings that node's presences, and IQ answers to the
+/// A receive-only connection to one more node of a cluster (README, "An
+/// ejabberd cluster"): it brings that node's presences, and IQ answers to the
 /// shared `Pending`. Dropping it closes the stream.
 pub struct Secondary {
     _out: mpsc::UnboundedSender<Out>,
@@ -533,22 +533,4 @@ async fn close(stream: &mut Stream) -> Disconnect {
     })
     .await;
     Disconnect::Closed
-}
-
-/// An `<iq type='result'/>` answering `request` (for IQs we serve).
-pub fn result_for(request: &Element, payload: Option<Element>) -> Element {
-    let mut b = Element::builder("iq", ns::COMPONENT_ACCEPT).a("type", "result");
-    if let Some(id) = request.attr("id") {
-        b = b.a("id", id);
-    }
-    if let Some(from) = request.attr("from") {
-        b = b.a("to", from);
-    }
-    if let Some(to) = request.attr("to") {
-        b = b.a("from", to);
-    }
-    if let Some(p) = payload {
-        b = b.append(p);
-    }
-    b.build()
 }

@@ -74,7 +74,7 @@ const WATCHER: &str = "watcher";
 /// Account names: `s1`..`sN` (password = name).
 const PREFIX: &str = "s";
 /// Under XEP-0356 on ejabberd the component lists the sessions this often
-/// (`SESSION_CHECK` in src/component/service.rs).
+/// (`SESSION_CHECK` in src/component/service/audit.rs).
 const SESSION_CHECK_S: f64 = 5.0;
 const IQ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long before the audit is due its window opens.

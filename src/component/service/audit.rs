@@ -1,0 +1,166 @@
+//! Audits (README, "Audit: active heals itself"; docs/protocol.md, "What
+//! the component publishes, and when") and, under XEP-0356 presence
+//! permission or after losing a cluster node, session checks.
+
+use super::session::{Done, Session};
+use crate::component::metrics::ErrorKind;
+use crate::component::publisher;
+use crate::component::tracker::Change;
+use crate::wire::presence;
+use crate::wire::status::ServiceStatus;
+use crate::wire::time;
+use crate::wire::user::UserItem;
+use crate::xmpp::IqError;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// How often, with XEP-0356 presence permission, the server's sessions are
+/// listed to find sessions that ended without an unavailable presence
+/// (docs/protocol.md, "What the component publishes, and when": they
+/// must leave active within 15 s; one listing per check).
+pub(super) const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+impl Session<'_> {
+    /// The audit (README, "Audit: active heals itself"): fetch active, then
+    /// list the server's sessions (in that order: an item fetched belongs
+    /// to a session that existed before the listing was asked for), and let
+    /// the tracker fix the difference.
+    pub(super) fn start_audit(&mut self) {
+        if self.auditing || !self.tracker.is_running() || self.status != ServiceStatus::Online {
+            return;
+        }
+        self.auditing = true;
+        let publisher = self.publisher.clone();
+        let domain = self.cfg.domain.clone();
+        let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
+        let tx = self.done_tx.clone();
+        let m = self.cfg.telemetry.clone();
+        let floor = self.capacity;
+        // The request this server answers, as learned at start-up (ejabberd
+        // refuses the ad-hoc listing: don't ask it again at every audit).
+        let listing = self.listing.clone();
+        tokio::spawn(async move {
+            // Configuration changed behind our back drifts back here.
+            match publisher.check_nodes(&model, &members, floor).await {
+                Ok(Some(node)) => {
+                    let _ = tx.send(Done::NodeGone(node));
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    m.error(ErrorKind::Setup);
+                    tracing::warn!("checking the node configuration: {e}");
+                }
+            }
+            let r = async {
+                let (items, _) = publisher
+                    .active_items()
+                    .await
+                    .inspect_err(|_| m.error(ErrorKind::Fetch))?;
+                let on_active = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
+                let sessions = publisher::online_sessions_via(&publisher.conn, &domain, &listing)
+                    .await
+                    .inspect_err(|_| m.error(ErrorKind::Listing))?;
+                Ok((on_active, sessions))
+            }
+            .await;
+            let _ = tx.send(Done::Audited(r));
+        });
+    }
+
+    pub(super) fn finish_audit(
+        &mut self,
+        r: Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>,
+    ) {
+        self.auditing = false;
+        let (on_active, sessions) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("audit failed: {e}");
+                return;
+            }
+        };
+        // Hidden users are never listed as far as active is concerned.
+        let listed: HashSet<String> = sessions
+            .iter()
+            .filter(|s| !self.cfg.privacy.hidden(&s.bare))
+            .map(|s| s.fulljid.clone())
+            .collect();
+        let audit = self.tracker.audit(&on_active, &listed, time::now());
+        let mut probed = HashSet::new();
+        for jid in &audit.probe {
+            if let Some((bare, _)) = jid.split_once('/') {
+                if probed.insert(bare.to_string()) {
+                    self.send(presence::build(&self.cfg.jid, bare, Some("probe"), None));
+                }
+            }
+        }
+        tracing::info!(
+            checked = sessions.len(),
+            on_active = on_active.len(),
+            added = audit.repaired.len(),
+            probed = audit.probe.len(),
+            removed = audit.removed,
+            "audit"
+        );
+        self.cfg
+            .telemetry
+            .audit(audit.removed, audit.repaired.len(), audit.probe.len());
+        self.execute(audit.actions);
+    }
+
+    /// Privileged mode: sessions that ended without an unavailable presence
+    /// (ejabberd forwards none then) are found by one listing, compared with
+    /// what was tracked before it was asked for.
+    pub(super) fn start_session_check(&mut self) {
+        let after_node_loss = self
+            .check_until
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if !(self.privileged || after_node_loss)
+            || self.checking
+            || self.status != ServiceStatus::Online
+        {
+            return;
+        }
+        self.checking = true;
+        let before = self.tracker.available();
+        let conn = self.publisher.conn.clone();
+        let domain = self.cfg.domain.clone();
+        let listing = self.listing.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let r = publisher::online_sessions_via(&conn, &domain, &listing).await;
+            let _ = tx.send(Done::Checked(before, r));
+        });
+    }
+
+    pub(super) fn finish_session_check(
+        &mut self,
+        before: Vec<String>,
+        r: Result<Vec<publisher::OnlineSession>, IqError>,
+    ) {
+        self.checking = false;
+        let sessions = match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("session check failed: {e}");
+                return;
+            }
+        };
+        let listed: HashSet<&str> = sessions.iter().map(|s| s.fulljid.as_str()).collect();
+        let mut gone = 0;
+        for jid in before.iter().filter(|j| !listed.contains(j.as_str())) {
+            let Some((bare, _)) = jid.split_once('/') else {
+                continue;
+            };
+            let acts = self
+                .tracker
+                .presence(jid, bare, Change::Unavailable, time::now());
+            gone += usize::from(!acts.is_empty());
+            self.execute(acts);
+        }
+        if gone > 0 {
+            tracing::info!("session check: {gone} sessions ended without an unavailable presence");
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! One connected session (docs/protocol.md, "What the component publishes,
+//! and when"): the state, the event loop that feeds the tracker, the
+//! results of the tasks it started, and the clean stop.
+
+use super::audit::SESSION_CHECK;
+use super::cluster::{node_event, NodeEvent};
+use super::reconnect::{task_ended, Outcome};
+use super::startup::{await_permissions, Discovery, StartupError, Waiting};
+use super::{RunError, ServiceConfig};
+use crate::component::dispatch::Dispatch;
+use crate::component::ips::IpLookup;
+use crate::component::metrics::Node;
+use crate::component::publisher::{self, Publisher};
+use crate::component::small::JidStr;
+use crate::component::tracker::Tracker;
+use crate::component::trim::{release_free_memory, Trim};
+use crate::wire::presence;
+use crate::wire::status::ServiceStatus;
+use crate::wire::user::UserItem;
+use crate::xmpp::{Connection, Disconnect, IqError};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use xmpp_parsers::minidom::Element;
+
+/// What a task the session started reports back.
+pub(super) enum Done {
+    Ip {
+        fulljid: String,
+        ip: String,
+    },
+    Written {
+        fulljid: String,
+        ok: bool,
+        /// The node written to no longer exists.
+        node_gone: Option<String>,
+    },
+    Status(ServiceStatus, Result<(), IqError>),
+    Discovered(Result<Discovery, StartupError>),
+    Audited(Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>),
+    /// The audit found a node gone (deleted behind our back).
+    NodeGone(String),
+    /// A session check: who was tracked before the listing, and the listing.
+    Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
+}
+
+pub(super) struct Session<'a> {
+    pub(super) cfg: &'a ServiceConfig,
+    pub(super) conn: Connection,
+    pub(super) publisher: Publisher,
+    pub(super) tracker: Tracker,
+    pub(super) status: ServiceStatus,
+    /// Users who receive our presence (they have us in their roster).
+    /// Inline strings: kept for the session's life (see `small`).
+    pub(super) contacts: HashSet<JidStr>,
+    pub(super) done_tx: mpsc::UnboundedSender<Done>,
+    /// How many items active can hold, if the server says.
+    pub(super) capacity: Option<usize>,
+    pub(super) over_capacity: bool,
+    pub(super) auditing: bool,
+    pub(super) audit_when_online: bool,
+    /// How this server lists its sessions (learned on the first listing).
+    pub(super) listing: publisher::Listing,
+    /// Discovery done, waiting (bounded) for listed sessions' presences.
+    pub(super) pending: Option<Waiting>,
+    /// user-stats requests shared by a user's new connections.
+    pub(super) ips: IpLookup,
+    /// Runs the tracker's actions, at most `IN_FLIGHT` at once.
+    pub(super) dispatch: Arc<Dispatch>,
+    /// The server grants XEP-0356 presence permission.
+    pub(super) privileged: bool,
+    pub(super) checking: bool,
+    /// Check sessions until then (after losing a cluster node).
+    pub(super) check_until: Option<tokio::time::Instant>,
+    pub(super) trim: Trim,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        cfg: &'a ServiceConfig,
+        conn: Connection,
+    ) -> (Session<'a>, mpsc::UnboundedReceiver<Done>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        cfg.telemetry.status(ServiceStatus::Init);
+        cfg.telemetry.tracked(0);
+        let publisher = Publisher {
+            conn: conn.clone(),
+            service: cfg.pubsub.clone(),
+            nodes: cfg.nodes.clone(),
+            access_model: cfg.access_model.clone(),
+        };
+        (
+            Session {
+                cfg,
+                conn,
+                publisher,
+                tracker: Tracker::new(),
+                status: ServiceStatus::Init,
+                contacts: HashSet::new(),
+                done_tx,
+                capacity: None,
+                over_capacity: false,
+                auditing: false,
+                audit_when_online: false,
+                listing: publisher::Listing::default(),
+                pending: None,
+                ips: IpLookup::default(),
+                dispatch: Arc::default(),
+                privileged: false,
+                checking: false,
+                check_until: None,
+                trim: Trim::new(),
+            },
+            done_rx,
+        )
+    }
+}
+
+/// One connected session: runs until shutdown, loss of the connection or a
+/// fatal error.
+pub(super) async fn run_session(
+    cfg: &ServiceConfig,
+    conn: Connection,
+    mut inbound: mpsc::UnboundedReceiver<Element>,
+    mut task: tokio::task::JoinHandle<Disconnect>,
+    shutdown: &mut watch::Receiver<bool>,
+    mut step_down: Option<&mut watch::Receiver<bool>>,
+    mut nodes: Option<mpsc::UnboundedReceiver<NodeEvent>>,
+) -> Outcome {
+    let (mut s, mut done_rx) = Session::new(cfg, conn);
+    // After a takeover, an audit follows the start-up (docs/protocol.md,
+    // "What the component publishes, and when": audit).
+    s.audit_when_online = step_down.is_some();
+    if cfg.privileged_as.is_some() {
+        // The first request must already go the way the server wants it.
+        for el in await_permissions(&mut inbound).await {
+            if let Some(outcome) = s.handle_stanza(el) {
+                task.abort();
+                return outcome;
+            }
+        }
+    }
+    s.start_discovery();
+    let mut audits = (!cfg.audit_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval_at(
+            tokio::time::Instant::now() + cfg.audit_interval,
+            cfg.audit_interval,
+        );
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut checks = tokio::time::interval(SESSION_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trims = tokio::time::interval(Trim::TICK);
+    trims.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Standby mode: a heartbeat that notices when this process was stalled
+    // (a SIGSTOP, a VM pause). Before handling anything that queued up
+    // meanwhile, it asks the status node who is active: if another instance
+    // took over, this one steps down without publishing anything.
+    let standby = step_down.is_some();
+    let mut beat = tokio::time::interval(Duration::from_millis(100));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat = tokio::time::Instant::now();
+    let mut fencing = false;
+    let (fence_tx, mut fence_rx) = mpsc::unbounded_channel::<bool>();
+    loop {
+        tokio::select! {
+            // Polled first: after a stall the heartbeat sees the gap before
+            // any queued stanza or result is looked at.
+            biased;
+            _ = beat.tick(), if standby => {
+                let now = tokio::time::Instant::now();
+                if now.duration_since(last_beat) > STALL && !fencing && s.status == ServiceStatus::Online {
+                    fencing = true;
+                    tracing::warn!(
+                        "this process was stalled for {:?}: checking that no other instance took over",
+                        now.duration_since(last_beat)
+                    );
+                    let publisher = s.publisher.clone();
+                    let me = cfg.instance.clone();
+                    let tx = fence_tx.clone();
+                    tokio::spawn(async move {
+                        let still_mine = match publisher.current_status().await {
+                            Ok(Some((_, inst))) => inst == me,
+                            Ok(None) => true,
+                            // Cannot tell: stepping down is the safe side.
+                            Err(_) => false,
+                        };
+                        let _ = tx.send(still_mine);
+                    });
+                }
+                last_beat = now;
+            }
+            Some(still_mine) = fence_rx.recv() => {
+                fencing = false;
+                if !still_mine {
+                    tracing::warn!("another instance is active: stepping down without publishing");
+                    task.abort();
+                    return Outcome::SteppedDown;
+                }
+            }
+            _ = tick(&mut audits) => s.start_audit(),
+            _ = checks.tick() => s.start_session_check(),
+            _ = trims.tick() => {
+                if s.trim.tick() {
+                    release_free_memory();
+                }
+            }
+            _ = until(s.pending.as_ref().map(Waiting::wake_at)) => {
+                if let Some(w) = s.pending.take() {
+                    if !s.privileged {
+                        // (With presence permission they are tracked all the
+                        // same: `reconcile` says how they are published.)
+                        tracing::info!(
+                            "{} listed sessions sent no presence within {:?}: not tracked",
+                            w.unanswered.len(),
+                            w.started.elapsed()
+                        );
+                    }
+                    s.reconcile(w.discovery);
+                }
+            }
+            _ = fenced(&mut step_down) => {
+                // Drop the socket: whatever is still queued is never written.
+                task.abort();
+                return Outcome::SteppedDown;
+            }
+            Some(ev) = node_event(&mut nodes) => s.node_event(ev),
+            r = &mut task => {
+                // The connection we send on is gone (in a cluster, the other
+                // nodes' inbound stays open: this is how its loss shows).
+                return task_ended(r);
+            }
+            _ = shutdown.changed() => {
+                s.shutdown().await;
+                task.abort();
+                return Outcome::Shutdown;
+            }
+            el = inbound.recv(), if !fencing => match el {
+                Some(el) => {
+                    s.trim.event();
+                    if let Some(outcome) = s.handle_stanza(el) {
+                        s.conn.close().await;
+                        task.abort();
+                        return outcome;
+                    }
+                }
+                None => return task_ended((&mut task).await),
+            },
+            Some(done) = done_rx.recv(), if !fencing => {
+                s.trim.event();
+                if let Done::Discovered(_) = &done {
+                    // Presences the server sent before answering our
+                    // barrier are in `inbound` already: apply them first.
+                    while let Ok(el) = inbound.try_recv() {
+                        if let Some(outcome) = s.handle_stanza(el) {
+                            s.conn.close().await;
+                            task.abort();
+                            return outcome;
+                        }
+                    }
+                }
+                if let Some(outcome) = s.handle_done(done) {
+                    s.conn.close().await;
+                    task.abort();
+                    return outcome;
+                }
+            }
+        }
+    }
+}
+
+/// A heartbeat gap this long means the process was stalled (standby mode).
+const STALL: Duration = Duration::from_secs(1);
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the fence says stop; never without one.
+async fn fenced(step_down: &mut Option<&mut watch::Receiver<bool>>) {
+    match step_down {
+        Some(rx) => {
+            while !*rx.borrow() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next audit tick, or never when audits are off.
+async fn tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Session<'_> {
+    pub(super) fn send(&self, el: Element) {
+        // A send fails only when the connection is gone; the loop sees that.
+        let _ = self.conn.send(el);
+    }
+
+    fn handle_done(&mut self, done: Done) -> Option<Outcome> {
+        match done {
+            Done::Ip { fulljid, ip } => {
+                let acts = self.tracker.ip_learned(&fulljid, ip);
+                self.execute(acts);
+            }
+            Done::Written {
+                node_gone: Some(node),
+                ..
+            }
+            | Done::NodeGone(node) => {
+                // Deleted behind our back (seen by a write, or by the audit):
+                // everything on it is gone. Start over (init, nodes
+                // recreated, active rebuilt, online).
+                return Some(Outcome::Lost(format!(
+                    "node {node} was deleted behind our back; recreating it"
+                )));
+            }
+            Done::Written { fulljid, ok, .. } => {
+                let acts = self.tracker.done(&fulljid, ok);
+                self.execute(acts);
+            }
+            Done::Status(st, Ok(())) => {
+                if st == ServiceStatus::Online && self.status != ServiceStatus::Online {
+                    self.status = ServiceStatus::Online;
+                    self.cfg.telemetry.status(ServiceStatus::Online);
+                    tracing::info!(
+                        connections = self.tracker.len(),
+                        "online: active is up to date"
+                    );
+                    release_free_memory();
+                    self.trim.trimmed();
+                    for c in self.contacts.clone() {
+                        self.send(self.own_presence(&c));
+                    }
+                    if self.audit_when_online {
+                        self.start_audit();
+                    }
+                }
+            }
+            Done::Status(st, Err(e)) => {
+                return Some(Outcome::Lost(format!(
+                    "publishing status {} failed: {e}",
+                    st.as_str()
+                )));
+            }
+            Done::Audited(r) => self.finish_audit(r),
+            Done::Checked(before, r) => self.finish_session_check(before, r),
+            Done::Discovered(Ok(d)) => self.discovered(d),
+            Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
+                return Some(Outcome::Fatal(RunError::Setup(e)));
+            }
+            Done::Discovered(Err(e)) => {
+                return Some(Outcome::Lost(format!("start-up failed: {e}")))
+            }
+        }
+        None
+    }
+
+    /// SIGTERM/SIGINT: `offline` on status, unavailable to our contacts,
+    /// close the stream (docs/protocol.md, "What the component publishes,
+    /// and when": the clean stop).
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down: publishing offline");
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.publisher
+                .publish_status(ServiceStatus::Offline, self.cfg.instance.as_deref()),
+        )
+        .await;
+        let published = matches!(r, Ok(Ok(())));
+        self.cfg
+            .telemetry
+            .publish_done(Node::Status, None, published);
+        self.cfg.telemetry.status(ServiceStatus::Offline);
+        if !published {
+            tracing::warn!("could not publish offline before exiting");
+        }
+        for c in &self.contacts {
+            self.send(presence::build(&self.cfg.jid, c, Some("unavailable"), None));
+        }
+        self.conn.close().await;
+    }
+}

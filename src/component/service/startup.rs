@@ -1,0 +1,395 @@
+//! Start-up (docs/protocol.md, "What the component publishes, and when",
+//! steps 2–7): `init`, the nodes, who is connected, what active holds; the
+//! bounded wait for probe answers; reconciliation.
+
+use super::session::{Done, Session};
+use super::worker::count_retract;
+use super::{inbound::truncate, ServiceConfig};
+use crate::component::metrics::{ErrorKind, Node};
+use crate::component::publisher::{self, Publisher, SetupError};
+use crate::component::tracker::Change;
+use crate::wire::presence;
+use crate::wire::privilege::Permissions;
+use crate::wire::status::ServiceStatus;
+use crate::wire::user::{Status, UserItem};
+use crate::wire::{ns, time};
+use crate::xmpp::IqError;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use xmpp_parsers::minidom::Element;
+
+/// Start-up waiting for probe answers where no barrier proves they all
+/// arrived (ejabberd answers the barrier before the probes). Users without a
+/// subscription never answer, so waiting for every listed session would
+/// always cost the whole `probe_timeout` (2 s of every takeover, seen on
+/// ejabberd). Sessions already on active are known to answer: once they
+/// all have, the wait ends as soon as answers stop coming for `SETTLE`,
+/// and never later than `probe_timeout`. A session whose answer comes later
+/// still is published the ordinary way when it arrives.
+pub(super) struct Waiting {
+    pub(super) discovery: Discovery,
+    /// Listed sessions not answered yet, and those of them on active.
+    pub(super) unanswered: HashSet<String>,
+    pub(super) on_active: HashSet<String>,
+    pub(super) started: tokio::time::Instant,
+    pub(super) deadline: tokio::time::Instant,
+    /// When the last answer came.
+    pub(super) progress: tokio::time::Instant,
+}
+
+/// How long the answers may pause before a settled wait ends.
+const SETTLE: Duration = Duration::from_millis(250);
+
+impl Waiting {
+    pub(super) fn wake_at(&self) -> tokio::time::Instant {
+        if self.on_active.is_empty() {
+            self.deadline.min(self.progress + SETTLE)
+        } else {
+            self.deadline
+        }
+    }
+}
+
+/// Durations of the start-up's steps, written as `nodes 12ms, listing 3ms, ...`.
+pub(super) struct Phases {
+    last: tokio::time::Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: tokio::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, what: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.laps.push((what, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (what, d)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{what} {}ms", d.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
+/// What start-up found: active's items and the server's sessions' IPs.
+pub(super) struct Discovery {
+    phases: Phases,
+    sessions: usize,
+    /// Full JIDs the server listed (hidden users left out).
+    listed: Vec<String>,
+    /// The probe barrier proved every answer arrived (see `Listing::ordered`).
+    answered: bool,
+    active: Vec<UserItem>,
+    capacity: Option<usize>,
+    ips: HashMap<String, String>,
+    users: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StartupError {
+    #[error("{0}")]
+    Setup(SetupError),
+    #[error("{what}: {err}")]
+    Iq { what: String, err: IqError },
+}
+
+/// How long a component with `privileged_as` waits for the server's
+/// permission message before its first request (ejabberd and Prosody send it
+/// right after the handshake).
+const PERMISSIONS_WAIT: Duration = Duration::from_secs(3);
+
+/// The stanzas that arrived up to and including the permission message, or
+/// within `PERMISSIONS_WAIT` when none came.
+pub(super) async fn await_permissions(
+    inbound: &mut mpsc::UnboundedReceiver<Element>,
+) -> Vec<Element> {
+    let mut early = Vec::new();
+    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            el = inbound.recv() => match el {
+                Some(el) => {
+                    let done = Permissions::parse(&el).is_some();
+                    early.push(el);
+                    if done {
+                        return early;
+                    }
+                }
+                None => return early,
+            },
+            _ = &mut deadline => {
+                tracing::warn!(
+                    "privileged_as is set but the server sent no XEP-0356 permissions within \
+                     {PERMISSIONS_WAIT:?}: sending plain requests"
+                );
+                return early;
+            }
+        }
+    }
+}
+
+/// docs/protocol.md, "What the component publishes, and when", steps 2–4:
+/// `init`, nodes, then who is connected (admin listing,
+/// user-stats, probes) and what active holds.
+async fn discover(
+    cfg: &ServiceConfig,
+    publisher: &Publisher,
+    listing: &publisher::Listing,
+) -> Result<Discovery, StartupError> {
+    let iq_err = |what: &str| {
+        let what = what.to_string();
+        move |err| StartupError::Iq { what, err }
+    };
+    let m = &cfg.telemetry;
+    // How long each step took, for the start-up log line: where a slow
+    // start-up spends its time.
+    let mut phases = Phases::start();
+    publisher
+        .ensure_status_node()
+        .await
+        .inspect_err(|_| m.error(ErrorKind::Setup))
+        .map_err(StartupError::Setup)?;
+    let r = publisher
+        .publish_status(ServiceStatus::Init, cfg.instance.as_deref())
+        .await;
+    m.publish_done(Node::Status, None, r.is_ok());
+    r.map_err(iq_err("publishing init on the status node"))?;
+    publisher
+        .setup_nodes(&cfg.access_model, &cfg.members)
+        .await
+        .inspect_err(|_| m.error(ErrorKind::Setup))
+        .map_err(StartupError::Setup)?;
+    phases.lap("nodes");
+    let conn = &publisher.conn;
+    let sessions = publisher::online_sessions_via(conn, &cfg.domain, listing)
+        .await
+        .map_err(|err| {
+            m.error(ErrorKind::Listing);
+            tracing::error!(
+                "listing online sessions failed: {err}. {}",
+                publisher::admin_hint(&err)
+            );
+            StartupError::Iq {
+                what: "listing online sessions".into(),
+                err,
+            }
+        })?;
+    // Probe every user with a session: the answers (from tracked users only)
+    // arrive as ordinary presences.
+    let users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
+    for u in &users {
+        let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+    }
+    // Addresses the listing stated; the others are learned with user-stats
+    // when (and only if) the session turns out to be tracked.
+    let ips: HashMap<String, String> = sessions
+        .iter()
+        .filter_map(|s| Some((s.fulljid.clone(), cfg.privacy.ip(s.ip.as_deref()?))))
+        .collect();
+    // A round trip behind the probes: Prosody answers a component's stanzas
+    // in order, so once this returns every probe answer has been received.
+    // ejabberd answers the ping before the probes (seen): there the session
+    // waits for the listed sessions' answers instead, bounded by
+    // probe_timeout (see `Session::discovered`).
+    phases.lap("listing");
+    let barrier = Element::builder("ping", ns::PING).build();
+    let answered = match conn
+        .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
+        .await
+    {
+        Ok(_) => listing.ordered(),
+        Err(e) => {
+            tracing::debug!("probe barrier: {e}");
+            false
+        }
+    };
+    phases.lap("probes");
+    let (active, bad) = publisher
+        .active_items()
+        .await
+        .inspect_err(|_| m.error(ErrorKind::Fetch))
+        .map_err(iq_err("fetching the items of active"))?;
+    for id in bad {
+        tracing::info!(item = %truncate(&id), "retracting an unreadable item from active");
+        let r = publisher.retract_active(&id).await;
+        count_retract(m, &r);
+    }
+    let capacity = publisher.active_capacity().await;
+    phases.lap("active");
+    Ok(Discovery {
+        phases,
+        active,
+        capacity,
+        ips,
+        users: users.len(),
+        sessions: sessions.len(),
+        listed: sessions
+            .iter()
+            .filter(|s| !cfg.privacy.hidden(&s.bare))
+            .map(|s| s.fulljid.clone())
+            .collect(),
+        answered,
+    })
+}
+
+impl Session<'_> {
+    /// Steps 2–4 of docs/protocol.md, "What the component publishes, and
+    /// when", in a task; the result comes back as `Done::Discovered`.
+    pub(super) fn start_discovery(&self) {
+        // The server names itself in the start-up log (XEP-0092), beside
+        // the discovery, never delaying it.
+        let conn = self.conn.clone();
+        let domain = self.cfg.domain.clone();
+        tokio::spawn(async move {
+            match publisher::server_version(&conn, &domain).await {
+                Ok(Some(v)) => tracing::info!("server software: {v}"),
+                Ok(None) => tracing::debug!("server software: the version answer names none"),
+                Err(e) => tracing::debug!("server software not told: {e}"),
+            }
+        });
+        let cfg = self.cfg.clone();
+        let publisher = self.publisher.clone();
+        let listing = self.listing.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let r = discover(&cfg, &publisher, &listing).await;
+            let _ = tx.send(Done::Discovered(r));
+        });
+    }
+
+    /// Discovery is done: reconcile at once when every answer is in,
+    /// otherwise wait (bounded) for the listed sessions' presences.
+    pub(super) fn discovered(&mut self, d: Discovery) {
+        let unanswered: HashSet<String> = self.untracked(&d.listed);
+        if d.answered || unanswered.is_empty() {
+            self.reconcile(d);
+        } else {
+            tracing::info!(
+                "waiting up to {:?} for the presence of {} listed sessions",
+                self.cfg.probe_timeout,
+                unanswered.len()
+            );
+            let now = tokio::time::Instant::now();
+            // With presence permission ejabberd answers no probe for
+            // users without a subscription, on active or not: then
+            // only the pause in answers ends the wait.
+            let on_active = if self.privileged {
+                HashSet::new()
+            } else {
+                d.active
+                    .iter()
+                    .filter(|i| unanswered.contains(&i.fulljid))
+                    .map(|i| i.fulljid.clone())
+                    .collect()
+            };
+            self.pending = Some(Waiting {
+                unanswered,
+                on_active,
+                discovery: d,
+                started: now,
+                deadline: now + self.cfg.probe_timeout,
+                progress: now,
+            });
+        }
+    }
+
+    /// A presence from `from` arrived while waiting: once every listed
+    /// session answered, stop waiting (see `Waiting` for the rest).
+    pub(super) fn check_pending(&mut self, from: &str) {
+        let Some(w) = &mut self.pending else {
+            return;
+        };
+        if !self.tracker.knows(from) || !w.unanswered.remove(from) {
+            return;
+        }
+        w.on_active.remove(from);
+        w.progress = tokio::time::Instant::now();
+        if w.unanswered.is_empty() {
+            if let Some(w) = self.pending.take() {
+                self.reconcile(w.discovery);
+            }
+        }
+    }
+
+    /// The listed sessions the tracker has seen no presence of.
+    fn untracked<C: FromIterator<String>>(&self, listed: &[String]) -> C {
+        listed
+            .iter()
+            .filter(|j| !self.tracker.knows(j))
+            .cloned()
+            .collect()
+    }
+
+    /// Step 6 of docs/protocol.md, "What the component publishes, and
+    /// when", with what discovery found.
+    pub(super) fn reconcile(&mut self, d: Discovery) {
+        if self.privileged && !self.listing.ordered() {
+            // With presence permission every session is tracked; one that
+            // sent nothing by now is older than us on a server that replays
+            // nothing (ejabberd; Prosody's module replays every presence):
+            // on active as `unknown` until it changes.
+            let now = time::now();
+            let silent: Vec<String> = self.untracked(&d.listed);
+            if !silent.is_empty() {
+                tracing::info!(
+                    "{} sessions older than the component sent no presence: published as `unknown` until they change",
+                    silent.len()
+                );
+            }
+            for jid in silent {
+                if let Some((bare, _)) = jid.split_once('/') {
+                    let bare = bare.to_string();
+                    self.tracker
+                        .presence(&jid, &bare, Change::Available(Status::Unknown), now);
+                }
+            }
+        }
+        tracing::info!(
+            users = d.users,
+            sessions = d.sessions,
+            tracked = self.tracker.len(),
+            on_active = d.active.len(),
+            took = %d.phases,
+            "start-up discovery done, reconciling"
+        );
+        if let Some(c) = d.capacity {
+            tracing::info!("active can hold {c} items");
+        }
+        self.capacity = d.capacity;
+        let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
+        self.execute(acts);
+        self.check_capacity();
+    }
+
+    /// Says loudly when active cannot hold every tracked connection: the
+    /// server would drop items silently (README, "Configuring Prosody" and
+    /// "Configuring ejabberd"), the one failure a user of the feed cannot
+    /// see.
+    pub(super) fn check_capacity(&mut self) {
+        let Some(cap) = self.capacity else { return };
+        let n = self.tracker.len();
+        if n > cap && !self.over_capacity {
+            self.over_capacity = true;
+            tracing::error!(
+                "{n} connections tracked but active can hold only {cap} items: connections are \
+                 missing from active. Raise `pubsub_max_items` and `storage_archive_item_limit` on \
+                 Prosody's pubsub component (ejabberd: `max_items_node` of mod_pubsub), then restart pubpresence"
+            );
+        } else if n <= cap && self.over_capacity {
+            self.over_capacity = false;
+            tracing::info!("{n} connections tracked: active can hold them all again");
+        }
+    }
+}
