@@ -14,7 +14,7 @@
 #     (the backports are built against them); only the packages that
 #     backports carries in a newer version are unpacked.
 #
-# The lab (src/lab/) finds the second generation through the environment:
+# The lab (lab/src/) finds the second generation through the environment:
 # PUBPRESENCE_PROSODY_ROOT and PUBPRESENCE_EJABBERD_ROOT name such a
 # directory; unset, the apt-installed servers are used. Idempotent: a
 # generation already in place is left alone.

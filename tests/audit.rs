@@ -6,7 +6,7 @@
 //!
 //! How the damage is done differs: on Prosody the server's admin may publish
 //! and retract on any node; ejabberd gives its admins no such right, but
-//! accepts a second connection for the component (notes/servers.md), which is
+//! accepts a second connection for the component (README, "Running two instances"), which is
 //! exactly the "second instance" of the README's "Running two instances", so the test does it that way.
 
 mod common;

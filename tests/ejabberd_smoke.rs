@@ -210,7 +210,7 @@ async fn ejabberd_privileged_component_gets_the_permission_message() {
         assert_eq!(perms.missing(NEEDED), vec![], "{perms:?}");
         assert_eq!(perms.grant("jabber:iq:version"), Some(IqGrant::Get));
     } else {
-        // ejabberd 23.01 (notes/servers.md): v1, no IQ permission.
+        // ejabberd 23.01: v1, no IQ permission.
         assert_eq!(perms.version, Version::V1, "{}: {perms:?}", e.label());
         assert!(!perms.iq_advertised, "{perms:?}");
     }

@@ -195,7 +195,7 @@ async fn one_active_instance_takes_over_after_kill_and_after_sigterm_on_privileg
 /// completes, and audits make active exact.
 ///
 /// While both connections exist ejabberd hands each stanza for the
-/// component to one of them at random, IQ answers included (notes/servers.md),
+/// component to one of them at random, IQ answers included (README, "Running two instances"),
 /// so the standby's start-up cannot complete while the frozen instance still
 /// holds its connection: it retries until the fenced instance has left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

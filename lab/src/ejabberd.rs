@@ -88,7 +88,7 @@ pub fn check_installed() -> Result<Install, EjabberdError> {
 pub struct EjabberdOptions {
     /// XEP-0356: `mod_privilege` with `presence: managed_entity` for the
     /// component: it receives every user's presence without a roster entry
-    /// (on 23.01 with the gaps `notes/servers.md` records).
+    /// (on 23.01 with the gaps the README's "Presence without rosters (XEP-0356)" lists).
     pub privileged_presence: bool,
     /// XEP-0356 roster permission (`roster: both`) for the component.
     pub privileged_roster: bool,
@@ -730,7 +730,7 @@ members = [{members}]
             String::new()
         };
         format!(
-            r#"# written by pubpresence::lab (src/lab/ejabberd.rs) for node {name}
+            r#"# written by pubpresence::lab (lab/src/ejabberd.rs) for node {name}
 loglevel: {loglevel}
 log_rotate_count: 0
 hosts:
@@ -847,7 +847,7 @@ impl Drop for Ejabberd {
 /// this VM starts it, EPMD), its own pid file.
 fn ctl_config(node: &EjabberdNode) -> String {
     format!(
-        r#"# written by pubpresence::lab (src/lab/ejabberd.rs)
+        r#"# written by pubpresence::lab (lab/src/ejabberd.rs)
 ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {{127,0,0,1}}"
 ERL_EPMD_ADDRESS=127.0.0.1
 EJABBERD_PID_PATH={pid}

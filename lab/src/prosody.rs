@@ -135,7 +135,7 @@ impl Prosody {
 
     /// With XEP-0356: `mod_privilege` (Debian's `prosody-modules`) grants
     /// the component presence permission, enabled both on the host and in
-    /// the component's section (notes/servers.md: the global line alone
+    /// the component's section (README, "Presence without rosters on Prosody (XEP-0356)": the global line alone
     /// forwards nothing).
     pub fn start_privileged() -> Result<Prosody, LabError> {
         let install = check_installed()?;
@@ -210,7 +210,7 @@ impl Prosody {
         let dir = self.dir.path().display();
         let o = &self.options;
         format!(
-            r#"-- written by pubpresence::lab (src/lab/prosody.rs)
+            r#"-- written by pubpresence::lab (lab/src/prosody.rs)
 run_as_root = true
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"

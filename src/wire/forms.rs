@@ -1,7 +1,7 @@
 //! Lenient reading and writing of XEP-0004 data forms.
 //!
 //! Servers differ in the form type they answer with (Prosody `result`,
-//! ejabberd `form`, see notes/servers.md), so reading only looks at fields
+//! ejabberd `form`; README, "Configuring ejabberd"), so reading only looks at fields
 //! by `var` and collects their values; it never refuses a form.
 
 use super::ns;

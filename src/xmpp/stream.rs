@@ -3,7 +3,7 @@
 //! Built on tokio-xmpp's low-level `xmlstream` with `minidom::Element` as
 //! the item type, NOT on `tokio_xmpp::Component`: that one ends the stream on
 //! any stanza xmpp-parsers refuses and on the soft read timeout
-//! (notes/xmpp-rs.md), so any user could knock the component off the server
+//! (seen with tokio-xmpp 6), so any user could knock the component off the server
 //! with one bad `<show/>`. Here a stanza is anything well-formed: what it
 //! means is decided per stanza above this layer, and silence is answered with
 //! a ping to the server, never a reconnect.

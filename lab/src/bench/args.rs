@@ -32,13 +32,17 @@ pub struct BenchArgs {
     /// Prosody's pubsub with `storage = "memory"` (default: SQLite).
     #[arg(long)]
     pub memory_storage: bool,
+    /// Instead: how long `pubpresence doctor` takes on a healthy Prosody with
+    /// --connections sessions connected (default 10000; 100 with --quick).
+    #[arg(long)]
+    pub doctor: bool,
     /// Instead: start-up and the cost of one audit on a two-node ejabberd
-    /// cluster with privileged presence (src/bench_cluster.rs; --connections
+    /// cluster with privileged presence (lab/src/bench/cluster.rs; --connections
     /// defaults to 10000, --duration is the background window, 30 s).
     #[arg(long)]
     pub ejabberd_cluster: bool,
     /// Instead: N consumers of the web feed's /events (default 1000) at
-    /// --rates (one rate, default 1000/s) for --duration (src/bench_web.rs).
+    /// --rates (one rate, default 1000/s) for --duration (lab/src/bench/web.rs).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
     pub web_consumers: Option<usize>,
     /// With --web-consumers: the feed makes the changes itself at the rate,

@@ -704,7 +704,7 @@ fn raise_open_files(e: &mut Ejabberd, need: usize) -> Result<(), ejabberd::Ejabb
         std::fs::write(
             &wrapper,
             "#!/bin/sh
-# written by pubpresence bench --ejabberd-cluster (src/bench_cluster.rs)
+# written by pubpresence bench --ejabberd-cluster (lab/src/bench/cluster.rs)
              ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || ulimit -n 65536 2>/dev/null
              exec /usr/bin/erl \"$@\"
 ",

@@ -1,12 +1,14 @@
 //! The benchmarks (docs/benchmarks.md): the component on one Prosody
 //! (`prosody`), on a two-node ejabberd cluster (`cluster`), and the web
-//! feed's consumers (`web`). This module only dispatches the command line;
-//! the three share `args`, `measure`, `client`, `error` and `output`, and
-//! never import each other but for `web` starting Prosody as `prosody` does.
+//! feed's consumers (`web`), and how long `pubpresence doctor` takes
+//! (`doctor`). This module only dispatches the command line; they share
+//! `args`, `measure`, `client`, `error` and `output`, and never import each
+//! other but for `web` and `doctor` starting Prosody as `prosody` does.
 
 mod args;
 mod client;
 pub mod cluster;
+mod doctor;
 mod error;
 mod measure;
 mod output;
@@ -20,6 +22,9 @@ pub use prosody::{run, BenchOptions, Report};
 
 /// Runs the benchmark and prints the table (stderr progress, stdout figures).
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.doctor {
+        return doctor::main(args).await;
+    }
     if args.ejabberd_cluster {
         return cluster::main(args).await;
     }
