@@ -502,3 +502,53 @@ async fn ejabberd_privileged_without_privileged_as() {
         o.get("presence-route")
     );
 }
+
+/// `run`'s remedy for what `unseen-sessions` finds: off by default (the
+/// count is logged), and with `subscribe_unseen = true` the user is asked
+/// for a subscription, approves, and is tracked. (The watcher, which
+/// never subscribes either, is counted too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_unseen_asks_invisible_users() {
+    let server = prosody(Default::default());
+    server.register(MEMBER, MEMBER);
+    server.register("bob", "bob");
+    let bob = User::connect(&server, "bob", "laptop", loopback(8)).await;
+    let config = server.config_toml(&[&format!("{MEMBER}@localhost")]);
+    let mut pp = Pubpresence::start(&config);
+    let w = Watcher::connect(&server, MEMBER).await;
+    w.until_online(&pp).await;
+    pp.wait_log(
+        "start-up: 2 connected sessions of 2 users send the component no presence (no \
+         subscription): bob@localhost/laptop, watcher@localhost/watch; set subscribe_unseen = true",
+        T,
+        "the unseen count",
+    )
+    .await;
+    assert!(
+        w.active_users().await.is_empty(),
+        "bob is not tracked without a subscription"
+    );
+    pp.terminate();
+
+    let on = config.replace("probe_timeout", "subscribe_unseen = true\nprobe_timeout");
+    let mut pp = Pubpresence::start(&on);
+    pp.wait_log(
+        "start-up: 2 connected sessions of 2 users send the component no presence (no \
+         subscription): bob@localhost/laptop, watcher@localhost/watch; asked 2 of them for a \
+         subscription",
+        T,
+        "the request",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    while w.active_users().await != ["bob@localhost/laptop"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never reached active after approving; log:\n{}",
+            pp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pp.terminate();
+    bob.close().await;
+}

@@ -59,6 +59,11 @@ pub struct Config {
     /// A bare JID of `domain` on whose behalf requests are sent as XEP-0356
     /// privileged IQs (ejabberd 24.10 and later with mod_privilege).
     pub privileged_as: Option<String>,
+    /// Ask each connected user whose presence never reaches the component
+    /// for a subscription, at start-up and at each audit, at most once a
+    /// day per user (README, "Checking the set-up: `pubpresence doctor`").
+    #[serde(default)]
+    pub subscribe_unseen: bool,
     /// A tracing filter such as `info` or `pubpresence=debug`.
     pub log: Option<String>,
     #[serde(default)]

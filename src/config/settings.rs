@@ -58,6 +58,8 @@ pub struct ComponentSettings {
     /// of this bare JID of `domain` when the server grants IQ permission
     /// (README, "XEP-0356 on ejabberd 24.10 and later").
     pub privileged_as: Option<BareJid>,
+    /// `subscribe_unseen`: ask unseen users for a subscription.
+    pub subscribe_unseen: bool,
     pub privacy: PrivacySettings,
     /// `[standby]`: wait while another instance is active, then take over.
     pub standby: Option<StandbySettings>,

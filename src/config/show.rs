@@ -86,6 +86,12 @@ impl Config {
                 q(p)
             ));
         }
+        if self.subscribe_unseen {
+            out.push(
+                "subscribe_unseen = true (connected users the component cannot see are asked for a subscription, once a day at most)"
+                    .into(),
+            );
+        }
         out.push(match &self.log {
             Some(l) => format!("log = {}", q(l)),
             None => "log = (default)".into(),

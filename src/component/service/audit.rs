@@ -87,6 +87,7 @@ impl Session<'_> {
             .map(|s| s.fulljid.clone())
             .collect();
         let audit = self.tracker.audit(&on_active, &listed, time::now());
+        self.unseen(&listed, "audit");
         let mut probed = HashSet::new();
         for jid in &audit.probe {
             if let Some((bare, _)) = jid.split_once('/') {

@@ -25,6 +25,11 @@ pub struct ServiceConfig {
     /// Send requests as XEP-0356 privileged IQs on behalf of this user when
     /// the server asks for them (`privileges::decide`).
     pub privileged_as: Option<String>,
+    /// `subscribe_unseen`: ask users whose presence never arrives for a
+    /// subscription (`unseen`).
+    pub subscribe_unseen: bool,
+    /// When each user was last asked, kept across reconnects.
+    pub asked: super::unseen::Asked,
     pub privacy: Privacy,
     /// Zero: no audits.
     pub audit_interval: Duration,
@@ -52,6 +57,8 @@ impl ServiceConfig {
             iq_timeout: s.iq_timeout,
             instance: s.instance_name(),
             privileged_as: s.privileged_as.as_ref().map(|j| j.to_string()),
+            subscribe_unseen: s.subscribe_unseen,
+            asked: Default::default(),
             audit_interval: s.audit_interval,
             standby: s.standby.clone(),
             metrics: s.metrics,
@@ -116,6 +123,8 @@ pub(super) mod tests {
             iq_timeout: Duration::from_secs(10),
             instance: Some("pp-1".into()),
             privileged_as: None,
+            subscribe_unseen: false,
+            asked: Default::default(),
             privacy: Privacy::default(),
             audit_interval: Duration::ZERO,
             standby: None,

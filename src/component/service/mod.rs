@@ -18,6 +18,7 @@ mod inbound;
 mod reconnect;
 mod session;
 mod startup;
+mod unseen;
 mod worker;
 
 pub use super::standby::LoopEnd;

@@ -335,6 +335,7 @@ impl Session<'_> {
     /// Step 6 of docs/protocol.md, "What the component publishes, and
     /// when", with what discovery found.
     pub(super) fn reconcile(&mut self, d: Discovery) {
+        self.unseen(&d.listed, "start-up");
         if self.privileged && !self.listing.ordered() {
             // With presence permission every session is tracked; one that
             // sent nothing by now is older than us on a server that replays

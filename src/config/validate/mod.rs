@@ -130,6 +130,7 @@ impl Config {
             iq_timeout: self.iq_timeout,
             instance: self.instance.clone(),
             privileged_as: self.privileged_as().map_err(with_file)?,
+            subscribe_unseen: self.subscribe_unseen,
             privacy: self.privacy_settings().map_err(with_file)?,
             standby: self.standby_settings(env)?,
             metrics: self.metrics_listen().map_err(with_file)?,
