@@ -140,6 +140,25 @@ async fn subscribed_user(server: &Server, user: &str) -> User {
     u
 }
 
+/// Doctor on `server` without the member account: exactly the `expected`
+/// verdicts, exit code 1, and a fix under `check` that contains `fix`.
+async fn one_fault(
+    server: &Server,
+    label: &str,
+    expected: &[(&str, &str)],
+    check: &str,
+    fix: &str,
+) -> Outcome {
+    let o = doctor(&server.config_toml(&[])).await;
+    assert_outcome(&o, 1, expected, label);
+    assert!(
+        o.get(check).fix.iter().any(|l| l.contains(fix)),
+        "{label}: the fix under {check} names {fix:?}: {:?}",
+        o.get(check)
+    );
+    o
+}
+
 fn prosody(options: lab::ProsodyOptions) -> Server {
     Server::Prosody(common::Prosody::from(
         lab::Prosody::start_with(options).unwrap_or_else(|e| panic!("{e}")),
@@ -273,21 +292,14 @@ async fn prosody_set_up_wrong_names_each_fault() {
         item_cap: Some(50),
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
-        &[("capacity", "fail"), ("cluster", "skip")],
+    one_fault(
+        &server,
         "item cap 50",
-    );
-    assert!(
-        o.get("capacity")
-            .fix
-            .iter()
-            .any(|l| l.contains("storage_archive_item_limit")),
-        "{:?}",
-        o.get("capacity")
-    );
+        &[("capacity", "fail"), ("cluster", "skip")],
+        "capacity",
+        "storage_archive_item_limit",
+    )
+    .await;
     drop(server);
 
     // The default flat-file store.
@@ -295,21 +307,14 @@ async fn prosody_set_up_wrong_names_each_fault() {
         file_storage: true,
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
-        &[("storage-cost", "fail"), ("cluster", "skip")],
+    one_fault(
+        &server,
         "file store",
-    );
-    assert!(
-        o.get("storage-cost")
-            .fix
-            .iter()
-            .any(|l| l.contains("storage = \"sql\"")),
-        "{:?}",
-        o.get("storage-cost")
-    );
+        &[("storage-cost", "fail"), ("cluster", "skip")],
+        "storage-cost",
+        "storage = \"sql\"",
+    )
+    .await;
     drop(server);
 
     // The memory store, which corrupts nodes.
@@ -317,13 +322,14 @@ async fn prosody_set_up_wrong_names_each_fault() {
         memory_storage: true,
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
-        &[("storage-correctness", "fail"), ("cluster", "skip")],
+    let o = one_fault(
+        &server,
         "memory store",
-    );
+        &[("storage-correctness", "fail"), ("cluster", "skip")],
+        "storage-correctness",
+        "storage = \"sql\"",
+    )
+    .await;
     assert!(
         o.get("storage-correctness")
             .summary
@@ -384,35 +390,27 @@ async fn ejabberd_set_up_right_passes_and_wrong_fails() {
         no_admin: true,
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
+    one_fault(
+        &server,
+        "ejabberd without admin rights",
         &[
             ("admin", "fail"),
             ("unseen-sessions", "skip"),
             ("cluster", "skip"),
         ],
-        "ejabberd without admin rights",
-    );
-    assert!(
-        o.get("admin")
-            .fix
-            .iter()
-            .any(|l| l.contains("mod_configure")),
-        "{:?}",
-        o.get("admin")
-    );
+        "admin",
+        "mod_configure",
+    )
+    .await;
     drop(server);
 
     let server = ejabberd(EjabberdOptions {
         no_create_node: true,
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
+    one_fault(
+        &server,
+        "ejabberd without node creation",
         &[
             ("pubsub", "fail"),
             ("capacity", "skip"),
@@ -420,37 +418,24 @@ async fn ejabberd_set_up_right_passes_and_wrong_fails() {
             ("storage-correctness", "skip"),
             ("cluster", "skip"),
         ],
-        "ejabberd without node creation",
-    );
-    assert!(
-        o.get("pubsub")
-            .fix
-            .iter()
-            .any(|l| l.contains("access_createnode")),
-        "{:?}",
-        o.get("pubsub")
-    );
+        "pubsub",
+        "access_createnode",
+    )
+    .await;
     drop(server);
 
     let server = ejabberd(EjabberdOptions {
         max_items_node: Some(50),
         ..Default::default()
     });
-    let o = doctor(&server.config_toml(&[])).await;
-    assert_outcome(
-        &o,
-        1,
-        &[("capacity", "fail"), ("cluster", "skip")],
+    one_fault(
+        &server,
         "max_items_node 50",
-    );
-    assert!(
-        o.get("capacity")
-            .fix
-            .iter()
-            .any(|l| l.contains("max_items_node: 100000")),
-        "{:?}",
-        o.get("capacity")
-    );
+        &[("capacity", "fail"), ("cluster", "skip")],
+        "capacity",
+        "max_items_node: 100000",
+    )
+    .await;
 }
 
 /// XEP-0356 on ejabberd: on 24.10 and later without `privileged_as` every
