@@ -159,6 +159,23 @@ async fn one_fault(
     o
 }
 
+/// A server set up right, with a user subscribed to the component and the
+/// member account: every check passes and `server` names `software`.
+async fn set_up_right(server: &Server, software: &str) -> (Outcome, User) {
+    server.register(MEMBER, MEMBER);
+    let alice = subscribed_user(server, "alice").await;
+    let member = format!("{MEMBER}@localhost");
+    let o = doctor(&with_member(server, &server.config_toml(&[&member]))).await;
+    assert_outcome(&o, 0, &[("cluster", "skip")], &server.label());
+    let runs = format!("localhost runs {software} ");
+    assert!(
+        o.get("server").summary.starts_with(&runs),
+        "{:?}",
+        o.get("server")
+    );
+    (o, alice)
+}
+
 fn prosody(options: lab::ProsodyOptions) -> Server {
     Server::Prosody(common::Prosody::from(
         lab::Prosody::start_with(options).unwrap_or_else(|e| panic!("{e}")),
@@ -172,21 +189,7 @@ fn ejabberd(options: EjabberdOptions) -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prosody_set_up_right_passes_every_check() {
     let server = prosody(Default::default());
-    server.register(MEMBER, MEMBER);
-    let _alice = subscribed_user(&server, "alice").await;
-    let o = doctor(&with_member(
-        &server,
-        &server.config_toml(&[&format!("{MEMBER}@localhost")]),
-    ))
-    .await;
-    assert_outcome(&o, 0, &[("cluster", "skip")], &server.label());
-    assert!(
-        o.get("server")
-            .summary
-            .starts_with("localhost runs Prosody "),
-        "{:?}",
-        o.get("server")
-    );
+    let (o, _alice) = set_up_right(&server, "Prosody").await;
     assert_eq!(
         o.get("unseen-sessions").summary,
         "all 1 listed sessions answered a probe"
@@ -368,21 +371,7 @@ async fn doctor_that_cannot_run_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_set_up_right_passes_and_wrong_fails() {
     let server = ejabberd(Default::default());
-    server.register(MEMBER, MEMBER);
-    let _alice = subscribed_user(&server, "alice").await;
-    let o = doctor(&with_member(
-        &server,
-        &server.config_toml(&[&format!("{MEMBER}@localhost")]),
-    ))
-    .await;
-    assert_outcome(&o, 0, &[("cluster", "skip")], &server.label());
-    assert!(
-        o.get("server")
-            .summary
-            .starts_with("localhost runs ejabberd "),
-        "{:?}",
-        o.get("server")
-    );
+    let (_, _alice) = set_up_right(&server, "ejabberd").await;
     drop(_alice);
     drop(server);
 

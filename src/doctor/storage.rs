@@ -165,16 +165,28 @@ async fn capacity(
     (check, big)
 }
 
-/// The median of `TIMED` publishes that replace item `id` of `node`.
-async fn replace_time(ctx: &Ctx<'_>, node: &str, id: &str) -> Result<Duration, IqError> {
-    let mut times = Vec::with_capacity(TIMED);
+/// The medians of `TIMED` publishes that replace item `small_id` of
+/// `small` and `big_id` of `big`, taken in turns so that a busy machine
+/// slows both alike.
+async fn replace_times(
+    ctx: &Ctx<'_>,
+    (small, small_id): (&str, &str),
+    (big, big_id): (&str, &str),
+) -> Result<(Duration, Duration), IqError> {
+    let mut one = Vec::with_capacity(TIMED);
+    let mut many = Vec::with_capacity(TIMED);
     for i in 0..TIMED {
+        let value = format!("r{i}");
         let t = Instant::now();
-        publish(ctx, node, id, &format!("r{i}")).await?;
-        times.push(t.elapsed());
+        publish(ctx, small, small_id, &value).await?;
+        one.push(t.elapsed());
+        let t = Instant::now();
+        publish(ctx, big, big_id, &value).await?;
+        many.push(t.elapsed());
     }
-    times.sort_unstable();
-    Ok(times[TIMED / 2])
+    one.sort_unstable();
+    many.sort_unstable();
+    Ok((one[TIMED / 2], many[TIMED / 2]))
 }
 
 /// Check 6: a store whose publish cost grows with the node (Prosody's flat
@@ -188,11 +200,7 @@ async fn cost(ctx: &Ctx<'_>, temp: &mut TempNodes, big: &str, held: usize, id: &
     if let Err(e) = publish(ctx, &small, "x", "0").await {
         return fail("publishing on a temporary node was refused", e);
     }
-    let one = match replace_time(ctx, &small, "x").await {
-        Ok(d) => d,
-        Err(e) => return fail("replacing an item was refused", e),
-    };
-    let many = match replace_time(ctx, big, id).await {
+    let (one, many) = match replace_times(ctx, (&small, "x"), (big, id)).await {
         Ok(d) => d,
         Err(e) => return fail("replacing an item was refused", e),
     };
@@ -202,9 +210,11 @@ async fn cost(ctx: &Ctx<'_>, temp: &mut TempNodes, big: &str, held: usize, id: &
         ms(one),
         ms(many)
     );
-    // Twice as slow and 2 ms more: a store that grows with the node. At
-    // 10,000 connections it would take ~20× longer per change.
-    if many > one * 3 && many > one + Duration::from_millis(2) {
+    // Five times as slow and 10 ms more at a few hundred items: a store
+    // that grows with the node (Prosody's flat files: 40 ms against 0.8 ms
+    // at 500 items; SQLite: the same at 1 and at 12,500, docs/benchmarks.md,
+    // "doctor"). The margin keeps a busy machine from looking like one.
+    if many > one * 5 && many > one + Duration::from_millis(10) {
         Check::fail(
             COST,
             format!(
