@@ -64,14 +64,26 @@ fn expect(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Runs `pubpresence doctor --json` on `config_toml`.
 async fn doctor(config_toml: &str) -> Outcome {
+    doctor_with(config_toml, None).await
+}
+
+/// The same, with `--member-password-file` holding `member_password`.
+async fn doctor_with(config_toml: &str, member_password: Option<&str>) -> Outcome {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("pubpresence.toml");
     std::fs::write(&config, config_toml).expect("write config");
+    let password_file = dir.path().join("member.password");
+    if let Some(pw) = member_password {
+        std::fs::write(&password_file, pw).expect("write password file");
+    }
+    let with_file = member_password.is_some();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_pubpresence"))
-            .args(["doctor", "--json", "--config"])
-            .arg(&config)
-            .env_remove("PUBPRESENCE_SECRET")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pubpresence"));
+        cmd.args(["doctor", "--json", "--config"]).arg(&config);
+        if with_file {
+            cmd.arg("--member-password-file").arg(&password_file);
+        }
+        cmd.env_remove("PUBPRESENCE_SECRET")
             .output()
             .expect("run doctor")
     })
@@ -160,12 +172,18 @@ async fn one_fault(
 }
 
 /// A server set up right, with a user subscribed to the component and the
-/// member account: every check passes and `server` names `software`.
+/// member account, whose password comes from `--member-password-file` (the
+/// config's is wrong): every check passes and `server` names `software`.
 async fn set_up_right(server: &Server, software: &str) -> (Outcome, User) {
     server.register(MEMBER, MEMBER);
     let alice = subscribed_user(server, "alice").await;
     let member = format!("{MEMBER}@localhost");
-    let o = doctor(&with_member(server, &server.config_toml(&[&member]))).await;
+    let config = with_member(server, &server.config_toml(&[&member])).replace(
+        &format!("password = \"{MEMBER}\""),
+        "password = \"not-this-one\"",
+    );
+    assert!(config.contains("not-this-one"), "{config}");
+    let o = doctor_with(&config, Some(MEMBER)).await;
     assert_outcome(&o, 0, &[("cluster", "skip")], &server.label());
     let runs = format!("localhost runs {software} ");
     assert!(
