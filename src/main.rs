@@ -84,6 +84,12 @@ async fn watch_cmd(config: PathBuf, json: bool, http: Option<String>) -> anyhow:
     }
 }
 
+/// An error as one line: the chain joined, never the config's contents.
+fn one_line(e: &anyhow::Error) -> String {
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    msg.join(": ")
+}
+
 /// `pubpresence doctor`: its own exit codes (0 passed, 1 a check failed, 2
 /// could not run).
 fn doctor_cmd(config: PathBuf, member_password_file: Option<PathBuf>, json: bool) -> ExitCode {
@@ -124,8 +130,7 @@ fn doctor_cmd(config: PathBuf, member_password_file: Option<PathBuf>, json: bool
     match outcome {
         Ok(checks) => ExitCode::from(doctor::exit_code(&checks)),
         Err(e) => {
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("pubpresence doctor: could not run: {}", msg.join(": "));
+            eprintln!("pubpresence doctor: could not run: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
@@ -186,9 +191,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the chain joined, never the config's contents.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("pubpresence: {}", msg.join(": "));
+            eprintln!("pubpresence: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -85,6 +85,11 @@ fn ejabberd_lines(lines: &[&str]) -> Vec<String> {
     out
 }
 
+/// One JID in an ejabberd ACL's `server:` list.
+fn acl_entry(jid: &str) -> String {
+    format!("      - \"{jid}\"")
+}
+
 /// The lines for the software found; both servers' when it is unknown.
 fn pick(sw: &Software, prosody: Vec<String>, ejabberd: Vec<String>) -> Vec<String> {
     match sw {
@@ -144,7 +149,7 @@ pub fn admin(sw: &Software, n: &Names) -> Vec<String> {
             "acl:",
             "  admin:",
             "    server:",
-            &format!("      - \"{c}\""),
+            &acl_entry(c),
             "access_rules:",
             "  configure:",
             "    allow: admin",
@@ -173,7 +178,7 @@ pub fn pubsub_rights(sw: &Software, n: &Names) -> Vec<String> {
             "acl:",
             "  admin:",
             "    server:",
-            &format!("      - \"{c}\""),
+            &acl_entry(c),
             "access_rules:",
             "  pubsub_createnode:",
             "    allow: admin",
@@ -253,7 +258,7 @@ pub fn presence_route(sw: &Software, n: &Names) -> Vec<String> {
             "acl:",
             "  pubpresence:",
             "    server:",
-            &format!("      - \"{c}\""),
+            &acl_entry(c),
         ]),
     ));
     fix

@@ -195,14 +195,13 @@ pub async fn unseen(
             format!("all {} listed sessions answered a probe", sessions.len()),
         );
     }
-    let mut named: Vec<&str> = missing.iter().take(NAMED).copied().collect();
+    let named: Vec<&str> = missing.iter().take(NAMED).copied().collect();
     let more = missing.len().saturating_sub(NAMED);
     let rest = if more > 0 {
         format!(" and {more} more")
     } else {
         String::new()
     };
-    named.dedup();
     Check::fail(
         UNSEEN,
         format!(
