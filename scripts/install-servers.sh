@@ -68,11 +68,33 @@ apt_update
 
 # Downloads the bookworm-backports version of each package named and unpacks
 # it into $1. Only packages that backports really carries are asked for.
+# A download that fails part-way (a mirror's hiccup) leaves some packages
+# out, and a server missing a library fails only at run time (ejabberd
+# 24.12 with Debian 12's erlang-p1-xmpp crashes on its first privilege
+# message): each package is checked for, the missing ones asked for again,
+# and the script fails if one still lacks.
 unpack_backports() {
     local root=$1; shift
     local tmp
     tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get download -qq -t bookworm-backports "$@" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    local want=("$@") missing=() attempt pkg
+    for attempt in 1 2 3; do
+        (cd "$tmp" && apt-get download -qq -t bookworm-backports "${want[@]}" 2>&1 \
+            | grep -v '^W: Download is performed unsandboxed' || true)
+        missing=()
+        for pkg in "$@"; do
+            ls "$tmp/${pkg%%=*}_"*.deb >/dev/null 2>&1 || missing+=("$pkg")
+        done
+        [ ${#missing[@]} -eq 0 ] && break
+        echo "bookworm-backports: not downloaded (attempt $attempt of 3): ${missing[*]}" >&2
+        want=("${missing[@]}")
+        sleep 2
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "could not download from bookworm-backports: ${missing[*]} (is the suite in apt's sources and the mirror reachable? run apt-get update)" >&2
+        rm -rf "$tmp"
+        exit 1
+    fi
     rm -rf "$root"
     mkdir -p "$root"
     for deb in "$tmp"/*.deb; do

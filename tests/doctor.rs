@@ -493,6 +493,42 @@ async fn ejabberd_privileged_without_privileged_as() {
         "{:?}",
         o.get("presence-route")
     );
+    if !e.wants_privileged_iq() {
+        // 23.01 has no `iq` grant to get wrong.
+        return;
+    }
+    drop(server);
+
+    // privileged_as set, but the grant leaves out the commands namespace:
+    // the session listing would be dropped, and doctor names the namespace.
+    let commands = "http://jabber.org/protocol/commands";
+    let server = ejabberd(EjabberdOptions {
+        privileged_presence: true,
+        iq_grant_omits: &["http://jabber.org/protocol/commands"],
+        ..Default::default()
+    });
+    let o = doctor(&server.config_toml(&[])).await;
+    let mut want = vec![("server", "warn"), ("presence-route", "fail")];
+    want.extend(
+        pubpresence::doctor::CHECKS[3..]
+            .iter()
+            .map(|c| (*c, "skip")),
+    );
+    assert_outcome(&o, 1, &want, &server.label());
+    let route = o.get("presence-route");
+    assert!(
+        route
+            .summary
+            .contains(&format!("grant lacks IQ permission for {commands} (set)")),
+        "{route:?}"
+    );
+    assert!(
+        route
+            .fix
+            .iter()
+            .any(|l| l.trim() == format!("\"{commands}\":")),
+        "{route:?}"
+    );
 }
 
 /// `run`'s remedy for what `unseen-sessions` finds: off by default (the
@@ -543,4 +579,41 @@ async fn subscribe_unseen_asks_invisible_users() {
     }
     pp.terminate();
     bob.close().await;
+}
+
+/// A two-node ejabberd cluster listed in `server`: doctor connects to the
+/// second node too; with that node killed it names the node and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_cluster_nodes_checked() {
+    let mut e = Ejabberd::start_with(EjabberdOptions {
+        privileged_presence: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    e.add_node()
+        .unwrap_or_else(|err| panic!("second node: {err}"));
+    let config = e.config_toml_cluster(&[]);
+    let label = format!("ejabberd {} cluster", e.install.version);
+    let o = doctor(&config).await;
+    assert_outcome(&o, 0, &[], &label);
+    assert_eq!(
+        o.get("cluster").summary,
+        "all 2 listed nodes take the component's connection"
+    );
+
+    e.kill_node(1).expect("kill node 1");
+    let o = doctor(&config).await;
+    assert_outcome(&o, 1, &[("cluster", "fail")], &label);
+    let second = e.component_addr_of(1).expect("node 1's listener");
+    let cluster = o.get("cluster");
+    assert!(
+        cluster.summary.starts_with(&format!(
+            "1 of 2 listed nodes refused the component: {second}: "
+        )),
+        "{cluster:?}"
+    );
+    assert!(
+        cluster.fix.iter().any(|l| l.contains("ejabberd_service")),
+        "{cluster:?}"
+    );
 }

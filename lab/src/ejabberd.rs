@@ -105,6 +105,9 @@ pub struct EjabberdOptions {
     pub no_admin: bool,
     /// Node creation on the pubsub service is denied to everyone.
     pub no_create_node: bool,
+    /// Namespaces left out of the XEP-0356 `iq` grant on 24.10 and later
+    /// (a grant that does not let every request through).
+    pub iq_grant_omits: &'static [&'static str],
 }
 
 /// On ejabberd 24.10 and later, the user on whose behalf a privileged
@@ -718,6 +721,9 @@ members = [{members}]
             if self.wants_privileged_iq() {
                 privilege.push_str("    iq:\n");
                 for (ns, kind) in PRIVILEGED_IQ {
+                    if o.iq_grant_omits.contains(ns) {
+                        continue;
+                    }
                     privilege.push_str(&format!(
                         "      \"{ns}\":\n        {kind}: pubpresence_privileges\n"
                     ));

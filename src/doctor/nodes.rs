@@ -13,6 +13,9 @@ use std::time::Duration;
 use xmpp_parsers::minidom::Element;
 
 pub const PUBSUB: &str = "pubsub";
+/// Tries at creating a temporary node when the service answers `wait`.
+const CREATE_ATTEMPTS: u32 = 3;
+const CREATE_RETRY: Duration = Duration::from_millis(500);
 
 /// The temporary nodes doctor made, deleted at the end whatever happened.
 pub struct TempNodes {
@@ -40,13 +43,28 @@ impl TempNodes {
     pub async fn create(&mut self, ctx: &Ctx<'_>, suffix: &str) -> Result<String, IqError> {
         let node = format!("{}-{suffix}", self.prefix);
         let fields = publisher(ctx).active_fields(&access_model(ctx));
-        ctx.conn
-            .iq(
-                "set",
-                &ctx.names.pubsub,
-                pubsub::create(&node, pubsub::config_form(&fields)),
-            )
-            .await?;
+        let mut attempt = 1;
+        loop {
+            let created = ctx
+                .conn
+                .iq(
+                    "set",
+                    &ctx.names.pubsub,
+                    pubsub::create(&node, pubsub::config_form(&fields)),
+                )
+                .await;
+            match created {
+                Ok(_) => break,
+                // A `wait` error is temporary (RFC 6120): an ejabberd
+                // cluster whose Mnesia tables are still syncing answers
+                // "Database failure" once or twice.
+                Err(IqError::Stanza(e)) if e.kind == "wait" && attempt < CREATE_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(CREATE_RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.made.push(node.clone());
         Ok(node)
     }

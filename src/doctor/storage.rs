@@ -12,6 +12,7 @@ use crate::wire::{forms, pubsub};
 use crate::xmpp::IqError;
 use futures::StreamExt;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use xmpp_parsers::minidom::Element;
 
@@ -114,10 +115,23 @@ async fn capacity(
         Err(_) => None,
     };
     let fill = need.max(COST_FILL);
+    // After the first refusal the rest would be refused too: what is
+    // already in flight finishes, nothing more is sent.
+    let refused_once = AtomicBool::new(false);
     let results: Vec<(usize, Result<(), IqError>)> = futures::stream::iter(0..fill)
         .map(|i| {
             let node = node.clone();
-            async move { (i, publish(ctx, &node, &format!("i{i}"), "1").await) }
+            let refused_once = &refused_once;
+            async move {
+                if refused_once.load(Ordering::Relaxed) {
+                    return (i, Ok(()));
+                }
+                let r = publish(ctx, &node, &format!("i{i}"), "1").await;
+                if r.is_err() {
+                    refused_once.store(true, Ordering::Relaxed);
+                }
+                (i, r)
+            }
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()
