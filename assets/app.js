@@ -1,6 +1,8 @@
-// The pubpresence web feed page (SPEC §7): follows /events (Server-Sent
-// Events), keeps the state of SPEC §6 and redraws it in place. Passes on
-// the token it was opened with (?token=...). Nothing from any other host.
+// The pubpresence web feed page (docs/protocol.md, "Web feed"): follows
+// /events (Server-Sent Events), keeps the state of "JSON events" and
+// redraws it in place. Passes on the token it was opened with (?token=...).
+// Reconnects with the last id it saw, so that a short cut costs only the
+// events missed ("Resuming a stream"). Nothing from any other host.
 (function () {
   "use strict";
   var STATUSES = ["online", "chat", "away", "xa", "dnd", "unknown"];
@@ -14,6 +16,7 @@
   var retry = 1000;
   var pending = false;
   var lastEvent = null;
+  var lastId = "";           // the SSE id of the last message taken
   var $ = function (id) { return document.getElementById(id); };
 
   function el(tag, cls, text) {
@@ -118,6 +121,7 @@
       var d;
       try { d = JSON.parse(e.data); } catch (err) { return; }
       lastEvent = d.at || new Date().toISOString();
+      if (e.lastEventId) lastId = e.lastEventId;
       fn(d);
       schedule();
     });
@@ -126,21 +130,25 @@
   function connect() {
     feed = feed === "lost" ? "lost" : "connecting";
     schedule();
-    source = new EventSource("events" + query);
+    // A new EventSource sends no Last-Event-ID header: the query says it.
+    var q = query;
+    if (lastId) q += (q ? "&" : "?") + "last_event_id=" + encodeURIComponent(lastId);
+    source = new EventSource("events" + q);
     source.onopen = function () { feed = "live"; retry = 1000; schedule(); };
     source.onerror = function () {
       // Reconnect ourselves (EventSource gives up on some errors): the new
-      // stream starts with the service status and a snapshot.
+      // stream resumes after lastId, or starts with the state (`reset`).
+      // The table stays as it was meanwhile, shown as "feed lost".
       source.close();
       feed = "lost";
-      synced = false;
       schedule();
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 10000);
     };
     on("service", function (d) {
       service = d.status;
-      if (d.status !== "online") synced = false;
+      // A stream that starts over: the snapshot that follows replaces all.
+      if (d.status !== "online" || d.reset) synced = false;
     });
     on("snapshot", function (d) {
       users = new Map();

@@ -45,7 +45,11 @@ async fn watch_cmd(config: PathBuf, json: bool, http: Option<String>) -> anyhow:
     };
     let feed = match settings.http {
         Some(addr) => {
-            let feed = Feed::new(settings.http_token.clone());
+            let feed = Feed::with_limits(
+                settings.http_token.clone(),
+                web::DEFAULT_BACKLOG,
+                settings.http_resume_window,
+            );
             let bound = feed
                 .serve(addr)
                 .await

@@ -256,8 +256,10 @@ impl Follower {
         let task = tokio::spawn(watch::follow(c2s, inbound, target(p), tx));
         let (updates, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
-            while let Some(ev) = out.recv().await {
-                if updates.send(Update::Event(ev)).await.is_err() {
+            let mut seq = 0;
+            while let Some(event) = out.recv().await {
+                seq += 1;
+                if updates.send(Update::Event { seq, event }).await.is_err() {
                     break;
                 }
             }
@@ -294,7 +296,12 @@ impl Follower {
             while let Some(u) = rx.recv().await {
                 b.lock().unwrap().update(&u);
                 match u {
-                    Update::Event(ev) => e.lock().unwrap().push(ev),
+                    Update::Event { seq, event } => {
+                        // Numbered from 1 without a gap, reconnects or not.
+                        let mut e = e.lock().unwrap();
+                        assert_eq!(seq, e.len() as u64 + 1, "event numbers");
+                        e.push(event)
+                    }
                     Update::Connected(_) => l.lock().unwrap().push("connected"),
                     Update::Lost { .. } => l.lock().unwrap().push("lost"),
                 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::pp::{Pubpresence, User, Watcher};
+use common::web::{assert_envelope, get_state, http, Sse, WatchProcess, DASHBOARD, T, TOKEN};
 use common::{loopback, Prosody};
 use pubpresence::client::follow::WatchEvent;
 use pubpresence::client::watch::{self, Update};
@@ -21,10 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const T: Duration = Duration::from_secs(30);
-const DASHBOARD: &str = "dashboard";
 const CHECKER: &str = "checker";
-const TOKEN: &str = "s3cret-Token_9f2c";
 
 // ---------------------------------------------------------------------------
 // Set-up
@@ -74,180 +72,6 @@ async fn wait_active(checker: &Watcher, n: usize) -> BTreeMap<String, UserItem> 
 fn users_json(items: &BTreeMap<String, UserItem>) -> Value {
     let snap = WatchEvent::Snapshot(items.values().cloned().collect());
     watch::to_json(&snap, &time::now())["users"].clone()
-}
-
-/// `pubpresence watch --json --http 127.0.0.1:0` with the token in its config.
-struct WatchProcess {
-    child: Child,
-    dir: tempfile::TempDir,
-    base: String,
-}
-
-impl WatchProcess {
-    fn start(p: &Prosody, component_config: &str) -> WatchProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("watch.toml");
-        let toml = format!(
-            "{component_config}\n[watch]\njid = \"{DASHBOARD}@{}\"\npassword = \"{DASHBOARD}\"\n\
-             server = \"{}\"\nallow_plaintext = true\nhttp_token = \"{TOKEN}\"\n",
-            p.domain,
-            p.c2s_addr()
-        );
-        std::fs::write(&config, toml).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_pubpresence"))
-            .args(["watch", "--json", "--http", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .env_remove("PUBPRESENCE_HTTP_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("out")).expect("out"))
-            .stderr(std::fs::File::create(dir.path().join("err")).expect("err"))
-            .spawn()
-            .expect("start watch");
-        let mut w = WatchProcess {
-            child,
-            dir,
-            base: String::new(),
-        };
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            let err = w.read("err");
-            if let Some(rest) = err.split("web feed on ").nth(1) {
-                if let Some(url) = rest.split_whitespace().next() {
-                    w.base = url.trim_end_matches('/').to_string();
-                    break;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "watch did not say where it serves; stderr:\n{err}"
-            );
-            assert!(
-                w.child.try_wait().expect("wait").is_none(),
-                "watch ended; stderr:\n{err}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        w
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for WatchProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("http client")
-}
-
-async fn get_state(http: &reqwest::Client, url: &str) -> Value {
-    let r = http
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /state");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
-    serde_json::from_str(&r.text().await.expect("body")).expect("JSON")
-}
-
-/// A reader of a `text/event-stream` response.
-struct Sse {
-    res: reqwest::Response,
-    buf: String,
-    comments: usize,
-}
-
-impl Sse {
-    async fn open(http: &reqwest::Client, url: &str) -> Sse {
-        let res = http
-            .get(url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET /events");
-        assert_eq!(res.status(), 200);
-        assert_eq!(
-            res.headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("text/event-stream")
-        );
-        Sse {
-            res,
-            buf: String::new(),
-            comments: 0,
-        }
-    }
-
-    /// The next message: (event, data as JSON); None at the end of the stream.
-    async fn next(&mut self) -> Option<(String, Value)> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut kind, mut data) = (None, Vec::new());
-                for line in block.lines() {
-                    if let Some(k) = line.strip_prefix("event:") {
-                        kind = Some(k.trim().to_string());
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
-                    } else if line.starts_with(':') {
-                        self.comments += 1;
-                    }
-                }
-                match kind {
-                    Some(k) => {
-                        let v = serde_json::from_str(&data.join("\n"))
-                            .unwrap_or_else(|e| panic!("not JSON ({e}): {block}"));
-                        return Some((k, v));
-                    }
-                    None => continue,
-                }
-            }
-            match self.res.chunk().await {
-                Ok(Some(c)) => self.buf.push_str(&String::from_utf8_lossy(&c)),
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
-
-    async fn expect(&mut self, what: &str) -> (String, Value) {
-        tokio::time::timeout(T, self.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within {T:?}"))
-            .unwrap_or_else(|| panic!("the stream ended before {what}"))
-    }
-}
-
-/// Checks the fields every event carries: `event` = the SSE kind, `at`.
-fn assert_envelope(kind: &str, v: &Value) {
-    assert_eq!(v["event"], kind, "{v}");
-    let at = v["at"].as_str().unwrap_or_else(|| panic!("no at: {v}"));
-    assert!(time::parse(at).is_some(), "at is RFC 3339: {v}");
 }
 
 // ---------------------------------------------------------------------------
@@ -432,6 +256,11 @@ async fn requests_without_the_token_are_refused() {
 // ---------------------------------------------------------------------------
 // The web feed, test 4
 
+/// Event `seq`, as the watch runner numbers them.
+fn numbered(seq: u64, event: WatchEvent) -> Update {
+    Update::Event { seq, event }
+}
+
 fn item(i: usize) -> UserItem {
     UserItem {
         fulljid: format!("user{}@example.org/r{i}", i % 50),
@@ -458,8 +287,8 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
         .serve("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("serve");
-    feed.update(&Update::Event(WatchEvent::Service(ServiceStatus::Online)));
-    feed.update(&Update::Event(WatchEvent::Snapshot(vec![])));
+    feed.update(&numbered(1, WatchEvent::Service(ServiceStatus::Online)));
+    feed.update(&numbered(2, WatchEvent::Snapshot(vec![])));
 
     // The stalled consumer: a small receive window, and it never reads.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -503,7 +332,7 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
     let mut slowest = Duration::ZERO;
     for i in 0..N {
         let t = std::time::Instant::now();
-        feed.update(&Update::Event(WatchEvent::Set(item(i))));
+        feed.update(&numbered(i as u64 + 3, WatchEvent::Set(item(i))));
         slowest = slowest.max(t.elapsed());
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -910,11 +739,7 @@ async fn an_idle_stream_gets_comments() {
         .send()
         .await
         .expect("GET /events");
-    let mut sse = Sse {
-        res,
-        buf: String::new(),
-        comments: 0,
-    };
+    let mut sse = Sse::from_response(res);
     // Nothing is known yet: no event at all, only comments.
     let r = tokio::time::timeout(Duration::from_secs(16), sse.next()).await;
     assert!(r.is_err(), "no event: {r:?}");

@@ -239,7 +239,10 @@ async fn serve(
                 };
             }
             Some(u) = updates.recv() => {
-                let online = matches!(u, Update::Event(WatchEvent::Service(ServiceStatus::Online)));
+                let online = matches!(
+                    u,
+                    Update::Event { event: WatchEvent::Service(ServiceStatus::Online), .. }
+                );
                 if online {
                     if let Some((o, rx)) = pending_sim.take() {
                         sim_task = Some(tokio::spawn(sim::run(o, rx, None)));

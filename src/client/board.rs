@@ -22,6 +22,8 @@ pub struct Board {
     pub updated: Option<Timestamp>,
     /// The c2s link, as the watch runner reports it (for the header).
     pub link: Link,
+    /// The `seq` of the last event taken (0 before the first).
+    pub seq: u64,
 }
 
 /// The watcher's own connection to the server.
@@ -65,7 +67,10 @@ impl Board {
     /// (a lost link means the state is no longer followed).
     pub fn update(&mut self, u: &Update) {
         match u {
-            Update::Event(ev) => self.apply(ev),
+            Update::Event { seq, event } => {
+                self.seq = *seq;
+                self.apply(event)
+            }
             Update::Connected(jid) => self.link = Link::Up(jid.clone()),
             Update::Lost { reason, retry_in } => {
                 self.link = Link::Down(format!("{reason}; retrying in {retry_in:.1?}"));

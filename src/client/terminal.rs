@@ -22,8 +22,8 @@ pub async fn show(mut rx: mpsc::Receiver<Update>, json: bool, title: &str) -> Bo
         tokio::select! {
             u = rx.recv() => {
                 let Some(u) = u else { break };
-                if let (true, Update::Event(ev)) = (json, &u) {
-                    let line = watch::to_json(ev, &time::now()).to_string();
+                if let (true, Update::Event { seq, event }) = (json, &u) {
+                    let line = watch::event_json(*seq, event, &time::now()).to_string();
                     if print_flush(&format!("{line}\n")).is_err() {
                         return board;
                     }

@@ -294,14 +294,14 @@ async fn emit(
 /// What [`run`] reports: the follower's events, and its own link.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    Event(WatchEvent),
+    /// An event, numbered from 1 in the order [`run`] emits them: the `seq`
+    /// of the JSON lines and of the web feed (docs/protocol.md, "Resuming
+    /// a stream").
+    Event { seq: u64, event: WatchEvent },
     /// Logged in (again) as this full JID.
     Connected(String),
     /// The connection was lost (or a login failed); next attempt in `retry_in`.
-    Lost {
-        reason: String,
-        retry_in: Duration,
-    },
+    Lost { reason: String, retry_in: Duration },
 }
 
 /// Reconnect backoff: doubling from the first to the cap, as the component.
@@ -340,6 +340,12 @@ pub async fn run(
     }
     let mut retry = RETRY_FIRST;
     let mut ever_connected = false;
+    // One numbering for the whole run, across reconnects.
+    let mut seq = 0u64;
+    let mut numbered = |event: WatchEvent| {
+        seq += 1;
+        Update::Event { seq, event }
+    };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -372,7 +378,7 @@ pub async fn run(
                     tokio::select! {
                         r = &mut session => break Some(r),
                         Some(ev) = rx.recv() => {
-                            if out.send(Update::Event(ev)).await.is_err() {
+                            if out.send(numbered(ev)).await.is_err() {
                                 break None;
                             }
                         }
@@ -381,7 +387,7 @@ pub async fn run(
                 };
                 // Events the follower queued before it ended still count.
                 while let Ok(ev) = rx.try_recv() {
-                    let _ = out.send(Update::Event(ev)).await;
+                    let _ = out.send(numbered(ev)).await;
                 }
                 match ended {
                     None | Some(Ok(())) => {
@@ -446,6 +452,12 @@ fn unsubscribe(node: &str, jid: &str) -> Element {
 
 /// Enough randomness for a resource name, without a dependency.
 fn random_u32() -> u32 {
+    random_u64() as u32
+}
+
+/// Enough randomness for a resource name or a feed epoch, without a
+/// dependency.
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -455,7 +467,7 @@ fn random_u32() -> u32 {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    h.finish() as u32
+    h.finish()
 }
 
 fn user_json(i: &UserItem) -> serde_json::Value {
@@ -488,6 +500,13 @@ pub fn to_json(ev: &WatchEvent, at: &time::Timestamp) -> serde_json::Value {
             json!({"event": "remove", "fulljid": fulljid, "name": name, "at": at})
         }
     }
+}
+
+/// An event's JSON object with its `seq` (docs/protocol.md, "JSON events").
+pub fn event_json(seq: u64, ev: &WatchEvent, at: &time::Timestamp) -> serde_json::Value {
+    let mut v = to_json(ev, at);
+    v["seq"] = json!(seq);
+    v
 }
 
 /// The kind of an event, as named on the wire (`service`, `snapshot`, ...).

@@ -54,7 +54,7 @@ pub use secret::{
 };
 pub use settings::{
     default_instance_name, AccessSettings, ComponentSettings, PrivacySettings, StandbySettings,
-    WatchSettings,
+    WatchSettings, DEFAULT_RESUME_WINDOW,
 };
 
 use locate::line_of_key;

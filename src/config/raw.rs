@@ -196,6 +196,8 @@ pub struct WatchConfig {
     pub http: Option<String>,
     pub http_token: Option<Secret>,
     pub http_token_file: Option<PathBuf>,
+    /// Events kept for consumers of `/events` that resume (0: none).
+    pub http_resume_window: Option<usize>,
 }
 
 /// `[standby]` as written (README, "Running two instances").

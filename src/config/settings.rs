@@ -108,6 +108,11 @@ pub struct StandbySettings {
     pub takeover: Duration,
 }
 
+/// Events the web feed keeps for consumers that resume, unless
+/// `[watch] http_resume_window` says otherwise (docs/protocol.md, "Resuming
+/// a stream"): some 2 MB, and at 1,000 changes a second the last 8 s.
+pub const DEFAULT_RESUME_WINDOW: usize = 8192;
+
 /// Everything `pubpresence watch` needs.
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
@@ -125,6 +130,8 @@ pub struct WatchSettings {
     pub http: Option<SocketAddr>,
     /// Required when `http` is not a loopback address.
     pub http_token: Option<Secret>,
+    /// Events the web feed keeps for consumers that resume (0: none).
+    pub http_resume_window: usize,
     pub probe_timeout: Duration,
     pub iq_timeout: Duration,
 }

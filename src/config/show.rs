@@ -130,6 +130,16 @@ impl Config {
                 self.resolve_http_token(env),
                 &mut warnings,
             ));
+            out.push(match w.http_resume_window {
+                Some(0) => "watch.http_resume_window = 0 (no resuming: a consumer that \
+                            reconnects gets a new snapshot)"
+                    .to_string(),
+                Some(n) => format!("watch.http_resume_window = {n} events"),
+                None => format!(
+                    "watch.http_resume_window = {} events (default)",
+                    crate::config::DEFAULT_RESUME_WINDOW
+                ),
+            });
             if w.allow_plaintext {
                 warnings.push(plaintext_warning("watch"));
             }

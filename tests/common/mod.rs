@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod pp;
+pub mod web;
 
 use pubpresence::minidom::Element;
 use pubpresence::xmpp::c2s::C2s;

@@ -453,13 +453,17 @@ impl Synthetic {
     }
 
     /// The `k`-th change: connection `k mod n` takes its `k / n`-th status
-    /// of the cycle.
+    /// of the cycle. It is event `k + 3` (after the service and the
+    /// snapshot).
     fn change(items: &mut [UserItem], k: usize) -> Update {
         let n = items.len();
         let item = &mut items[k % n];
         item.status = Self::CYCLE[(k / n) % Self::CYCLE.len()];
         item.since = pubpresence::wire::time::now();
-        Update::Event(WatchEvent::Set(item.clone()))
+        Update::Event {
+            seq: k as u64 + 3,
+            event: WatchEvent::Set(item.clone()),
+        }
     }
 
     async fn run(
@@ -477,8 +481,14 @@ impl Synthetic {
         // What a watch runner would have said after logging in.
         let mut items = self.items();
         apply(&Update::Connected("watcher@synthetic.test/feed".into()));
-        apply(&Update::Event(WatchEvent::Service(ServiceStatus::Online)));
-        apply(&Update::Event(WatchEvent::Snapshot(items.clone())));
+        apply(&Update::Event {
+            seq: 1,
+            event: WatchEvent::Service(ServiceStatus::Online),
+        });
+        apply(&Update::Event {
+            seq: 2,
+            event: WatchEvent::Snapshot(items.clone()),
+        });
         if items.is_empty() {
             return;
         }
@@ -508,16 +518,28 @@ impl Synthetic {
 fn stamp_line(u: &Update, t: u64) -> String {
     use serde_json::json;
     let v = match u {
-        Update::Event(WatchEvent::Set(i)) => {
+        Update::Event {
+            event: WatchEvent::Set(i),
+            ..
+        } => {
             json!({"t": t, "e": "set", "j": i.fulljid, "s": i.status.as_str()})
         }
-        Update::Event(WatchEvent::Remove { fulljid, .. }) => {
+        Update::Event {
+            event: WatchEvent::Remove { fulljid, .. },
+            ..
+        } => {
             json!({"t": t, "e": "remove", "j": fulljid, "s": ""})
         }
-        Update::Event(WatchEvent::Snapshot(users)) => {
+        Update::Event {
+            event: WatchEvent::Snapshot(users),
+            ..
+        } => {
             json!({"t": t, "e": "snapshot", "n": users.len()})
         }
-        Update::Event(WatchEvent::Service(st)) => json!({"t": t, "e": "service", "s": st.as_str()}),
+        Update::Event {
+            event: WatchEvent::Service(st),
+            ..
+        } => json!({"t": t, "e": "service", "s": st.as_str()}),
         Update::Connected(jid) => json!({"t": t, "e": "connected", "j": jid}),
         Update::Lost { reason, .. } => json!({"t": t, "e": "lost", "s": reason}),
     };

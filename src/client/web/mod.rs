@@ -16,6 +16,9 @@
 //! blocked writing to it, so it never slows the others or the XMPP side, and
 //! memory stays bounded.
 
+mod cut;
+pub mod resume;
+
 use super::board::Board;
 use super::follow::WatchEvent;
 use super::watch::{self, Update};
@@ -28,33 +31,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::BytesMut;
-use futures::task::AtomicWaker;
+use cut::{accept, ConnCut, Cut};
 use futures::StreamExt;
 use hyper::body::Incoming;
+use resume::{Ask, Epoch, Reset, Ring, Start};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-const PAGE: &str = include_str!("../../assets/index.html");
-const SCRIPT: &str = include_str!("../../assets/app.js");
-const STYLE: &str = include_str!("../../assets/style.css");
+const PAGE: &str = include_str!("../../../assets/index.html");
+const SCRIPT: &str = include_str!("../../../assets/app.js");
+const STYLE: &str = include_str!("../../../assets/style.css");
 
 /// Events a consumer may be behind before it is cut off.
 pub const DEFAULT_BACKLOG: usize = 256;
 /// A comment line at least this often (docs/protocol.md, "/events": 15 s at most).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// The kernel's send buffer per connection: bounds what a stalled consumer
-/// holds besides its queue, and lets a stall show up as one.
-const SEND_BUFFER: usize = 64 * 1024;
 /// hyper's smallest allowed read buffer, and the most a request head may
 /// take here (ours are a few hundred bytes). hyper's default lets the read
 /// buffer of every connection grow to 16 KiB; this keeps it at 8 KiB, which
@@ -104,21 +102,30 @@ struct Shared {
     flusher: Option<Arc<tokio::sync::Notify>>,
     /// The consumers of `/events`, for the lag check.
     consumers: Vec<Weak<Slot>>,
-    /// The last `snapshot` frame and its second, until the board changes:
-    /// consumers connecting together (a wall of screens after a restart)
-    /// share one frame instead of each building its own copy of the state.
-    snapshot: Option<(time::Timestamp, Bytes)>,
+    /// The last `snapshot` frame, its second and its `reset`, until the
+    /// board changes: consumers connecting together (a wall of screens
+    /// after a restart) share one frame instead of each building its own
+    /// copy of the state.
+    snapshot: Option<(time::Timestamp, Reset, Bytes)>,
+    /// The frames of the last events, for consumers that resume.
+    ring: Ring,
 }
 
 impl Shared {
-    fn snapshot_frame(&mut self, at: &time::Timestamp) -> Bytes {
-        if let Some((t, frame)) = &self.snapshot {
-            if t == at {
+    fn snapshot_frame(&mut self, epoch: Epoch, at: &time::Timestamp, reset: Reset) -> Bytes {
+        if let Some((t, r, frame)) = &self.snapshot {
+            if t == at && *r == reset {
                 return frame.clone();
             }
         }
-        let frame = sse_event(&self.board.snapshot(), at);
-        self.snapshot = Some((*at, frame.clone()));
+        let frame = sse_event(
+            epoch,
+            self.board.seq,
+            &self.board.snapshot(),
+            at,
+            Some(reset),
+        );
+        self.snapshot = Some((*at, reset, frame.clone()));
         frame
     }
 }
@@ -142,6 +149,8 @@ pub struct Feed {
 
 struct Inner {
     shared: Mutex<Shared>,
+    /// This feed's epoch: a new one each time `watch` starts.
+    epoch: Epoch,
     tx: broadcast::Sender<Batch>,
     backlog: usize,
     token: Option<Secret>,
@@ -158,6 +167,12 @@ impl Feed {
 
     /// A feed whose consumers are cut off once `backlog` events behind.
     pub fn with_backlog(token: Option<Secret>, backlog: usize) -> Feed {
+        Feed::with_limits(token, backlog, crate::config::DEFAULT_RESUME_WINDOW)
+    }
+
+    /// The same, keeping the last `window` events for consumers that
+    /// resume (`[watch] http_resume_window`; 0: none).
+    pub fn with_limits(token: Option<Secret>, backlog: usize, window: usize) -> Feed {
         let backlog = backlog.max(4);
         let (tx, _) = broadcast::channel(backlog);
         Feed {
@@ -172,7 +187,9 @@ impl Feed {
                     flusher: None,
                     consumers: Vec::new(),
                     snapshot: None,
+                    ring: Ring::new(window),
                 }),
+                epoch: Epoch::new(),
                 tx,
                 backlog,
                 token,
@@ -188,11 +205,19 @@ impl Feed {
         let mut sh = self.inner.lock();
         sh.board.update(u);
         sh.snapshot = None;
-        if let Update::Event(ev) = u {
-            // Sent under the lock: a new consumer's first events and the
-            // broadcast after them form one consistent sequence.
-            self.push(&mut sh, sse_event(ev, &time::now()));
+        if let Update::Event { seq, event } = u {
+            // Kept and sent under the lock: a new consumer's first frames,
+            // whether a snapshot or the events it missed, and the broadcast
+            // after them form one consistent sequence.
+            let frame = sse_event(self.inner.epoch, *seq, event, &time::now(), None);
+            sh.ring.push(*seq, frame.clone());
+            self.push(&mut sh, frame);
         }
+    }
+
+    /// This feed's epoch (`/state`'s `epoch`, the first part of every id).
+    pub fn epoch(&self) -> String {
+        self.inner.epoch.to_string()
     }
 
     /// Sends an event's frame now, or adds it to the waiting batch.
@@ -321,6 +346,8 @@ impl Feed {
             "synced": board.synced,
             "users": users,
             "at": time::format(&time::now()),
+            "epoch": self.inner.epoch.to_string(),
+            "seq": board.seq,
         })
     }
 
@@ -417,9 +444,25 @@ pub fn tee(feed: Feed, mut rx: mpsc::Receiver<Update>) -> mpsc::Receiver<Update>
 /// for every consumer it is cloned for (1,000 copies of every change with
 /// 1,000 consumers, measured by `pubpresence-lab bench --web-consumers`).
 /// Compact JSON holds no line break, so one `data:` line carries it.
-fn sse_event(ev: &WatchEvent, at: &time::Timestamp) -> Bytes {
-    let json = watch::to_json(ev, at).to_string();
-    Bytes::from(format!("event: {}\ndata: {json}\n\n", watch::kind(ev)))
+/// The `id` is `EPOCH-SEQ`: the state after event `seq` (docs/protocol.md,
+/// "Resuming a stream"); `reset` marks the first messages of a stream that
+/// starts with the whole state.
+fn sse_event(
+    epoch: Epoch,
+    seq: u64,
+    ev: &WatchEvent,
+    at: &time::Timestamp,
+    reset: Option<Reset>,
+) -> Bytes {
+    let mut json = watch::event_json(seq, ev, at);
+    if let Some(r) = reset {
+        json["reset"] = r.as_str().into();
+    }
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {json}\n\n",
+        epoch.id(seq),
+        watch::kind(ev)
+    ))
 }
 
 /// An SSE comment: keeps proxies from closing a quiet stream (docs/protocol.md, "/events").
@@ -491,25 +534,40 @@ async fn events(
     if !feed.authorized(&headers, &uri) {
         return unauthorized();
     }
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let one = |key: &str| query_values(&uri, key).into_iter().next();
+    let ask = Ask::from_request(
+        header,
+        one("last_event_id").as_deref(),
+        one("after").as_deref(),
+        one("epoch").as_deref(),
+    );
     let slot = Arc::new(Slot {
         taken: AtomicU64::new(0),
         cut: cut.0,
     });
+    let epoch = feed.inner.epoch;
     let mut first = Vec::with_capacity(2);
     let rx = {
         let mut sh = feed.inner.lock();
-        // What waits is already on the board, hence in the snapshot: it
-        // leaves before this consumer joins.
+        // What waits is already on the board and in the ring, hence in the
+        // snapshot or the replay: it leaves before this consumer joins.
         feed.flush(&mut sh);
         let rx = feed.inner.tx.subscribe();
         slot.taken.store(sh.sent, Ordering::Relaxed);
         sh.consumers.push(Arc::downgrade(&slot));
-        let at = time::now();
-        if let Some(st) = sh.board.service {
-            first.push(sse_event(&WatchEvent::Service(st), &at));
-        }
-        if sh.board.synced {
-            first.push(sh.snapshot_frame(&at));
+        match sh.ring.start(&ask, epoch, sh.board.seq) {
+            Start::Resume(missed) => first = missed,
+            Start::Reset(reset) => {
+                let at = time::now();
+                if let Some(st) = sh.board.service {
+                    let service = WatchEvent::Service(st);
+                    first.push(sse_event(epoch, sh.board.seq, &service, &at, Some(reset)));
+                }
+                if sh.board.synced {
+                    first.push(sh.snapshot_frame(epoch, &at, reset));
+                }
+            }
         }
         rx
     };
@@ -612,109 +670,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-// ---------------------------------------------------------------------------
-// Cutting a connection off while the server is blocked writing to it
-
-/// A connection's "close now" switch.
-#[derive(Default)]
-struct Cut {
-    cut: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Cut {
-    /// Closes the connection; true the first time.
-    fn cut(&self) -> bool {
-        let first = !self.cut.swap(true, Ordering::SeqCst);
-        self.waker.wake();
-        first
-    }
-
-    /// Registers the connection's task; an error once cut.
-    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
-        self.waker.register(cx.waker());
-        if self.cut.load(Ordering::SeqCst) {
-            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cut off"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// The connection's switch, as the handlers see it (a request extension).
-#[derive(Clone)]
-struct ConnCut(Arc<Cut>);
-
-/// The next connection, set up for the feed.
-async fn accept(listener: &tokio::net::TcpListener) -> CutIo {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
-                return CutIo {
-                    stream,
-                    cut: Arc::new(Cut::default()),
-                };
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: wait, not spin.
-                tracing::warn!("web feed: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-struct CutIo {
-    stream: tokio::net::TcpStream,
-    cut: Arc<Cut>,
-}
-
-impl AsyncRead for CutIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.cut.check(cx)?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CutIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.cut.check(cx)?;
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.cut.check(cx)?;
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.cut.check(cx)?;
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
 }
 
 #[cfg(test)]

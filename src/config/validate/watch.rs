@@ -83,9 +83,28 @@ impl Config {
             nodes: self.nodes.clone(),
             http,
             http_token,
+            http_resume_window: resume_window(w.http_resume_window).map_err(with_file)?,
             probe_timeout: self.probe_timeout,
             iq_timeout: self.iq_timeout,
         })
+    }
+}
+
+/// The largest `http_resume_window`: a million events of a few hundred bytes
+/// each is already a few hundred MB.
+const MAX_RESUME_WINDOW: usize = 1_000_000;
+
+fn resume_window(w: Option<usize>) -> Result<usize, ConfigError> {
+    match w {
+        None => Ok(crate::config::DEFAULT_RESUME_WINDOW),
+        Some(n) if n > MAX_RESUME_WINDOW => Err(ConfigError::new(
+            "watch.http_resume_window",
+            format!(
+                "{n} events is too many (each is kept in memory, a few hundred bytes); at most \
+                 {MAX_RESUME_WINDOW}, or 0 to turn resuming off"
+            ),
+        )),
+        Some(n) => Ok(n),
     }
 }
 
@@ -168,6 +187,24 @@ mod tests {
         );
         let env = |k: &str| (k == ENV_WATCH_PASSWORD).then(|| "e".to_string());
         assert_eq!(no_pw.watch(&env).expect("env pw").password.expose(), "e");
+    }
+
+    #[test]
+    fn resume_window_default_bound_and_off() {
+        let with = |n: &str| parse(&format!("{WATCH_ONLY}http_resume_window = {n}\n"));
+        let w = parse(WATCH_ONLY).watch(&no_env).expect("watch");
+        assert_eq!(w.http_resume_window, crate::config::DEFAULT_RESUME_WINDOW);
+        assert_eq!(with("0").watch(&no_env).expect("off").http_resume_window, 0);
+        assert_eq!(
+            with("1000000")
+                .watch(&no_env)
+                .expect("max")
+                .http_resume_window,
+            1_000_000
+        );
+        let e = with("1000001").watch(&no_env).expect_err("too many");
+        assert_eq!(e.key(), Some("watch.http_resume_window"));
+        assert!(e.to_string().contains("at most 1000000"), "{e}");
     }
 
     #[test]
