@@ -9,6 +9,7 @@ use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{pubsub, time, Attr};
 use crate::xmpp::c2s::{self as c2s_mod, C2s, C2sError, C2sOptions};
+use crate::xmpp::paging;
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -261,16 +262,14 @@ async fn emit(
         let target = target.clone();
         let tx = fetch_tx.clone();
         tokio::spawn(async move {
-            let r = c2s
-                .iq(
-                    iq("get", &target.pubsub, pubsub::items(&target.nodes.active)),
-                    target.iq_timeout,
-                )
-                .await;
+            // Page by page where the service pages (`xmpp::paging`).
+            let r = paging::all_items(&target.nodes.active, paging::PAGE, |ask| {
+                c2s.iq(iq("get", &target.pubsub, ask), target.iq_timeout)
+            })
+            .await;
             let items = match r {
-                Ok(res) => Some(
-                    pubsub::parse_items(&res)
-                        .into_iter()
+                Ok(all) => Some(
+                    all.into_iter()
                         .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
                         .collect(),
                 ),

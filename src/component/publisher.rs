@@ -5,7 +5,7 @@ use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{disco, forms, ns, pubsub};
-use crate::xmpp::{Connection, IqError};
+use crate::xmpp::{paging, Connection, IqError};
 use futures::StreamExt;
 use std::collections::HashSet;
 use xmpp_parsers::minidom::Element;
@@ -356,13 +356,15 @@ impl Publisher {
 
     /// The items on active. Items that are not a readable `<user/>` whose id
     /// is its full JID are returned apart (to be retracted).
+    /// Read page by page where the service pages (`xmpp::paging`).
     pub async fn active_items(&self) -> Result<(Vec<UserItem>, Vec<String>), IqError> {
-        let res = self
-            .pubsub_iq("get", pubsub::items(&self.nodes.active))
-            .await?;
+        let items = paging::all_items(&self.nodes.active, paging::PAGE, |ask| {
+            self.pubsub_iq("get", ask)
+        })
+        .await?;
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for (id, payload) in pubsub::parse_items(&res) {
+        for (id, payload) in items {
             match payload.as_ref().and_then(UserItem::from_element) {
                 Some(item) if item.fulljid == id => good.push(item),
                 _ => bad.push(id),

@@ -162,6 +162,35 @@ pub fn items(node: &str) -> Element {
     )
 }
 
+/// Requests at most `max` items of `node`, after item `after` (XEP-0059
+/// paging of an items request). A service without paging (Prosody) ignores
+/// the `<set/>` and answers as to [`items`].
+pub fn items_page(node: &str, max: usize, after: Option<&str>) -> Element {
+    Element::builder("pubsub", ns::PUBSUB)
+        .append(
+            Element::builder("items", ns::PUBSUB)
+                .a("node", node)
+                .build(),
+        )
+        .append(Element::from(xmpp_parsers::rsm::SetQuery {
+            max: Some(max),
+            after: after.map(str::to_string),
+            before: None,
+            index: None,
+        }))
+        .build()
+}
+
+/// The paging part of an items answer: `None` when the service does not
+/// page (no `<set/>`: the answer holds what a plain request gets).
+pub fn parse_page(iq: &Element) -> Option<xmpp_parsers::rsm::SetResult> {
+    iq.children()
+        .filter(|c| c.is("pubsub", ns::PUBSUB))
+        .flat_map(|p| p.children())
+        .find(|c| c.is("set", xmpp_parsers::ns::RSM))
+        .and_then(|set| xmpp_parsers::rsm::SetResult::try_from(set.clone()).ok())
+}
+
 /// Subscribes `jid` to `node`.
 pub fn subscribe(node: &str, jid: &str) -> Element {
     pubsub(
@@ -278,6 +307,42 @@ pub fn parse_event(msg: &Element) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_are_asked_and_read() {
+        let ask = items_page("presence/active", 500, Some("a@b/c"));
+        let set = ask
+            .get_child("set", xmpp_parsers::ns::RSM)
+            .expect("a set beside items");
+        assert_eq!(
+            set.get_child("max", xmpp_parsers::ns::RSM)
+                .map(|m| m.text()),
+            Some("500".into())
+        );
+        assert_eq!(
+            set.get_child("after", xmpp_parsers::ns::RSM)
+                .map(|m| m.text()),
+            Some("a@b/c".into())
+        );
+        assert_eq!(
+            ask.get_child("items", ns::PUBSUB)
+                .and_then(|i| i.attr("node")),
+            Some("presence/active")
+        );
+        let answer: Element = "<iq xmlns='jabber:client' type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+            <items node='n'><item id='x'/></items>\
+            <set xmlns='http://jabber.org/protocol/rsm'><first index='0'>x</first><last>x</last><count>7</count></set>\
+            </pubsub></iq>"
+            .parse()
+            .expect("xml");
+        let page = parse_page(&answer).expect("a page");
+        assert_eq!((page.last.as_deref(), page.count), (Some("x"), Some(7)));
+        let plain: Element = "<iq xmlns='jabber:client' type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+            <items node='n'><item id='x'/></items></pubsub></iq>"
+            .parse()
+            .expect("xml");
+        assert!(parse_page(&plain).is_none());
+    }
 
     fn form(fields: &[(&str, &str)]) -> Element {
         let f: Vec<(&str, Vec<String>)> = fields

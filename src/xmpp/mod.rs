@@ -1,8 +1,10 @@
 //! The transports at the bottom: the component's XEP-0114 stream (`stream`)
-//! and the client's c2s stream (`c2s`), reading stanzas robustly, matching IQs.
+//! and the client's c2s stream (`c2s`), reading stanzas robustly, matching IQs,
+//! and reading a node page by page (`paging`).
 
 pub mod c2s;
 pub mod iq;
+pub mod paging;
 pub mod quickack;
 pub mod stream;
 

@@ -51,6 +51,16 @@ pub struct BenchArgs {
     /// to the last consumer).
     #[arg(long)]
     pub web_synthetic: bool,
+    /// Instead: N consumers of /events (default 1000) reconnecting at once,
+    /// resuming with Last-Event-ID and then starting over with the state, on
+    /// a synthetic state of --connections users (default 10000; 100 with
+    /// --quick) (lab/src/bench/resume.rs).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
+    pub web_resume: Option<usize>,
+    /// With --web-resume: events that came while the consumers were away
+    /// (default 100).
+    #[arg(long, value_name = "K")]
+    pub missed: Option<usize>,
     /// The feed side of --web-consumers, run as a child process (internal).
     #[arg(long, value_name = "CONFIG", hide = true)]
     pub web_feed_child: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! The benchmarks (docs/benchmarks.md): the component on one Prosody
 //! (`prosody`), on a two-node ejabberd cluster (`cluster`), and the web
-//! feed's consumers (`web`), and how long `pubpresence doctor` takes
+//! feed's consumers (`web`), what consumers reconnecting at once cost with
+//! and without resuming (`resume`), and how long `pubpresence doctor` takes
 //! (`doctor`). This module only dispatches the command line; they share
 //! `args`, `measure`, `client`, `error` and `output`, and never import each
 //! other but for `web` and `doctor` starting Prosody as `prosody` does.
@@ -13,6 +14,7 @@ mod error;
 mod measure;
 mod output;
 pub mod prosody;
+pub mod resume;
 pub mod web;
 
 pub use args::BenchArgs;
@@ -27,6 +29,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.ejabberd_cluster {
         return cluster::main(args).await;
+    }
+    if args.web_resume.is_some() {
+        return resume::main(args).await;
     }
     if args.web_synthetic && args.web_consumers.is_none() && args.web_feed_child.is_none() {
         anyhow::bail!("--web-synthetic goes with --web-consumers");
