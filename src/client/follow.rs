@@ -4,7 +4,7 @@
 
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::{Status, UserItem};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a follower of pubpresence sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +34,16 @@ pub struct Follower {
     phase: Phase,
     service: Option<ServiceStatus>,
     state: BTreeMap<String, UserItem>,
-    buffer: Vec<UserItem>,
-    /// Bounds the buffer while the service is not online.
+    /// The last live item of each connection since the subscription, to be
+    /// applied after the fetch: each item carries a connection's whole
+    /// state, so the last one is what applying them all in order leaves.
+    /// Its size is bounded by the connections, not by the rate of changes.
+    buffer: HashMap<String, UserItem>,
+    /// Bounds the buffer (connections), against a runaway server.
     max_buffer: usize,
+    /// The buffer overflowed while active was being fetched: the answer is
+    /// thrown away and active fetched again.
+    refetch: bool,
 }
 
 /// What the caller must do after an input.
@@ -46,6 +53,9 @@ pub struct Step {
     /// Fetch the items of active now and pass them to `active_fetched`.
     pub fetch_active: bool,
 }
+
+/// Connections whose last live item is kept while active is not yet read.
+const MAX_BUFFER: usize = 1_000_000;
 
 impl Default for Follower {
     fn default() -> Self {
@@ -59,8 +69,9 @@ impl Follower {
             phase: Phase::Waiting,
             service: None,
             state: BTreeMap::new(),
-            buffer: Vec::new(),
-            max_buffer: 100_000,
+            buffer: HashMap::new(),
+            max_buffer: MAX_BUFFER,
+            refetch: false,
         }
     }
 
@@ -95,6 +106,7 @@ impl Follower {
                 // Start over: active is not to be trusted until online again.
                 self.phase = Phase::Waiting;
                 self.buffer.clear();
+                self.refetch = false;
             }
         }
         step
@@ -105,8 +117,20 @@ impl Follower {
         let mut step = Step::default();
         if self.phase == Phase::Synced {
             step.events.extend(self.apply(item));
-        } else if self.buffer.len() < self.max_buffer {
-            self.buffer.push(item);
+        } else if self.buffer.len() < self.max_buffer || self.buffer.contains_key(&item.fulljid) {
+            self.buffer.insert(item.fulljid.clone(), item);
+        } else {
+            // Too many connections changed to keep: what is buffered is
+            // dropped, and a fetch in flight, which may be older than the
+            // dropped items, is thrown away and asked again (docs/protocol.md,
+            // "Why nothing is lost or duplicated").
+            tracing::warn!(
+                "more than {} connections changed while active was not yet read: \
+                 reading active again",
+                self.max_buffer
+            );
+            self.buffer.clear();
+            self.refetch = self.phase == Phase::Fetching;
         }
         step
     }
@@ -118,8 +142,12 @@ impl Follower {
             // The service went back to init meanwhile: this fetch is stale.
             return step;
         }
+        if std::mem::take(&mut self.refetch) {
+            step.fetch_active = true;
+            return step;
+        }
         self.state = items.into_iter().map(|i| (i.fulljid.clone(), i)).collect();
-        for item in std::mem::take(&mut self.buffer) {
+        for (_, item) in std::mem::take(&mut self.buffer) {
             self.apply(item);
         }
         self.phase = Phase::Synced;
@@ -130,6 +158,8 @@ impl Follower {
 
     /// The fetch failed: try again.
     pub fn fetch_failed(&mut self) -> Step {
+        // The fetch asked again is newer than any overflow so far.
+        self.refetch = false;
         Step {
             events: Vec::new(),
             fetch_active: self.phase == Phase::Fetching,
@@ -194,6 +224,50 @@ mod tests {
                 fulljid: "a@l/1".into(),
                 name: "a@l".into()
             }]
+        );
+    }
+
+    #[test]
+    fn the_buffer_keeps_each_connection_once_and_an_overflow_fetches_again() {
+        let mut f = Follower::new();
+        f.max_buffer = 2;
+        assert!(f.status(ServiceStatus::Online).fetch_active);
+        // Many changes of few connections: kept, the last of each.
+        for st in [Status::Away, Status::Dnd, Status::Xa] {
+            f.live(it("a@l/1", st));
+            f.live(it("b@l/1", st));
+        }
+        assert_eq!(f.buffer.len(), 2);
+        // A third connection: too many, the fetch in flight is stale.
+        f.live(it("c@l/1", Status::Online));
+        let s = f.active_fetched(vec![it("a@l/1", Status::Online)]);
+        assert_eq!(
+            s,
+            Step {
+                events: vec![],
+                fetch_active: true
+            }
+        );
+        assert!(!f.is_synced());
+        // The next fetch is taken, with what came after it was asked.
+        f.live(it("c@l/1", Status::Away));
+        let s = f.active_fetched(vec![it("a@l/1", Status::Xa), it("c@l/1", Status::Online)]);
+        assert_eq!(
+            s.events,
+            vec![WatchEvent::Snapshot(vec![
+                it("a@l/1", Status::Xa),
+                it("c@l/1", Status::Away)
+            ])]
+        );
+        // Without overflow, the last of many changes of one connection wins.
+        let mut f = Follower::new();
+        f.status(ServiceStatus::Online);
+        f.live(it("a@l/1", Status::Offline));
+        f.live(it("a@l/1", Status::Dnd));
+        let s = f.active_fetched(vec![]);
+        assert_eq!(
+            s.events,
+            vec![WatchEvent::Snapshot(vec![it("a@l/1", Status::Dnd)])]
         );
     }
 
