@@ -8,18 +8,11 @@ mod common;
 
 use common::loopback;
 use common::pp::*;
-use pubpresence_lab::ejabberd::{Ejabberd, EjabberdOptions};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_per_node_and_a_dead_node_is_noticed() {
-    let mut e = Ejabberd::start_with(EjabberdOptions {
-        privileged_presence: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
-    e.add_node()
-        .unwrap_or_else(|err| panic!("second node: {err}"));
+    let mut e = common::privileged_cluster();
     e.register_many(&[
         ("watcher", "watcher"),
         ("n0a", "n0a"),

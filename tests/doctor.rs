@@ -585,13 +585,7 @@ async fn subscribe_unseen_asks_invisible_users() {
 /// second node too; with that node killed it names the node and exits 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_cluster_nodes_checked() {
-    let mut e = Ejabberd::start_with(EjabberdOptions {
-        privileged_presence: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
-    e.add_node()
-        .unwrap_or_else(|err| panic!("second node: {err}"));
+    let mut e = common::privileged_cluster();
     let config = e.config_toml_cluster(&[]);
     let label = format!("ejabberd {} cluster", e.install.version);
     let o = doctor(&config).await;

@@ -55,17 +55,7 @@ impl Table {
         match kind {
             "service" => self.service = v["status"].as_str().map(str::to_string),
             "snapshot" => {
-                self.users = v["users"]
-                    .as_array()
-                    .expect("users")
-                    .iter()
-                    .map(|u| {
-                        (
-                            u["fulljid"].as_str().expect("fulljid").to_string(),
-                            u.clone(),
-                        )
-                    })
-                    .collect();
+                self.users = by_fulljid(&v["users"]);
             }
             "set" => {
                 let mut u = v.clone();
@@ -105,6 +95,21 @@ impl Table {
     fn users_json(&self) -> Value {
         Value::Array(self.users.values().cloned().collect())
     }
+}
+
+/// A `users` array as a table, keyed by `fulljid`.
+fn by_fulljid(users: &Value) -> BTreeMap<String, Value> {
+    users
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| {
+            (
+                u["fulljid"].as_str().expect("fulljid").to_string(),
+                u.clone(),
+            )
+        })
+        .collect()
 }
 
 fn item(i: usize, k: usize) -> UserItem {
@@ -212,17 +217,7 @@ async fn resumes_inside_the_window_and_resets_outside_it() {
     assert_eq!(st["epoch"], epoch.as_str());
     assert_eq!(st["seq"], 100);
     let mut from_state = Table {
-        users: st["users"]
-            .as_array()
-            .expect("users")
-            .iter()
-            .map(|u| {
-                (
-                    u["fulljid"].as_str().expect("fulljid").to_string(),
-                    u.clone(),
-                )
-            })
-            .collect(),
+        users: by_fulljid(&st["users"]),
         seq: Some(100),
         ..Default::default()
     };

@@ -334,3 +334,16 @@ fn xml(s: &str) -> Element {
     s.parse()
         .unwrap_or_else(|e| panic!("test XML does not parse ({e}): {s}"))
 }
+
+/// A two-node ejabberd cluster with privileged presence (XEP-0356), both
+/// nodes running.
+pub fn privileged_cluster() -> lab::ejabberd::Ejabberd {
+    let mut e = lab::ejabberd::Ejabberd::start_with(lab::ejabberd::EjabberdOptions {
+        privileged_presence: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    e.add_node()
+        .unwrap_or_else(|err| panic!("second node: {err}"));
+    e
+}
