@@ -557,16 +557,7 @@ async fn events(
         slot.taken.store(sh.sent, Ordering::Relaxed);
         sh.consumers.push(Arc::downgrade(&slot));
         match sh.ring.start(&ask, epoch, sh.board.seq) {
-            // One write for what it missed, not one per event (with 1,000
-            // consumers back at once, a write per event and consumer was
-            // most of the feed's time: `pubpresence-lab bench --web-resume`).
-            Start::Resume(missed) if missed.len() > 1 => {
-                let mut all = BytesMut::with_capacity(missed.iter().map(Bytes::len).sum());
-                for frame in &missed {
-                    all.extend_from_slice(frame);
-                }
-                first.push(all.freeze());
-            }
+            // Shared frames only, under the lock; joined below.
             Start::Resume(missed) => first = missed,
             Start::Reset(reset) => {
                 let at = time::now();
@@ -581,6 +572,16 @@ async fn events(
         }
         rx
     };
+    // One write for what it missed, not one per event (with 1,000 consumers
+    // back at once, a write per event and consumer was half the feed's CPU:
+    // `pubpresence-lab bench --web-resume`); joined outside the feed's lock.
+    if first.len() > 2 {
+        let mut all = BytesMut::with_capacity(first.iter().map(Bytes::len).sum());
+        for frame in &first {
+            all.extend_from_slice(frame);
+        }
+        first = vec![all.freeze()];
+    }
     let follow = Follow {
         rx,
         slot,

@@ -168,13 +168,11 @@ impl Ring {
             return Start::Resume(Vec::new());
         }
         match self.frames.front() {
-            Some((oldest, _)) if *oldest <= seq + 1 => Start::Resume(
-                self.frames
-                    .iter()
-                    .filter(|(s, _)| *s > seq)
-                    .map(|(_, f)| f.clone())
-                    .collect(),
-            ),
+            Some((oldest, _)) if *oldest <= seq + 1 => {
+                // The numbers grow along the ring.
+                let from = self.frames.partition_point(|(s, _)| *s <= seq);
+                Start::Resume(self.frames.range(from..).map(|(_, f)| f.clone()).collect())
+            }
             _ => Start::Reset(Reset::Window),
         }
     }
