@@ -596,6 +596,7 @@ async fn ejabberd_cluster_nodes_checked() {
     );
 
     e.kill_node(1).expect("kill node 1");
+    e.wait_node_gone(0, 1).expect("node 0 sees node 1 gone");
     let o = doctor(&config).await;
     assert_outcome(&o, 1, &[("cluster", "fail")], &label);
     let second = e.component_addr_of(1).expect("node 1's listener");

@@ -576,6 +576,30 @@ members = [{members}]
         Ok(())
     }
 
+    /// Waits until node `alive` no longer lists node `gone` in its cluster
+    /// (it has handled the nodedown). Until then it may still route a
+    /// component's stanzas to a connection that died with `gone`: seen on
+    /// 24.12, a component that connected 40 ms after a kill -9 got neither
+    /// its permission message nor any answer ("Component seems
+    /// disconnected").
+    pub fn wait_node_gone(&self, alive: usize, gone: usize) -> Result<(), EjabberdError> {
+        let name = self.node(gone)?.name.clone();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let members = self.node(alive)?.ctl(&["list_cluster"]).unwrap_or_default();
+            if !members.lines().any(|l| l.trim().trim_matches('\'') == name) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EjabberdError::Startup(format!(
+                    "node {alive} still lists {name} {STARTUP:?} after it died (list_cluster: \
+                     {members:?})"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts node `i` (again) and waits until it listens; a node of a
     /// cluster rejoins it by itself. Does nothing if it runs.
     pub fn start_node(&mut self, i: usize) -> Result<(), EjabberdError> {
