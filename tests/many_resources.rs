@@ -123,16 +123,16 @@ async fn thousands_of_resources_of_one_user_stay_exact_and_bounded() {
     );
     assert!(per_conn < 32 * 1024, "{per_conn} B per connection");
     // RSS moves with the allocator's mood (seen: +3 MB in one round, back
-    // the next); a leak only grows. The last round must not top every
-    // round before it.
-    let last = rss[rss.len() - 1];
-    let before = rss[..rss.len() - 1]
-        .iter()
-        .max()
-        .copied()
-        .unwrap_or_default();
+    // the next; +1.4 MB in the last round of a CI run); a leak only grows,
+    // round after round. So the lower of the last two rounds must not top
+    // every round before them (with 1 % of slack): a spike in one round
+    // passes, while a leak of the 300 connections of a round (about 180 KB
+    // a round at 600 B each) fails.
+    let n = rss.len();
+    let last_two = rss[n - 2].min(rss[n - 1]);
+    let before = rss[..n - 2].iter().max().copied().unwrap_or_default();
     assert!(
-        last <= before + before / 20,
+        last_two <= before + before / 100,
         "memory grows round after round: {rss:?}"
     );
     let log = pp.log_text();

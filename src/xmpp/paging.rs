@@ -41,16 +41,21 @@ where
     loop {
         let answer = ask(pubsub::items_page(node, page, after.as_deref())).await?;
         let items = pubsub::parse_items(&answer);
+        let Some(set) = pubsub::parse_page(&answer) else {
+            // No paging: this answer was the whole node (nothing to dedupe
+            // on the first answer; after pages, the ones not seen yet).
+            if all.is_empty() {
+                return Ok(items);
+            }
+            all.extend(items.into_iter().filter(|(id, _)| !seen.contains(id)));
+            return Ok(all);
+        };
         let got = items.len();
         for (id, payload) in items {
             if seen.insert(id.clone()) {
                 all.push((id, payload));
             }
         }
-        let Some(set) = pubsub::parse_page(&answer) else {
-            // No paging: this answer was the whole node.
-            return Ok(all);
-        };
         if let Some(count) = set.count {
             pages_left = pages_left.min(count / page.max(1) + 2);
         }
