@@ -10,6 +10,7 @@ use pubpresence::minidom::Element;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::{ns, Attr};
 use pubpresence::xmpp::c2s::{self, C2sError};
+use pubpresence_lab::process::Sig;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,63 @@ async fn node_deleted_behind_its_back_is_recreated() {
         "{}",
         pp.log_text()
     );
+}
+
+/// Active deleted behind the component's back and rebuilt: a connection
+/// that did not change keeps its `since` (docs/protocol.md, "Items"). The
+/// rebuild learns the sessions again from probe answers, whose stamps are the
+/// server's; without what the process remembered of active, the `since`
+/// moved back (`pubpresence-lab soak` saw it by a second). Here bob's change
+/// reaches the frozen component 2.5 s after the server stamped it, so the
+/// two differ by that much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
+    let p = Prosody::start();
+    for u in ["watcher", "bob", "alice"] {
+        p.register(u, u);
+    }
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    let bob = User::connect(&p, "bob", "r", loopback(120)).await;
+    bob.subscribe_to(&p.component_jid);
+    let alice = User::connect(&p, "alice", "r", loopback(121)).await;
+    alice.subscribe_to(&p.component_jid);
+    wait_active(&pp, &w, "bob and alice on active", |a| {
+        a.contains_key(&bob.jid) && a.contains_key(&alice.jid)
+    })
+    .await;
+    pp.signal(Sig::Stop);
+    bob.show(Some("away"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    pp.signal(Sig::Cont);
+    wait_active(&pp, &w, "bob away", |a| {
+        a.get(&bob.jid).map(st) == Some("away")
+    })
+    .await;
+    let before = w.active().await[&bob.jid].since;
+
+    let (admin, _rx) = common::admin_login(&p, "del").await;
+    admin
+        .iq(
+            iq_set(&p.pubsub_jid, pubpresence::wire::pubsub::delete(ACTIVE)),
+            T,
+        )
+        .await
+        .expect("delete active");
+    // The component's next write finds active gone and starts over.
+    alice.show(Some("dnd"));
+    wait_active(&pp, &w, "active rebuilt with both", |a| {
+        a.get(&alice.jid).map(st) == Some("dnd") && a.get(&bob.jid).map(st) == Some("away")
+    })
+    .await;
+    assert!(
+        pp.log_text().contains("was deleted behind our back"),
+        "{}",
+        pp.log_text()
+    );
+    let after = w.active().await[&bob.jid].since;
+    assert_eq!(after, before, "bob's since, rebuilt");
 }
 
 /// The configuration form of `node` as the server's admin reads it.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::pp::{Pubpresence, Watcher, STATUS};
+use common::pp::{iq_set, Pubpresence, User, Watcher, LIVE, STATUS};
 use common::{loopback, user_sessions, Lab, Server};
 use pubpresence::client::board::Board;
 use pubpresence::client::follow::WatchEvent;
@@ -719,6 +719,65 @@ async fn runner_reconnects_after_a_server_restart(server: Server) {
     drop(pp);
 }
 
+/// The live node deleted behind everyone's back (`pubpresence-lab soak`
+/// found both halves): the follower hears the deletion, follows again from
+/// the start since its subscription went with the node, its probe has the
+/// component find the node gone at once, and it counts nothing before the
+/// rebuilt live takes its subscription. It used to keep the dead
+/// subscription and go stale; then, once that was mended, to fetch active on
+/// the status node's word while live did not exist yet, and miss the changes
+/// after its snapshot.
+async fn runner_follows_again_after_live_is_deleted(server: Server) {
+    let (p, _config, pp, checker, users) = setup(server, "n", 2).await;
+    let mut conns = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let c = User::connect(&p, u, "r", loopback(140 + i as u8)).await;
+        c.subscribe_to(p.component_jid());
+        conns.push(c);
+    }
+    wait_active(&checker, users.len()).await;
+    let (mut f, stop) = Follower::start_runner(&p);
+    f.wait("a snapshot", |e| snapshots(e) == 1).await;
+    let admin = admin(&p).await;
+    admin
+        .iq(
+            iq_set(p.pubsub_jid(), pubpresence::wire::pubsub::delete(LIVE)),
+            T,
+        )
+        .await
+        .expect("the admin deletes live");
+    // Nobody changes: the component hears of the deletion from the
+    // follower's probe (its subscription to live finds no node), not at its
+    // next write or audit (5 min away).
+    f.wait("a snapshot after the deletion", |e| snapshots(e) == 2)
+        .await;
+    assert!(
+        pp.log_text().contains("was deleted behind our back"),
+        "{}",
+        pp.log_text()
+    );
+    // At once after the snapshot: a change the follower must hear on live.
+    conns[1].show(Some("dnd"));
+    let who = conns[1].jid.clone();
+    f.wait("the change after the new snapshot", |e| {
+        let after = e
+            .iter()
+            .rposition(|e| matches!(e, WatchEvent::Snapshot(_)))
+            .unwrap_or(0);
+        e[after..]
+            .iter()
+            .any(|e| matches!(e, WatchEvent::Set(u) if u.fulljid == who && u.status == Status::Dnd))
+    })
+    .await;
+    assert_board_is_active(&f, &checker).await;
+    let links = f.links.lock().unwrap().clone();
+    assert_eq!(links, ["connected", "lost", "connected"], "one reconnect");
+    stop.send(true).expect("runner alive");
+    let r = tokio::time::timeout(T, f.task).await.expect("runner stops");
+    assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    drop(pp);
+}
+
 /// `pubpresence-lab simulate`: the load generator's CLI logs its users in from
 /// their own loopback addresses, subscribes them to the component, changes
 /// their statuses, stops after `--duration` and reports what it did.
@@ -1021,3 +1080,11 @@ async fn runner_reconnects_after_a_server_restart_on_prosody() {
 async fn runner_reconnects_after_a_server_restart_on_ejabberd() {
     runner_reconnects_after_a_server_restart(Server::ejabberd()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_follows_again_after_live_is_deleted_on_prosody() {
+    runner_follows_again_after_live_is_deleted(Server::prosody()).await;
+}
+
+// Not on ejabberd: there only the owner (the component) may delete its
+// nodes, and the server's admin is refused ("Owner privileges required").

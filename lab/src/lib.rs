@@ -1,7 +1,8 @@
 //! The lab, never shipped: throwaway XMPP servers on loopback (Prosody,
 //! ejabberd, either generation: `install`), simulated users (`sim`), the
-//! one-command demo built on Prosody (`demo`) and the benchmarks (`bench`: one
-//! Prosody, an ejabberd cluster, the web feed). Used by the end-to-end tests and by the
+//! one-command demo built on Prosody (`demo`), the benchmarks (`bench`: one
+//! Prosody, an ejabberd cluster, the web feed) and the soak (`soak`: random
+//! faults and a checker, docs/reliability.md). Used by the end-to-end tests and by the
 //! `pubpresence-lab` binary; nothing here is needed to run the component.
 
 pub mod admin;
@@ -12,6 +13,8 @@ pub mod install;
 pub mod process;
 pub mod prosody;
 pub mod sim;
+pub mod soak;
+pub mod sse;
 
 pub use prosody::{LabError, Prosody, ProsodyOptions};
 

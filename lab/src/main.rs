@@ -1,6 +1,6 @@
 //! `pubpresence-lab`: the lab's commands, apart from the shipped binary.
 //! `demo` (what `scripts/demo.sh` runs), `simulate` (simulated users for a
-//! real server) and `bench` (docs/benchmarks.md). The component itself runs
+//! real server), `bench` (docs/benchmarks.md) and `soak` (docs/reliability.md). The component itself runs
 //! in-process (demo) or as the `pubpresence` binary beside this one (bench).
 
 use clap::{Parser, Subcommand};
@@ -50,6 +50,9 @@ enum Command {
     },
     /// Benchmark against a throwaway Prosody on loopback: latency, CPU, start-up, memory.
     Bench(pubpresence_lab::bench::BenchArgs),
+    /// Random faults against a throwaway Prosody, the component and its
+    /// consumers, with a checker (docs/reliability.md). Needs root for `ss -K`.
+    Soak(pubpresence_lab::soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -236,6 +239,7 @@ fn main() -> ExitCode {
                     rate,
                 } => demo_cmd(json, duration, users, rate).await,
                 Command::Bench(args) => pubpresence_lab::bench::main(args).await,
+                Command::Soak(args) => pubpresence_lab::soak::main(args).await,
             }
         })
     });

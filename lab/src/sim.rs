@@ -661,12 +661,12 @@ fn presence(to: Option<&str>, kind: Option<&str>, show: Option<&str>) -> Element
     b.build()
 }
 
-/// SplitMix64: small, seedable, good enough for picking statuses; not worth
-/// a dependency.
-struct Rng(u64);
+/// SplitMix64: small, seedable, good enough for picking statuses (and the
+/// soak's faults); not worth a dependency.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
@@ -682,7 +682,7 @@ impl Rng {
         Rng::new(at.next())
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -695,7 +695,7 @@ impl Rng {
         ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 

@@ -58,6 +58,11 @@ pub enum WatchError {
     C2s(#[from] C2sError),
     #[error("the connection to the server was lost")]
     Disconnected,
+    /// The status or live node was deleted (by an admin, or a server that
+    /// lost its data): our subscription went with it, so the procedure
+    /// starts again (docs/protocol.md, "Client procedure", step 8).
+    #[error("the pubsub node {0} was deleted, and our subscription with it; following again from the start")]
+    NodeDeleted(String),
     /// The pubsub service refused our subscription: not a member of the
     /// nodes' whitelist (or another access model keeps us out).
     #[error("{jid} may not subscribe to {node} on {pubsub}: {condition} (is {jid} in the component's [access] members?)")]
@@ -123,7 +128,17 @@ pub async fn follow(
                             .build();
                         c2s.send(probe)?;
                     }
-                    Ok(false) => denied_since = None,
+                    Ok(false) => {
+                        denied_since = None;
+                        // A probe has a running component check its nodes
+                        // (docs/protocol.md, "Component presence"): one
+                        // deleted behind its back is recreated at once.
+                        let probe = Element::builder("presence", crate::wire::ns::CLIENT)
+                            .a("to", target.component.clone())
+                            .a("type", "probe")
+                            .build();
+                        c2s.send(probe)?;
+                    }
                     // A component that is creating its nodes has not added
                     // the members yet: a refusal is final only if it lasts.
                     Err(e @ WatchError::Denied { .. }) => {
@@ -140,6 +155,18 @@ pub async fn follow(
             }
             el = inbound.recv() => {
                 let Some(el) = el else { return Err(WatchError::Disconnected) };
+                if let Some(node) = deleted(&target, &el) {
+                    return Err(WatchError::NodeDeleted(node));
+                }
+                // Nothing counts before the live subscription is confirmed
+                // (step 2): a status subscription left from an earlier
+                // connection, or made before live turned out not to exist,
+                // would have active fetched while live events go unheard.
+                // The status comes again once subscribed (the item sent on
+                // subscription, and the probe).
+                if !subscribed {
+                    continue;
+                }
                 let step = handle(&mut f, &target, &el);
                 if !emit(&out, step, &c2s, &target, &fetch_tx).await {
                     return Ok(());
@@ -203,8 +230,27 @@ async fn subscribe(c2s: &C2s, target: &Target, me: &str) -> Result<bool, WatchEr
     Ok(true)
 }
 
+/// The node we follow (status or live) that a notification says was deleted.
+fn deleted(target: &Target, el: &Element) -> Option<String> {
+    if el.name() != "message" {
+        return None;
+    }
+    let from_service = el.attr("from") == Some(target.pubsub.as_str());
+    pubsub::parse_event(el).into_iter().find_map(|ev| match ev {
+        pubsub::Event::Delete { node }
+            if from_service && (node == target.nodes.status || node == target.nodes.live) =>
+        {
+            Some(node)
+        }
+        _ => None,
+    })
+}
+
 fn handle(f: &mut Follower, target: &Target, el: &Element) -> Step {
     match el.name() {
+        // Only the pubsub service speaks for the nodes: anyone else on the
+        // server can send us a message that looks like a notification.
+        "message" if el.attr("from") != Some(target.pubsub.as_str()) => Step::default(),
         "message" => {
             let mut step = Step::default();
             for ev in pubsub::parse_event(el) {
@@ -399,7 +445,9 @@ pub async fn run(
                     }
                     Some(Err(e)) => {
                         c2s.close().await;
-                        if started.elapsed() >= STABLE {
+                        // A deleted node is no trouble with the link: no
+                        // growing backoff for it.
+                        if started.elapsed() >= STABLE || matches!(e, WatchError::NodeDeleted(_)) {
                             retry = RETRY_FIRST;
                         }
                         e.to_string()
@@ -522,6 +570,69 @@ pub fn kind(ev: &WatchEvent) -> &'static str {
 mod tests {
     use super::*;
     use crate::wire::user::Status;
+
+    fn target() -> Target {
+        Target {
+            component: "pubpresence.example.org".into(),
+            pubsub: "pubsub.example.org".into(),
+            nodes: crate::config::Nodes::default(),
+            probe_timeout: Duration::from_secs(2),
+            iq_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn xml(s: &str) -> Element {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_deleted_node_we_follow_is_noticed_from_the_service_only() {
+        let t = target();
+        let delete = |from: &str, node: &str| {
+            xml(&format!(
+                "<message xmlns='jabber:client' from='{from}'><event xmlns='http://jabber.org/protocol/pubsub#event'><delete node='{node}'/></event></message>"
+            ))
+        };
+        assert_eq!(
+            deleted(&t, &delete("pubsub.example.org", "presence/live")).as_deref(),
+            Some("presence/live")
+        );
+        assert_eq!(
+            deleted(&t, &delete("pubsub.example.org", "presence/status")).as_deref(),
+            Some("presence/status")
+        );
+        // Not followed (active is fetched, never subscribed to), or not the service.
+        assert_eq!(
+            deleted(&t, &delete("pubsub.example.org", "presence/active")),
+            None
+        );
+        assert_eq!(
+            deleted(&t, &delete("eve@example.org/x", "presence/live")),
+            None
+        );
+    }
+
+    #[test]
+    fn live_items_from_anyone_but_the_service_are_ignored() {
+        let t = target();
+        let item = |from: &str| {
+            xml(&format!(
+                "<message xmlns='jabber:client' from='{from}'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='presence/live'><item><user xmlns='urn:pubpresence:0' fulljid='forged@example.org/x' ip='192.0.2.66' name='forged@example.org' since='2026-01-01T00:00:00Z' status='online'/></item></items></event></message>"
+            ))
+        };
+        let mut f = Follower::new();
+        assert!(!f.status(ServiceStatus::Online).events.is_empty());
+        f.active_fetched(vec![]);
+        assert_eq!(
+            handle(&mut f, &t, &item("eve@example.org/x")),
+            Step::default()
+        );
+        let step = handle(&mut f, &t, &item("pubsub.example.org"));
+        assert!(
+            matches!(&step.events[..], [WatchEvent::Set(u)] if u.fulljid == "forged@example.org/x"),
+            "{step:?}"
+        );
+    }
 
     #[test]
     fn json_lines_as_spec() {

@@ -192,6 +192,10 @@ impl Publisher {
             "pubsub#send_last_published_item",
             "on_sub_and_presence".into(),
         ));
+        // A reader's subscription dies with the node: it must hear of a
+        // deletion to subscribe again (docs/protocol.md, "Client procedure",
+        // step 8). Prosody notifies unless told not to, ejabberd only if asked.
+        c.push(("pubsub#notify_delete", "1".into()));
         c
     }
 
@@ -199,6 +203,7 @@ impl Publisher {
         let mut c = self.base_config(access_model);
         c.push(("pubsub#persist_items", "0".into()));
         c.push(("pubsub#send_last_published_item", "never".into()));
+        c.push(("pubsub#notify_delete", "1".into()));
         c
     }
 

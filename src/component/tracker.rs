@@ -267,6 +267,9 @@ pub struct Audit {
     pub repaired: Vec<String>,
 }
 
+/// Items on active by full JID, remembered from one session to the next.
+pub type Memory = HashMap<String, UserItem>;
+
 #[derive(Debug)]
 pub struct Tracker {
     mode: Mode,
@@ -299,6 +302,15 @@ impl Tracker {
     /// Connections tracked right now (available, or with work pending).
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// What active holds, as far as this tracker knows: for the next
+    /// session of the same process (`Tracker::reconcile`'s `remembered`).
+    pub fn on_active(&self) -> Memory {
+        self.conns
+            .iter()
+            .filter_map(|(j, c)| c.active.as_ref().map(|a| (j.to_string(), a.item(j))))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -390,6 +402,7 @@ impl Tracker {
         active_items: Vec<UserItem>,
         ips: &HashMap<String, String>,
         at: Timestamp,
+        remembered: &Memory,
     ) -> Vec<Action> {
         self.mode = Mode::Running;
         self.reconcile_reported = false;
@@ -424,6 +437,17 @@ impl Tracker {
                     // Unchanged since an earlier run: keep the item and its since.
                     let _ = since;
                     None
+                }
+                (Some(Target::Online { status, since }), None) => {
+                    // Not on active (emptied behind our back) but unchanged
+                    // since this process last wrote it: its since stays.
+                    let since = match remembered.get(&*jid) {
+                        Some(r) if r.status == status && Some(r.ip.as_str()) == conn.ip() => {
+                            r.since
+                        }
+                        _ => since,
+                    };
+                    Some(Target::Online { status, since })
                 }
                 (Some(t @ Target::Online { .. }), _) => Some(t),
                 (_, Some(_)) => Some(Target::Offline { since: at }),
@@ -700,7 +724,7 @@ mod tests {
     fn running() -> Tracker {
         let mut tr = Tracker::new();
         assert_eq!(
-            tr.reconcile(vec![], &HashMap::new(), t("00")),
+            tr.reconcile(vec![], &HashMap::new(), t("00"), &Memory::new()),
             vec![Action::ReconcileDone]
         );
         tr
@@ -826,7 +850,7 @@ mod tests {
         let mut tr = Tracker::new();
         let kept = item(A, Status::Online, "127.0.0.2", t("00"));
         tr.presence(A, "alice@l", Change::Available(Status::Online), t("05"));
-        let acts = tr.reconcile(vec![kept.clone()], &HashMap::new(), t("06"));
+        let acts = tr.reconcile(vec![kept.clone()], &HashMap::new(), t("06"), &Memory::new());
         assert_eq!(
             acts,
             vec![Action::FetchIp {
@@ -839,6 +863,69 @@ mod tests {
             vec![Action::ReconcileDone]
         );
         assert_eq!(tr.active(A).as_ref(), Some(&kept), "kept as it was");
+    }
+
+    #[test]
+    fn a_rebuilt_active_keeps_the_remembered_since_of_what_did_not_change() {
+        // Active was emptied (a node deleted behind our back): what the
+        // previous session had on it decides the `since` of an unchanged
+        // connection; a changed one, or one from another address, gets the
+        // time of its presence.
+        let mut tr = Tracker::new();
+        let remembered: Memory = [
+            (A, item(A, Status::Away, "127.0.0.2", t("01"))),
+            ("b@l/r", item("b@l/r", Status::Online, "127.0.0.3", t("01"))),
+            ("c@l/r", item("c@l/r", Status::Dnd, "127.0.0.4", t("01"))),
+        ]
+        .into_iter()
+        .map(|(j, i)| (j.to_string(), i))
+        .collect();
+        for (j, st) in [
+            (A, Status::Away),
+            ("b@l/r", Status::Xa),
+            ("c@l/r", Status::Dnd),
+        ] {
+            tr.presence(
+                j,
+                j.split('/').next().unwrap(),
+                Change::Available(st),
+                t("09"),
+            );
+        }
+        let ips: HashMap<String, String> = [
+            (A, "127.0.0.2"),
+            ("b@l/r", "127.0.0.3"),
+            ("c@l/r", "127.0.0.9"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered);
+        acts.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            acts,
+            vec![
+                Action::SetActive {
+                    item: item(A, Status::Away, "127.0.0.2", t("01"))
+                },
+                Action::SetActive {
+                    item: item("b@l/r", Status::Xa, "127.0.0.3", t("09"))
+                },
+                Action::SetActive {
+                    item: item("c@l/r", Status::Dnd, "127.0.0.9", t("09"))
+                },
+            ]
+        );
+        for j in [A, "b@l/r", "c@l/r"] {
+            tr.done(j, true);
+            tr.done(j, true);
+        }
+        assert_eq!(
+            tr.on_active().get(A).map(|i| i.since),
+            Some(t("01")),
+            "what the next session remembers"
+        );
+        assert_eq!(tr.on_active().len(), 3);
     }
 
     #[test]
@@ -919,7 +1006,12 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr.reconcile(vec![kept.clone(), stale.clone(), changed], &ips, t("20"));
+        let mut acts = tr.reconcile(
+            vec![kept.clone(), stale.clone(), changed],
+            &ips,
+            t("20"),
+            &Memory::new(),
+        );
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,

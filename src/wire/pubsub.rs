@@ -130,9 +130,10 @@ pub fn config_drift(
                         (Err(_), Some(_)) => false,
                     }
             }
-            (Some("persist_items" | "deliver_payloads" | "notify_retract"), w) => {
-                truthy(&have) == truthy(w)
-            }
+            (
+                Some("persist_items" | "deliver_payloads" | "notify_retract" | "notify_delete"),
+                w,
+            ) => truthy(&have) == truthy(w),
             (_, w) => have.trim() == w,
         };
         if !same {

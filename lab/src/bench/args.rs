@@ -66,7 +66,8 @@ pub struct BenchArgs {
     pub web_feed_child: Option<PathBuf>,
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+/// A positive duration: "5s", "2m" (humantime) or a plain number of seconds.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.trim().parse::<f64>() {
         if secs.is_finite() && secs > 0.0 {
             return Ok(Duration::from_secs_f64(secs));

@@ -17,7 +17,7 @@ pub mod prosody;
 pub mod resume;
 pub mod web;
 
-pub use args::BenchArgs;
+pub use args::{parse_secs, BenchArgs};
 pub use error::BenchError;
 pub use measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
 pub use prosody::{run, BenchOptions, Report};

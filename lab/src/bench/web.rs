@@ -689,60 +689,6 @@ impl Chunked {
     }
 }
 
-/// SSE lines into events (name, data).
-#[derive(Default)]
-struct SseParser {
-    /// A line cut by the end of the previous input.
-    partial: Vec<u8>,
-    event: Vec<u8>,
-    data: Vec<u8>,
-}
-
-impl SseParser {
-    fn feed(&mut self, input: &[u8], mut on_event: impl FnMut(&[u8], &[u8])) {
-        let mut rest = input;
-        if !self.partial.is_empty() {
-            let Some(i) = memchr::memchr(b'\n', rest) else {
-                self.partial.extend_from_slice(rest);
-                return;
-            };
-            let mut line = std::mem::take(&mut self.partial);
-            line.extend_from_slice(&rest[..i]);
-            self.line(&line, &mut on_event);
-            line.clear();
-            self.partial = line;
-            rest = &rest[i + 1..];
-        }
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            self.line(&rest[..i], &mut on_event);
-            rest = &rest[i + 1..];
-        }
-        self.partial.extend_from_slice(rest);
-    }
-
-    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            if !self.event.is_empty() || !self.data.is_empty() {
-                on_event(&self.event, &self.data);
-            }
-            self.event.clear();
-            self.data.clear();
-        } else if let Some(v) = line.strip_prefix(b"event:") {
-            self.event.clear();
-            self.event
-                .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
-        } else if let Some(v) = line.strip_prefix(b"data:") {
-            if !self.data.is_empty() {
-                self.data.push(b'\n');
-            }
-            self.data
-                .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
-        }
-        // Comments (keep-alive) and other fields: nothing to do.
-    }
-}
-
 static FULLJID: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"fulljid\":\""));
 static STATUS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -834,7 +780,7 @@ async fn consume(
     }
     let chunked = text.contains("transfer-encoding: chunked");
     let mut dechunk = Chunked::default();
-    let mut sse = SseParser::default();
+    let mut sse = crate::sse::SseParser::default();
     let mut ready = false;
     // What came with the head, then each read where it lies.
     let first = head[body_start..].to_vec();
@@ -1629,7 +1575,7 @@ mod tests {
         wire.extend_from_slice(b"0\r\n\r\n");
         for cut in [1, 3, 7, 31, 45] {
             let mut ch = Chunked::default();
-            let mut sse = SseParser::default();
+            let mut sse = crate::sse::SseParser::default();
             let mut seen = Vec::new();
             for piece in wire.chunks(cut) {
                 ch.feed(piece, |out| {

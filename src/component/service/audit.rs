@@ -20,7 +20,44 @@ use std::time::Duration;
 /// must leave active within 15 s; one listing per check).
 pub(super) const SESSION_CHECK: Duration = Duration::from_secs(5);
 
+/// How often a reader's probe may have the nodes checked.
+const NODE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 impl Session<'_> {
+    /// A probe is a reader's word that it follows (docs/protocol.md,
+    /// "Client procedure", steps 2-3): the nodes it needs must exist. A node
+    /// deleted behind our back is otherwise seen only at the next write or
+    /// audit, and a reader whose subscription went with it would wait that
+    /// long. Three requests, at most once per `NODE_CHECK_EVERY`.
+    pub(super) fn check_nodes_on_probe(&mut self) {
+        let due = self
+            .node_check
+            .map_or(true, |t| t.elapsed() >= NODE_CHECK_EVERY);
+        if !due || self.auditing || self.status != ServiceStatus::Online {
+            return;
+        }
+        self.node_check = Some(tokio::time::Instant::now());
+        let publisher = self.publisher.clone();
+        let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
+        let (tx, m, floor) = (
+            self.done_tx.clone(),
+            self.cfg.telemetry.clone(),
+            self.capacity,
+        );
+        tokio::spawn(async move {
+            match publisher.check_nodes(&model, &members, floor).await {
+                Ok(Some(node)) => {
+                    let _ = tx.send(Done::NodeGone(node));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    m.error(ErrorKind::Setup);
+                    tracing::warn!("checking the nodes: {e}");
+                }
+            }
+        });
+    }
+
     /// The audit (README, "Audit: active heals itself"): fetch active, then
     /// list the server's sessions (in that order: an item fetched belongs
     /// to a session that existed before the listing was asked for), and let

@@ -6,6 +6,7 @@ use super::cluster::attach_nodes;
 use super::session::run_session;
 use super::{LoopEnd, RunError, ServiceConfig};
 use crate::component::metrics::ErrorKind;
+use crate::component::tracker::Memory;
 use crate::wire::status::ServiceStatus;
 use crate::xmpp::{connect_component, ConnectError, Disconnect};
 use std::time::{Duration, Instant};
@@ -16,6 +17,9 @@ pub(super) enum Outcome {
     Shutdown,
     SteppedDown,
     Lost(String),
+    /// A node was deleted behind our back: the whole start-up again, on a
+    /// new connection, without the growing backoff of a lost link.
+    NodeGone(String),
     /// The server dropped our XEP-0356 grant; the stream was closed so that
     /// a new connection gets it again. Not a loss of the active role.
     GrantLost,
@@ -47,6 +51,8 @@ pub async fn component_loop(
     // A clean stop of the other instance publishes `offline` a moment
     // before its stream closes: keep asking for a second before giving up.
     let mut conflict_until: Option<Instant> = None;
+    // What active held when the last session ended (`run_session`).
+    let mut memory = Memory::new();
     loop {
         if *shutdown.borrow() {
             return Ok(LoopEnd::Shutdown);
@@ -101,11 +107,13 @@ pub async fn component_loop(
                     &mut shutdown,
                     step_down.as_mut(),
                     nodes,
+                    &mut memory,
                 )
                 .await;
                 for k in keepers {
                     k.abort();
                 }
+                let node_gone = matches!(outcome, Outcome::NodeGone(_));
                 match outcome {
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
                     Outcome::SteppedDown => {
@@ -127,18 +135,18 @@ pub async fn component_loop(
                             Disconnect::GrantLost
                         );
                     }
-                    Outcome::Lost(reason) if step_down.is_some() => {
+                    Outcome::Lost(reason) | Outcome::NodeGone(reason) if step_down.is_some() => {
                         cfg.telemetry.reconnect();
                         cfg.telemetry.status(ServiceStatus::Init);
                         cfg.telemetry.tracked(0);
                         tracing::warn!("connection lost: {reason}; back to standby");
                         return Ok(LoopEnd::Lost);
                     }
-                    Outcome::Lost(reason) => {
+                    Outcome::Lost(reason) | Outcome::NodeGone(reason) => {
                         cfg.telemetry.reconnect();
                         cfg.telemetry.status(ServiceStatus::Init);
                         cfg.telemetry.tracked(0);
-                        if since.elapsed() > Duration::from_secs(30) {
+                        if node_gone || since.elapsed() > Duration::from_secs(30) {
                             backoff.reset();
                         }
                         let d = backoff.take();

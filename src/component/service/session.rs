@@ -12,7 +12,7 @@ use crate::component::ips::IpLookup;
 use crate::component::metrics::Node;
 use crate::component::publisher::{self, Publisher};
 use crate::component::small::JidStr;
-use crate::component::tracker::Tracker;
+use crate::component::tracker::{Memory, Tracker};
 use crate::component::trim::{release_free_memory, Trim};
 use crate::wire::presence;
 use crate::wire::status::ServiceStatus;
@@ -50,6 +50,10 @@ pub(super) struct Session<'a> {
     pub(super) conn: Connection,
     pub(super) publisher: Publisher,
     pub(super) tracker: Tracker,
+    /// What active held at the end of this process's previous session
+    /// (see [`run_session`]), until the start-up's reconcile has used it.
+    pub(super) remembered: Memory,
+    pub(super) reconciled: bool,
     pub(super) status: ServiceStatus,
     /// Users who receive our presence (they have us in their roster).
     /// Inline strings: kept for the session's life (see `small`).
@@ -59,6 +63,8 @@ pub(super) struct Session<'a> {
     pub(super) capacity: Option<usize>,
     pub(super) over_capacity: bool,
     pub(super) auditing: bool,
+    /// When a reader's probe last had the nodes checked (`check_nodes_on_probe`).
+    pub(super) node_check: Option<tokio::time::Instant>,
     pub(super) audit_when_online: bool,
     /// How this server lists its sessions (learned on the first listing).
     pub(super) listing: publisher::Listing,
@@ -102,6 +108,7 @@ impl<'a> Session<'a> {
                 capacity: None,
                 over_capacity: false,
                 auditing: false,
+                node_check: None,
                 audit_when_online: false,
                 listing: publisher::Listing::default(),
                 pending: None,
@@ -111,6 +118,8 @@ impl<'a> Session<'a> {
                 checking: false,
                 check_until: None,
                 trim: Trim::new(),
+                remembered: Memory::new(),
+                reconciled: false,
             },
             done_rx,
         )
@@ -119,16 +128,43 @@ impl<'a> Session<'a> {
 
 /// One connected session: runs until shutdown, loss of the connection or a
 /// fatal error.
+///
+/// `memory` is what active held at the end of the previous session of this
+/// process, as far as it knew: a start-over that finds active emptied (a
+/// node deleted behind our back) keeps each unchanged connection's `since`
+/// (docs/protocol.md, "Items"). It is updated when the session ends.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_session(
     cfg: &ServiceConfig,
     conn: Connection,
+    inbound: mpsc::UnboundedReceiver<Element>,
+    task: tokio::task::JoinHandle<Disconnect>,
+    shutdown: &mut watch::Receiver<bool>,
+    step_down: Option<&mut watch::Receiver<bool>>,
+    nodes: Option<mpsc::UnboundedReceiver<NodeEvent>>,
+    memory: &mut Memory,
+) -> Outcome {
+    let (mut s, done_rx) = Session::new(cfg, conn);
+    s.remembered = std::mem::take(memory);
+    let outcome = drive(&mut s, done_rx, inbound, task, shutdown, step_down, nodes).await;
+    *memory = if s.reconciled {
+        s.tracker.on_active()
+    } else {
+        std::mem::take(&mut s.remembered)
+    };
+    outcome
+}
+
+async fn drive(
+    s: &mut Session<'_>,
+    mut done_rx: mpsc::UnboundedReceiver<Done>,
     mut inbound: mpsc::UnboundedReceiver<Element>,
     mut task: tokio::task::JoinHandle<Disconnect>,
     shutdown: &mut watch::Receiver<bool>,
     mut step_down: Option<&mut watch::Receiver<bool>>,
     mut nodes: Option<mpsc::UnboundedReceiver<NodeEvent>>,
 ) -> Outcome {
-    let (mut s, mut done_rx) = Session::new(cfg, conn);
+    let cfg = s.cfg;
     // After a takeover, an audit follows the start-up (docs/protocol.md,
     // "What the component publishes, and when": audit).
     s.audit_when_online = step_down.is_some();
@@ -326,7 +362,7 @@ impl Session<'_> {
                 // Deleted behind our back (seen by a write, or by the audit):
                 // everything on it is gone. Start over (init, nodes
                 // recreated, active rebuilt, online).
-                return Some(Outcome::Lost(format!(
+                return Some(Outcome::NodeGone(format!(
                     "node {node} was deleted behind our back; recreating it"
                 )));
             }

@@ -369,7 +369,11 @@ impl Session<'_> {
             tracing::info!("active can hold {c} items");
         }
         self.capacity = d.capacity;
-        let acts = self.tracker.reconcile(d.active, &d.ips, time::now());
+        let remembered = std::mem::take(&mut self.remembered);
+        let acts = self
+            .tracker
+            .reconcile(d.active, &d.ips, time::now(), &remembered);
+        self.reconciled = true;
         self.execute(acts);
         self.check_capacity();
     }
