@@ -116,6 +116,7 @@ const STATUS_ITEMS: &str = "pubpresence_items_published_total{node=\"status\"}";
 const SEEN_OTHER: &str = "pubpresence_presences_seen_total{kind=\"other\"}";
 const RETRACTED: &str = "pubpresence_items_retracted_total";
 const TRACKED: &str = "pubpresence_tracked_connections";
+const IN_FLIGHT: &str = "pubpresence_requests_in_flight";
 const STATUS: &str = "pubpresence_status";
 const RECONNECTS: &str = "pubpresence_reconnects_total";
 const RTT_LIVE: &str = "pubpresence_publish_rtt_seconds_count{node=\"live\"}";
@@ -135,7 +136,12 @@ async fn counters_follow_a_user_connection() {
         &http,
         addr,
         &pp,
-        &[(STATUS, 1.0), (STATUS_ITEMS, 2.0), (TRACKED, 0.0)],
+        &[
+            (STATUS, 1.0),
+            (STATUS_ITEMS, 2.0),
+            (TRACKED, 0.0),
+            (IN_FLIGHT, 0.0),
+        ],
     )
     .await;
     for k in [
@@ -173,6 +179,8 @@ async fn counters_follow_a_user_connection() {
             (LIVE_ITEMS, 1.0),
             (ACTIVE_ITEMS, 1.0),
             (TRACKED, 1.0),
+            // Every request answered: the lookup, active, live.
+            (IN_FLIGHT, 0.0),
             (STATUS, 1.0),
             (SEEN_AVAILABLE, 1.0),
             (SEEN_UNAVAILABLE, 1.0),
@@ -220,6 +228,7 @@ async fn counters_follow_a_user_connection() {
             (RETRACTED, 1.0),
             (LIVE_ITEMS, 3.0),
             (TRACKED, 0.0),
+            (IN_FLIGHT, 0.0),
         ],
     )
     .await;

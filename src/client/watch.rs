@@ -122,22 +122,14 @@ pub async fn follow(
                     Ok(true) => {
                         subscribed = true;
                         // Probe: available without show means online.
-                        let probe = Element::builder("presence", crate::wire::ns::CLIENT)
-                            .a("to", target.component.clone())
-                            .a("type", "probe")
-                            .build();
-                        c2s.send(probe)?;
+                        c2s.send(probe(&target.component))?;
                     }
                     Ok(false) => {
                         denied_since = None;
                         // A probe has a running component check its nodes
                         // (docs/protocol.md, "Component presence"): one
                         // deleted behind its back is recreated at once.
-                        let probe = Element::builder("presence", crate::wire::ns::CLIENT)
-                            .a("to", target.component.clone())
-                            .a("type", "probe")
-                            .build();
-                        c2s.send(probe)?;
+                        c2s.send(probe(&target.component))?;
                     }
                     // A component that is creating its nodes has not added
                     // the members yet: a refusal is final only if it lasts.
@@ -228,6 +220,13 @@ async fn subscribe(c2s: &C2s, target: &Target, me: &str) -> Result<bool, WatchEr
         }
     }
     Ok(true)
+}
+
+fn probe(component: &str) -> Element {
+    Element::builder("presence", crate::wire::ns::CLIENT)
+        .a("to", component.to_string())
+        .a("type", "probe")
+        .build()
 }
 
 /// The node we follow (status or live) that a notification says was deleted.

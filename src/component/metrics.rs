@@ -184,6 +184,7 @@ struct Inner {
     audits: Counter,
     audit_fixes: [Counter; 3],
     tracked: Gauge,
+    in_flight: Gauge,
     status: Gauge,
     role: Option<Gauge>,
     /// Live, active.
@@ -277,6 +278,12 @@ impl Metrics {
             "User connections tracked right now",
             tracked.clone(),
         );
+        let in_flight = Gauge::default();
+        r.register(
+            "requests_in_flight",
+            "Requests for tracked connections sent and not yet answered (address lookups, writes to active and live): 0 when every change seen is written",
+            in_flight.clone(),
+        );
         let status = Gauge::default();
         r.register(
             "status",
@@ -312,6 +319,7 @@ impl Metrics {
             audits,
             audit_fixes,
             tracked,
+            in_flight,
             status,
             role,
             rtt,
@@ -374,6 +382,13 @@ impl Metrics {
     pub fn tracked(&self, n: usize) {
         if let Some(m) = &self.0 {
             m.tracked.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Requests for tracked connections under way.
+    pub fn in_flight(&self, n: usize) {
+        if let Some(m) = &self.0 {
+            m.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

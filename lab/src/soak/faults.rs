@@ -23,12 +23,16 @@ pub enum FaultKind {
     LoginBurst,
     /// A burst of hostile stanzas at the component.
     Hostile,
-    /// A pubsub node (active or live) deleted behind the component's back.
+    /// A pubsub node (active or live) deleted behind the component's back
+    /// (Prosody only: on ejabberd only the owner may delete a node).
     NodeDeleted,
+    /// A cluster node killed (`kill -9`) and brought back after a while
+    /// (the ejabberd cluster only).
+    NodeKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill9,
         FaultKind::Freeze,
         FaultKind::Restart,
@@ -37,7 +41,18 @@ impl FaultKind {
         FaultKind::LoginBurst,
         FaultKind::Hostile,
         FaultKind::NodeDeleted,
+        FaultKind::NodeKill,
     ];
+
+    /// The kinds a server can take: `node-deleted` on Prosody, `node-kill`
+    /// on the cluster.
+    pub fn applies(self, cluster: bool) -> bool {
+        match self {
+            FaultKind::NodeDeleted => !cluster,
+            FaultKind::NodeKill => cluster,
+            _ => true,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +64,7 @@ impl FaultKind {
             FaultKind::LoginBurst => "login-burst",
             FaultKind::Hostile => "hostile",
             FaultKind::NodeDeleted => "node-deleted",
+            FaultKind::NodeKill => "node-kill",
         }
     }
 }
@@ -80,6 +96,7 @@ impl std::fmt::Display for Fault {
                 )
             }
             FaultKind::Freeze => write!(f, "freeze ({} ms)", self.hold.as_millis()),
+            FaultKind::NodeKill => write!(f, "node-kill (down {} ms)", self.hold.as_millis()),
             FaultKind::NodeDeleted => write!(
                 f,
                 "node-deleted ({})",
@@ -139,13 +156,14 @@ impl Plan {
             FaultKind::Kill9 => self.millis(0, 3_000),
             FaultKind::Freeze => self.millis(1_000, 8_000),
             FaultKind::Restart => self.millis(0, 1_000),
+            FaultKind::NodeKill => self.millis(2_000, 6_000),
             _ => Duration::ZERO,
         };
         let live_node = self.rng.next() % 2 == 1;
         let consumer_away = self.millis(0, 3_000);
         // After a server restart the users need time to log in again.
         let churn_after = match kind {
-            FaultKind::ServerRestart => self.millis(6_000, 8_000),
+            FaultKind::ServerRestart | FaultKind::NodeKill => self.millis(6_000, 8_000),
             _ => self.millis(0, 3_000),
         };
         Fault {
@@ -167,11 +185,11 @@ mod tests {
     fn a_seed_replays_and_every_kind_comes_in_each_round() {
         let mut a = Plan::new(7, &[]);
         let mut b = Plan::new(7, &[]);
-        let round: Vec<Fault> = (0..8).map(|_| a.next_fault()).collect();
-        let again: Vec<Fault> = (0..8).map(|_| b.next_fault()).collect();
+        let round: Vec<Fault> = (0..9).map(|_| a.next_fault()).collect();
+        let again: Vec<Fault> = (0..9).map(|_| b.next_fault()).collect();
         assert_eq!(round, again);
         let kinds: BTreeSet<FaultKind> = round.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds.len(), 8, "{round:?}");
+        assert_eq!(kinds.len(), 9, "{round:?}");
         for f in &round {
             match f.kind {
                 FaultKind::Freeze => assert!(f.hold >= Duration::from_secs(1)),

@@ -1,5 +1,5 @@
-//! `pubpresence-lab soak` (docs/reliability.md): a real Prosody, the
-//! component, simulated users churning and consumers (the reference client
+//! `pubpresence-lab soak` (docs/reliability.md): a real Prosody (or a
+//! two-node ejabberd cluster, `server`), the component, simulated users churning and consumers (the reference client
 //! and the web feed, one consumer of `/events` cut at every fault), for a
 //! given time, with faults injected at random from a seeded generator
 //! (`faults`). After every fault, once the users are held still, the checker
@@ -11,6 +11,7 @@ pub mod check;
 pub mod faults;
 mod parts;
 mod run;
+mod server;
 
 pub use faults::FaultKind;
 pub use run::run;
@@ -40,6 +41,10 @@ pub struct SoakArgs {
     /// Also print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// A two-node ejabberd cluster instead of Prosody (the users on both
+    /// nodes, the component connected to each).
+    #[arg(long)]
+    pub ejabberd_cluster: bool,
 }
 
 /// What one soak found.
@@ -122,7 +127,13 @@ pub async fn main(args: SoakArgs) -> anyhow::Result<()> {
             .map(|d| d.as_nanos() as u64 % 1_000_000)
             .unwrap_or(1)
     });
-    let report = run(&args, seed).await?;
+    // Ctrl-C or SIGTERM: the run is dropped, and with it every process
+    // and server it started (each ends on drop).
+    let mut stop = pubpresence::signals::stop_channel(None);
+    let report = tokio::select! {
+        r = run(&args, seed) => r?,
+        _ = stop.wait_for(|s| *s) => anyhow::bail!("stopped by a signal; everything it started is gone"),
+    };
     // As the benchmarks print: with --json the table goes to stderr.
     if args.json {
         eprint!("{}", report.table());

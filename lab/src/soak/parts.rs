@@ -292,6 +292,20 @@ pub async fn get_state(http: &reqwest::Client, base: &str, token: &str) -> Optio
     })
 }
 
+/// `pubpresence_requests_in_flight` from the component's metrics.
+pub async fn in_flight(http: &reqwest::Client, url: &str) -> Option<u64> {
+    let r = http
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let text = r.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("pubpresence_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// What the SSE consumer has.
 #[derive(Debug, Default)]
 pub struct SseState {
@@ -405,18 +419,22 @@ fn apply_sse(s: &mut SseState, event: &[u8], data: &[u8], first: &mut bool, resu
     }
 }
 
-/// The server's admin, logged in again whenever its session is gone (a
-/// server restart): reads active and the server's real sessions.
+/// A session logged in again whenever it is gone (a server restart): the
+/// server's admin (the server's real sessions, deleting a node, hostile
+/// stanzas) or a member of the whitelist (reading active: on ejabberd the
+/// admin may not).
 pub struct Admin {
     jid: String,
+    password: String,
     server: SocketAddr,
     c2s: Option<C2s>,
 }
 
 impl Admin {
-    pub fn new(jid: String, server: SocketAddr) -> Admin {
+    pub fn new(jid: String, password: &str, server: SocketAddr) -> Admin {
         Admin {
             jid,
+            password: password.to_string(),
             server,
             c2s: None,
         }
@@ -428,9 +446,10 @@ impl Admin {
                 return Some(c.clone());
             }
         }
-        let (c, mut rx) = c2s::connect_as(&self.jid, "admin", self.server, crate::loopback(1))
-            .await
-            .ok()?;
+        let (c, mut rx) =
+            c2s::connect_as(&self.jid, &self.password, self.server, crate::loopback(1))
+                .await
+                .ok()?;
         // Nothing it is sent matters: drain it.
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         self.c2s = Some(c.clone());
@@ -509,14 +528,9 @@ impl Admin {
 
     /// Deletes a node as the server's admin.
     pub async fn delete_node(&mut self, pubsub_jid: &str, node: &str) -> Result<(), String> {
-        let payload = Element::builder("pubsub", ns::PUBSUB_OWNER)
-            .append(
-                Element::builder("delete", ns::PUBSUB_OWNER)
-                    .a("node", node)
-                    .build(),
-            )
-            .build();
-        self.iq(pubsub_jid, "set", payload).await.map(drop)
+        self.iq(pubsub_jid, "set", pubpresence::wire::pubsub::delete(node))
+            .await
+            .map(drop)
     }
 
     /// Hostile stanzas at the component: requests it must refuse, answers

@@ -5,10 +5,10 @@
 use super::check::{self, Table, Truth};
 use super::faults::{Fault, FaultKind, Plan};
 use super::parts::{self, lock, Admin, ComponentProc, WatchProc};
+use super::server::Server;
 use super::{Report, SoakArgs};
 use crate::process::Sig;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
-use crate::Prosody;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -65,16 +65,20 @@ async fn passed(counter: &watch::Sender<u64>, from: u64, limit: Duration) -> boo
 
 struct Soak {
     started: Instant,
-    prosody: Prosody,
+    server: Server,
     component: ComponentProc,
     watch: WatchProc,
     admin: Admin,
+    /// A whitelist member: reads active.
+    reader: Admin,
     http: reqwest::Client,
+    metrics: String,
     sse: Arc<Mutex<parts::SseState>>,
     sse_cut: watch::Sender<Duration>,
     truth: Arc<Mutex<Truth>>,
     signals: Signals,
-    users: Sim,
+    /// The users, one simulation per node.
+    users: Vec<Sim>,
     running: bool,
     burst: Option<Sim>,
     burst_opts: SimOptions,
@@ -109,7 +113,9 @@ impl Soak {
 
     fn churn(&mut self) {
         if !self.running {
-            let _ = self.users.control.send(SimControl::Run);
+            for u in &self.users {
+                let _ = u.control.send(SimControl::Run);
+            }
             self.running = true;
         }
     }
@@ -120,9 +126,12 @@ impl Soak {
             return true;
         }
         let from = *self.signals.held.borrow();
-        let _ = self.users.control.send(SimControl::Hold);
+        for u in &self.users {
+            let _ = u.control.send(SimControl::Hold);
+        }
         self.running = false;
-        passed(&self.signals.held, from, HOLD).await
+        // Each simulation says Held once all its connections are idle.
+        passed(&self.signals.held, from + self.users.len() as u64 - 1, HOLD).await
     }
 
     /// One comparison of every party: the differences (empty: agreed) and
@@ -137,12 +146,20 @@ impl Soak {
                 None,
             );
         }
-        let pubsub = self.prosody.pubsub_jid.clone();
-        let Some(active) = self.admin.active(&pubsub).await else {
+        let pubsub = self.server.pubsub_jid().to_string();
+        let Some(active) = self.reader.active(&pubsub).await else {
             return (vec!["active cannot be read".into()], None);
         };
         let truth = lock(&self.truth).table();
         let mut out = check::diff("truth", &truth, "active", &active);
+        // Tables can agree while a change is still being written (a session
+        // that came and went during a fault, its address still looked up):
+        // agreement also needs the component to have nothing in flight.
+        match parts::in_flight(&self.http, &self.metrics).await {
+            Some(0) => {}
+            Some(n) => out.push(format!("the component has {n} requests in flight")),
+            None => out.push("the component's metrics cannot be read".into()),
+        }
         let (reference, ref_seq) = {
             let r = lock(&self.watch.state);
             (r.table.clone(), r.last_seq)
@@ -168,7 +185,7 @@ impl Soak {
         if out.is_empty() {
             // Last, as it costs a command per user: the server's own
             // sessions are the users' (addresses included).
-            let domain = self.prosody.domain.clone();
+            let domain = self.server.domain().to_string();
             match self.admin.sessions(&domain, &self.bares).await {
                 None => out.push("the server's sessions cannot be read".into()),
                 Some(sessions) => {
@@ -284,6 +301,19 @@ impl Soak {
         self.last_check = Instant::now();
     }
 
+    /// SIGTERM to the component, which must exit 0.
+    async fn terminate(&mut self, context: &str) {
+        let status = self.component.terminate().await;
+        if !status.is_some_and(|s| s.success()) {
+            self.diverged(
+                context,
+                vec![format!(
+                    "the component did not exit cleanly on SIGTERM: {status:?}"
+                )],
+            );
+        }
+    }
+
     /// Injects the fault (the users churning all along) and returns when
     /// it ended.
     async fn inject(&mut self, f: &Fault) -> anyhow::Result<Instant> {
@@ -305,27 +335,31 @@ impl Soak {
                 self.component.signal(Sig::Cont);
             }
             FaultKind::Restart => {
-                let status = self.component.terminate().await;
-                if !status.is_some_and(|s| s.success()) {
-                    self.diverged(
-                        "restart",
-                        vec![format!(
-                            "the component did not exit cleanly on SIGTERM: {status:?}"
-                        )],
-                    );
-                }
+                self.terminate("restart").await;
                 tokio::time::sleep(f.hold).await;
                 self.component.start()?;
             }
             FaultKind::ServerRestart => {
-                let p = &mut self.prosody;
-                tokio::task::block_in_place(|| p.restart())?;
+                let server = &mut self.server;
+                tokio::task::block_in_place(|| server.restart())?;
+            }
+            FaultKind::NodeKill => {
+                let server = &mut self.server;
+                tokio::task::block_in_place(|| server.kill_last_node())?;
+                tokio::time::sleep(f.hold).await;
+                let server = &mut self.server;
+                tokio::task::block_in_place(|| server.start_last_node())?;
             }
             FaultKind::Cut => {
-                let port = self.prosody.component_port;
+                let ports: Vec<String> = self
+                    .server
+                    .component_ports()
+                    .iter()
+                    .map(|p| format!("dport = :{p}"))
+                    .collect();
                 let out = tokio::process::Command::new("ss")
                     .args(["-K", "-tn", "state", "established"])
-                    .arg(format!("( dport = :{port} )"))
+                    .arg(format!("( {} )", ports.join(" or ")))
                     .output()
                     .await;
                 match out {
@@ -358,7 +392,7 @@ impl Soak {
                 }
             },
             FaultKind::Hostile => {
-                let component = self.prosody.component_jid.clone();
+                let component = self.server.component_jid().to_string();
                 let reader = lock(&self.watch.jid).clone();
                 let sent = self.admin.hostile(&component, reader.as_deref()).await;
                 tracing::info!("{sent} hostile stanzas sent");
@@ -369,7 +403,7 @@ impl Soak {
                 } else {
                     parts::ACTIVE
                 };
-                let pubsub = self.prosody.pubsub_jid.clone();
+                let pubsub = self.server.pubsub_jid().to_string();
                 if let Err(e) = self.admin.delete_node(&pubsub, node).await {
                     tracing::warn!("deleting {node} failed: {e}");
                 }
@@ -409,37 +443,60 @@ impl Soak {
     }
 }
 
-/// Runs the soak on a throwaway Prosody.
+/// Runs the soak on a throwaway Prosody, or a two-node ejabberd cluster.
 pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
+    if let Some(k) = args
+        .faults
+        .iter()
+        .find(|k| !k.applies(args.ejabberd_cluster))
+    {
+        anyhow::bail!(
+            "--faults {}: not on {} (node-deleted is Prosody's, node-kill the cluster's)",
+            k.name(),
+            if args.ejabberd_cluster {
+                "the ejabberd cluster"
+            } else {
+                "Prosody"
+            }
+        );
+    }
     let bin = crate::product_binary()?;
     let users = args.users.max(1);
     let burst_users = (users / 2).max(4);
-    let mut names = vec!["dashboard".to_string()];
+    let mut names = vec!["dashboard".to_string(), "checker".to_string()];
     names.extend((1..=users).map(|i| format!("sim{i}")));
     names.extend((1..=burst_users).map(|i| format!("burst{i}")));
-    let prosody = crate::bench::prosody::start_prosody(names, false, false).await?;
-    let domain = prosody.domain.clone();
-    let dir = prosody.dir.path().to_path_buf();
+    let server = Server::start(args.ejabberd_cluster, names).await?;
+    let domain = server.domain().to_string();
+    let component_jid = server.component_jid().to_string();
+    let dir = server.dir().to_path_buf();
+    let addrs = server.c2s_addrs();
     // Not the admin: on Prosody a node's own affiliation wins over the
     // server admin's owner rights, so a member admin could not delete nodes.
-    let dashboard = format!("dashboard@{domain}");
+    let (dashboard, checker) = (format!("dashboard@{domain}"), format!("checker@{domain}"));
     // A user whose first login falls while the component is down asks it
     // for a subscription in vain (the server bounces it); the component
     // asks such users itself (README, "doctor": unseen-sessions). Without
     // it, a login burst during a kill -9 is never tracked.
     let component_toml = format!(
         "subscribe_unseen = true\n{}",
-        prosody.config_toml(&[dashboard.as_str()])
+        server.config_toml(&[dashboard.as_str(), checker.as_str()])
     );
+    // Its metrics say when every change it has seen is written
+    // (`pubpresence_requests_in_flight`): agreement needs that too.
+    let metrics_port = crate::free_ports(1)?[0];
     let config = dir.join("pubpresence.toml");
-    std::fs::write(&config, &component_toml)?;
+    std::fs::write(
+        &config,
+        format!("{component_toml}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    )?;
     let watch_config = dir.join("watch.toml");
     std::fs::write(
         &watch_config,
         format!(
             "{component_toml}\n[watch]\njid = \"dashboard@{domain}\"\npassword = \"dashboard\"\n\
              server = \"{}\"\nallow_plaintext = true\nhttp_token = \"{TOKEN}\"\n",
-            prosody.c2s_addr()
+            addrs[0]
         ),
     )?;
     let mut component = ComponentProc::new(bin.clone(), config, dir.join("component.log"));
@@ -458,23 +515,42 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
         held: watch::channel(0).0,
         ready: watch::channel(0).0,
     };
-    let server = prosody.c2s_addr().to_string();
-    let mut opts = SimOptions::numbered(
-        server.clone(),
-        domain.clone(),
-        prosody.component_jid.clone(),
-        "sim",
-        users,
-        2,
-    );
-    opts.rate = args.rate;
-    opts.seed = seed;
-    let first_burst_ip = sim::address(Ipv4Addr::new(127, 0, 0, 2), users * 2)
+    // The users, spread over the nodes (user i on node i mod n), each
+    // connection from its own address.
+    let all = sim::numbered_users("sim", users, 2);
+    let mut sims = Vec::new();
+    let mut next_ip = 0usize;
+    for (k, addr) in addrs.iter().enumerate() {
+        let mut opts = SimOptions::numbered(
+            addr.to_string(),
+            domain.clone(),
+            component_jid.clone(),
+            "sim",
+            0,
+            2,
+        );
+        opts.users = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % addrs.len() == k)
+            .map(|(_, u)| u.clone())
+            .collect();
+        if opts.users.is_empty() {
+            continue;
+        }
+        opts.rate = args.rate * opts.users.len() as f64 / users as f64;
+        opts.seed = seed.wrapping_add(k as u64);
+        opts.first_ip = sim::address(Ipv4Addr::new(127, 0, 0, 2), next_ip)
+            .ok_or_else(|| anyhow::anyhow!("too many users for 127.0.0.0/8"))?;
+        next_ip += opts.connections();
+        sims.push(opts);
+    }
+    let first_burst_ip = sim::address(Ipv4Addr::new(127, 0, 0, 2), next_ip)
         .ok_or_else(|| anyhow::anyhow!("too many users for 127.0.0.0/8"))?;
     let mut burst_opts = SimOptions::numbered(
-        server,
+        addrs[0].to_string(),
         domain.clone(),
-        prosody.component_jid.clone(),
+        component_jid.clone(),
         "burst",
         burst_users,
         1,
@@ -483,28 +559,41 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
     burst_opts.first_ip = first_burst_ip;
     burst_opts.login_concurrency = burst_users;
     burst_opts.seed = seed;
-    let connections = opts.connections();
+    let connections = next_ip;
     let ready_from = *signals.ready.borrow();
-    let users_sim = start_sim(opts, truth.clone(), signals.clone(), SimControl::Hold);
-    if !passed(&signals.ready, ready_from, Duration::from_secs(120)).await {
+    let n_sims = sims.len() as u64;
+    let users_sims: Vec<Sim> = sims
+        .into_iter()
+        .map(|o| start_sim(o, truth.clone(), signals.clone(), SimControl::Hold))
+        .collect();
+    if !passed(
+        &signals.ready,
+        ready_from + n_sims - 1,
+        Duration::from_secs(120),
+    )
+    .await
+    {
         anyhow::bail!("the simulated users did not all log in within 2 minutes");
     }
     let mut bares: Vec<String> = (1..=users).map(|i| format!("sim{i}@{domain}")).collect();
     bares.extend((1..=burst_users).map(|i| format!("burst{i}@{domain}")));
-    let label = prosody.label();
-    let admin = Admin::new(format!("admin@{domain}/soak"), prosody.c2s_addr());
+    let label = server.label();
+    let admin = Admin::new(format!("admin@{domain}/soak"), "admin", addrs[0]);
+    let reader = Admin::new(format!("{checker}/soak"), "checker", addrs[0]);
     let mut soak = Soak {
         started: Instant::now(),
-        prosody,
+        server,
         component,
         watch,
         admin,
+        reader,
         http,
+        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
         sse,
         sse_cut,
         truth,
         signals,
-        users: users_sim,
+        users: users_sims,
         running: true,
         burst: None,
         burst_opts,
@@ -534,7 +623,16 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
             soak.resync();
         }
     }
-    let mut plan = Plan::new(seed, &args.faults);
+    let cluster = args.ejabberd_cluster;
+    let kinds: Vec<FaultKind> = if args.faults.is_empty() {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| k.applies(cluster))
+            .collect()
+    } else {
+        args.faults.clone()
+    };
+    let mut plan = Plan::new(seed, &kinds);
     let end = Instant::now() + args.duration;
     let outcome = async {
         while Instant::now() < end {
@@ -564,35 +662,27 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
         }
     }
     // A clean stop at the end, too.
-    let _ = soak.users.control.send(SimControl::Stop);
-    let _ = (&mut soak.users.task).await;
+    for u in std::mem::take(&mut soak.users) {
+        let _ = u.control.send(SimControl::Stop);
+        let _ = u.task.await;
+    }
     if let Some(b) = soak.burst.take() {
         let _ = b.control.send(SimControl::Stop);
         let _ = b.task.await;
     }
-    let status = soak.component.terminate().await;
-    if !status.is_some_and(|s| s.success()) {
-        soak.diverged(
-            "end",
-            vec![format!(
-                "the component did not exit cleanly on SIGTERM: {status:?}"
-            )],
-        );
-    }
+    soak.terminate("end").await;
     let Soak {
-        mut prosody,
-        report,
-        ..
+        mut server, report, ..
     } = soak;
     if !report.divergences.is_empty() {
         // The logs of every part, for the divergences' story.
-        prosody.dir.keep();
+        let kept = server.keep();
         eprintln!(
-            "pubpresence soak: logs kept in {} (component.log, watch.log, prosody.log)",
-            prosody.dir.path().display()
+            "pubpresence soak: logs kept in {} (component.log, watch.log and the server's)",
+            kept.display()
         );
     }
-    let _ = tokio::task::spawn_blocking(move || drop(prosody)).await;
+    let _ = tokio::task::spawn_blocking(move || drop(server)).await;
     outcome?;
     Ok(report)
 }

@@ -63,6 +63,8 @@ pub(super) struct Session<'a> {
     pub(super) capacity: Option<usize>,
     pub(super) over_capacity: bool,
     pub(super) auditing: bool,
+    /// Tracker actions executing (`pubpresence_requests_in_flight`).
+    pub(super) in_flight: usize,
     /// When a reader's probe last had the nodes checked (`check_nodes_on_probe`).
     pub(super) node_check: Option<tokio::time::Instant>,
     pub(super) audit_when_online: bool,
@@ -90,6 +92,7 @@ impl<'a> Session<'a> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         cfg.telemetry.status(ServiceStatus::Init);
         cfg.telemetry.tracked(0);
+        cfg.telemetry.in_flight(0);
         let publisher = Publisher {
             conn: conn.clone(),
             service: cfg.pubsub.clone(),
@@ -108,6 +111,7 @@ impl<'a> Session<'a> {
                 capacity: None,
                 over_capacity: false,
                 auditing: false,
+                in_flight: 0,
                 node_check: None,
                 audit_when_online: false,
                 listing: publisher::Listing::default(),
@@ -348,9 +352,16 @@ impl Session<'_> {
         let _ = self.conn.send(el);
     }
 
+    /// One action of the tracker's came back.
+    fn answered(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.cfg.telemetry.in_flight(self.in_flight);
+    }
+
     fn handle_done(&mut self, done: Done) -> Option<Outcome> {
         match done {
             Done::Ip { fulljid, ip } => {
+                self.answered();
                 let acts = self.tracker.ip_learned(&fulljid, ip);
                 self.execute(acts);
             }
@@ -367,6 +378,7 @@ impl Session<'_> {
                 )));
             }
             Done::Written { fulljid, ok, .. } => {
+                self.answered();
                 let acts = self.tracker.done(&fulljid, ok);
                 self.execute(acts);
             }

@@ -15,6 +15,12 @@ impl Session<'_> {
     /// actions of one connection in flight.
     pub(super) fn execute(&mut self, actions: Vec<Action>) {
         self.cfg.telemetry.tracked(self.tracker.len());
+        // Each of these comes back as a `Done` (`Session::answered`).
+        self.in_flight += actions
+            .iter()
+            .filter(|a| !matches!(a, Action::ReconcileDone))
+            .count();
+        self.cfg.telemetry.in_flight(self.in_flight);
         for action in actions {
             if let Some(action) = self.dispatch.push(action) {
                 self.spawn_worker(action);
