@@ -224,6 +224,47 @@ async fn a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
     assert_eq!(after, before, "bob's since, rebuilt");
 }
 
+/// Active deleted while nobody changes: nothing the component writes finds
+/// it gone, so a reader that fetches active and finds nothing probes the
+/// component (docs/protocol.md, "Client procedure", step 5), which then
+/// checks its nodes and rebuilds active with every connection. The soak's
+/// 30-minute run found active missing for over 90 s without this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_deletion_is_found_when_a_reader_probes() {
+    let p = Prosody::start();
+    for u in ["watcher", "bob"] {
+        p.register(u, u);
+    }
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+    let bob = User::connect(&p, "bob", "r", loopback(122)).await;
+    bob.subscribe_to(&p.component_jid);
+    wait_active(&pp, &w, "bob on active", |a| a.contains_key(&bob.jid)).await;
+    let (admin, _rx) = common::admin_login(&p, "del").await;
+    admin
+        .iq(
+            iq_set(&p.pubsub_jid, pubpresence::wire::pubsub::delete(ACTIVE)),
+            T,
+        )
+        .await
+        .expect("delete active");
+    assert!(w.try_active().await.is_none(), "active is gone");
+    w.c2s
+        .send(presence(Some(&p.component_jid), Some("probe"), None))
+        .expect("probe");
+    wait_active(&pp, &w, "active rebuilt with bob", |a| {
+        a.contains_key(&bob.jid)
+    })
+    .await;
+    assert!(
+        pp.log_text()
+            .contains("node presence/active was deleted behind our back"),
+        "{}",
+        pp.log_text()
+    );
+}
+
 /// The configuration form of `node` as the server's admin reads it.
 async fn node_config(admin: &c2s::C2s, p: &Prosody, node: &str) -> BTreeMap<String, String> {
     let get = pubpresence::wire::pubsub::configure_get(node);

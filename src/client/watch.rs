@@ -320,6 +320,12 @@ async fn emit(
                 ),
                 Err(e) => {
                     tracing::warn!("fetching active failed: {e}");
+                    if matches!(&e, C2sError::Stanza { condition, .. } if condition == "item-not-found")
+                    {
+                        // Deleted behind the component's back: a probe has it
+                        // check its nodes (docs/protocol.md, "Component presence").
+                        let _ = c2s.send(probe(&target.component));
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     None
                 }

@@ -469,8 +469,10 @@ impl Admin {
         c.iq(iq, IQ_TIMEOUT).await.map_err(|e| e.to_string())
     }
 
-    /// The items of active (None: it cannot be read now).
-    pub async fn active(&mut self, pubsub_jid: &str) -> Option<Table> {
+    /// The items of active (None: it cannot be read now). Where active is
+    /// missing, it probes `component` as the reference client does (which
+    /// has the component check its nodes).
+    pub async fn active(&mut self, pubsub_jid: &str, component: &str) -> Option<Table> {
         let c = self.session().await?;
         let items = paging::all_items(ACTIVE, paging::PAGE, |ask| {
             let iq = Element::builder("iq", ns::CLIENT)
@@ -481,8 +483,21 @@ impl Admin {
             let c = c.clone();
             async move { c.iq(iq, IQ_TIMEOUT).await }
         })
-        .await
-        .ok()?;
+        .await;
+        let items = match items {
+            Ok(items) => items,
+            Err(e) => {
+                if matches!(&e, c2s::C2sError::Stanza { condition, .. } if condition == "item-not-found")
+                {
+                    let probe = Element::builder("presence", ns::CLIENT)
+                        .a("to", component)
+                        .a("type", "probe")
+                        .build();
+                    let _ = c.send(probe);
+                }
+                return None;
+            }
+        };
         let mut t = Table::new();
         for (id, payload) in items {
             let item = payload.as_ref().and_then(UserItem::from_element)?;

@@ -147,7 +147,8 @@ impl Soak {
             );
         }
         let pubsub = self.server.pubsub_jid().to_string();
-        let Some(active) = self.reader.active(&pubsub).await else {
+        let component = self.server.component_jid().to_string();
+        let Some(active) = self.reader.active(&pubsub, &component).await else {
             return (vec!["active cannot be read".into()], None);
         };
         let truth = lock(&self.truth).table();

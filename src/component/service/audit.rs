@@ -23,13 +23,20 @@ pub(super) const SESSION_CHECK: Duration = Duration::from_secs(5);
 /// How often a reader's probe may have the nodes checked.
 const NODE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// How often the nodes are checked while online with nobody asking: a node
+/// deleted while no presence changes is otherwise found only by the audit
+/// (5 minutes by default), and a reader fetching active meanwhile finds
+/// nothing. Three small requests.
+pub(super) const NODE_WATCH: Duration = Duration::from_secs(30);
+
 impl Session<'_> {
-    /// A probe is a reader's word that it follows (docs/protocol.md,
-    /// "Client procedure", steps 2-3): the nodes it needs must exist. A node
-    /// deleted behind our back is otherwise seen only at the next write or
-    /// audit, and a reader whose subscription went with it would wait that
-    /// long. Three requests, at most once per `NODE_CHECK_EVERY`.
-    pub(super) fn check_nodes_on_probe(&mut self) {
+    /// Checks that the nodes exist (and are configured right): on a
+    /// reader's probe, its word that it follows (docs/protocol.md, "Client
+    /// procedure", steps 2-3), and every `NODE_WATCH`. A node deleted behind
+    /// our back is otherwise seen only at the next write or audit, and a
+    /// reader whose subscription went with it would wait that long. Three
+    /// requests, at most once per `NODE_CHECK_EVERY`.
+    pub(super) fn check_nodes(&mut self) {
         let due = self
             .node_check
             .map_or(true, |t| t.elapsed() >= NODE_CHECK_EVERY);

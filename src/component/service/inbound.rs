@@ -249,7 +249,7 @@ impl Session<'_> {
         // A reader's own probe comes from its full JID; the probes a server
         // sends for its users' logins come from their bare JIDs.
         if el.attr("type") == Some("probe") && el.attr("from").is_some_and(|f| f.contains('/')) {
-            self.check_nodes_on_probe();
+            self.check_nodes();
         }
         if self.pending.is_some() {
             // The tracker's key: the JID as the jid crate writes it.

@@ -192,6 +192,11 @@ async fn drive(
     });
     let mut checks = tokio::time::interval(SESSION_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut node_watch = tokio::time::interval_at(
+        tokio::time::Instant::now() + super::audit::NODE_WATCH,
+        super::audit::NODE_WATCH,
+    );
+    node_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut trims = tokio::time::interval(Trim::TICK);
     trims.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Standby mode: a heartbeat that notices when this process was stalled
@@ -242,6 +247,7 @@ async fn drive(
             }
             _ = tick(&mut audits) => s.start_audit(),
             _ = checks.tick() => s.start_session_check(),
+            _ = node_watch.tick() => s.check_nodes(),
             _ = trims.tick() => {
                 if s.trim.tick() {
                     release_free_memory();
