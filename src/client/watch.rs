@@ -229,12 +229,20 @@ fn probe(component: &str) -> Element {
         .build()
 }
 
+/// Whether a stanza comes from the pubsub service (a domain JID: compared
+/// without regard to case, as the server may write it otherwise than the
+/// config does).
+fn from_service(target: &Target, el: &Element) -> bool {
+    el.attr("from")
+        .is_some_and(|f| f.eq_ignore_ascii_case(&target.pubsub))
+}
+
 /// The node we follow (status or live) that a notification says was deleted.
 fn deleted(target: &Target, el: &Element) -> Option<String> {
     if el.name() != "message" {
         return None;
     }
-    let from_service = el.attr("from") == Some(target.pubsub.as_str());
+    let from_service = from_service(target, el);
     pubsub::parse_event(el).into_iter().find_map(|ev| match ev {
         pubsub::Event::Delete { node }
             if from_service && (node == target.nodes.status || node == target.nodes.live) =>
@@ -249,7 +257,7 @@ fn handle(f: &mut Follower, target: &Target, el: &Element) -> Step {
     match el.name() {
         // Only the pubsub service speaks for the nodes: anyone else on the
         // server can send us a message that looks like a notification.
-        "message" if el.attr("from") != Some(target.pubsub.as_str()) => Step::default(),
+        "message" if !from_service(target, el) => Step::default(),
         "message" => {
             let mut step = Step::default();
             for ev in pubsub::parse_event(el) {
@@ -632,11 +640,21 @@ mod tests {
             handle(&mut f, &t, &item("eve@example.org/x")),
             Step::default()
         );
-        let step = handle(&mut f, &t, &item("pubsub.example.org"));
-        assert!(
-            matches!(&step.events[..], [WatchEvent::Set(u)] if u.fulljid == "forged@example.org/x"),
-            "{step:?}"
+        assert_eq!(
+            handle(&mut f, &t, &item("pubsub.example.org.evil")),
+            Step::default()
         );
+        for from in ["pubsub.example.org", "PubSub.Example.org"] {
+            // (A domain's case does not matter.)
+            let mut f = Follower::new();
+            f.status(ServiceStatus::Online);
+            f.active_fetched(vec![]);
+            let step = handle(&mut f, &t, &item(from));
+            assert!(
+                matches!(&step.events[..], [WatchEvent::Set(u)] if u.fulljid == "forged@example.org/x"),
+                "{from}: {step:?}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ const NODE_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How often the nodes are checked while online with nobody asking: a node
 /// deleted while no presence changes is otherwise found only by the audit
 /// (5 minutes by default), and a reader fetching active meanwhile finds
-/// nothing. Three small requests.
+/// nothing. Six small requests (configuration and members of each node).
 pub(super) const NODE_WATCH: Duration = Duration::from_secs(30);
 
 impl Session<'_> {
@@ -34,8 +34,8 @@ impl Session<'_> {
     /// reader's probe, its word that it follows (docs/protocol.md, "Client
     /// procedure", steps 2-3), and every `NODE_WATCH`. A node deleted behind
     /// our back is otherwise seen only at the next write or audit, and a
-    /// reader whose subscription went with it would wait that long. Three
-    /// requests, at most once per `NODE_CHECK_EVERY`.
+    /// reader whose subscription went with it would wait that long. Six
+    /// small requests, at most once per `NODE_CHECK_EVERY`.
     pub(super) fn check_nodes(&mut self) {
         let due = self
             .node_check
