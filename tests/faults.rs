@@ -7,8 +7,8 @@ mod common;
 use common::pp::*;
 use common::{loopback, Prosody};
 use pubpresence::minidom::Element;
+use pubpresence::wire::ns;
 use pubpresence::wire::status::ServiceStatus;
-use pubpresence::wire::{ns, Attr};
 use pubpresence::xmpp::c2s::{self, C2sError};
 use pubpresence_lab::process::Sig;
 use std::collections::BTreeMap;
@@ -39,6 +39,18 @@ async fn wait_active(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes `node` behind the component's back, as the server's admin.
+async fn delete_as_admin(p: &Prosody, node: &str) {
+    let (admin, _rx) = common::admin_login(p, "del").await;
+    admin
+        .iq(
+            iq_set(&p.pubsub_jid, pubpresence::wire::pubsub::delete(node)),
+            T,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the admin deletes {node}: {e}"));
 }
 
 #[test]
@@ -143,18 +155,7 @@ async fn node_deleted_behind_its_back_is_recreated() {
     })
     .await;
 
-    let (admin, _rx) = common::admin_login(&p, "del").await;
-    let delete = Element::builder("pubsub", ns::PUBSUB_OWNER)
-        .append(
-            Element::builder("delete", ns::PUBSUB_OWNER)
-                .a("node", ACTIVE)
-                .build(),
-        )
-        .build();
-    admin
-        .iq(iq_set(&p.pubsub_jid, delete), T)
-        .await
-        .expect("delete active");
+    delete_as_admin(&p, ACTIVE).await;
     bob.show(Some("away"));
     wait_active(&pp, &w, "bob back on a recreated active", |a| {
         a.get(&bob.jid).map(st) == Some("away")
@@ -201,14 +202,7 @@ async fn a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
     .await;
     let before = w.active().await[&bob.jid].since;
 
-    let (admin, _rx) = common::admin_login(&p, "del").await;
-    admin
-        .iq(
-            iq_set(&p.pubsub_jid, pubpresence::wire::pubsub::delete(ACTIVE)),
-            T,
-        )
-        .await
-        .expect("delete active");
+    delete_as_admin(&p, ACTIVE).await;
     // The component's next write finds active gone and starts over.
     alice.show(Some("dnd"));
     wait_active(&pp, &w, "active rebuilt with both", |a| {
@@ -241,14 +235,7 @@ async fn a_quiet_deletion_is_found_when_a_reader_probes() {
     let bob = User::connect(&p, "bob", "r", loopback(122)).await;
     bob.subscribe_to(&p.component_jid);
     wait_active(&pp, &w, "bob on active", |a| a.contains_key(&bob.jid)).await;
-    let (admin, _rx) = common::admin_login(&p, "del").await;
-    admin
-        .iq(
-            iq_set(&p.pubsub_jid, pubpresence::wire::pubsub::delete(ACTIVE)),
-            T,
-        )
-        .await
-        .expect("delete active");
+    delete_as_admin(&p, ACTIVE).await;
     assert!(w.try_active().await.is_none(), "active is gone");
     w.c2s
         .send(presence(Some(&p.component_jid), Some("probe"), None))
