@@ -351,9 +351,15 @@ async fn twenty_flapping_connections_settle_exactly(p: Server) {
     w.clear();
 
     // 200 changes in all, 10 per connection, every connection at once and as
-    // fast as it can: status changes, disconnects and reconnects.
+    // fast as it can: status changes, disconnects and reconnects. A
+    // reconnect waits until the departure is on live: otherwise the server
+    // may deliver the ended session's unavailable after the new session's
+    // first presence (ejabberd does, under load), and no component can tell
+    // the two sessions apart (docs/protocol.md, "What the component
+    // publishes, and when"; `a_departure_the_server_contradicts_is_undone`).
     let mut tasks = Vec::new();
     for (n, u) in conns.into_iter().enumerate() {
+        let mut follow = w.follower();
         let addr = p.c2s_addr();
         let domain = p.domain().to_string();
         let component = p.component_jid().to_string();
@@ -383,6 +389,17 @@ async fn twenty_flapping_connections_settle_exactly(p: Server) {
                 }
                 if next == "offline" {
                     u.close().await;
+                    let gone = expected.iter().filter(|s| **s == "offline").count() + 1;
+                    let j = jid.clone();
+                    follow
+                        .wait_until(&format!("{jid} offline on live"), T, move |s| {
+                            statuses_of(&s.live, &j)
+                                .iter()
+                                .filter(|s| **s == "offline")
+                                .count()
+                                >= gone
+                        })
+                        .await;
                 } else {
                     u.show(if next == "online" { None } else { Some(next) });
                     conn = Some(u);
@@ -459,6 +476,42 @@ async fn twenty_flapping_connections_settle_exactly(p: Server) {
         }
     }
     drop(users);
+}
+
+/// An unavailable for a full JID whose session is still connected: what
+/// ejabberd delivers when a session ended just before its successor with the
+/// same resource started, but the ended one's unavailable comes after the
+/// new one's first presence. Here the user sends it directly (a directed
+/// unavailable to the component), which the component cannot tell from that
+/// case either. It applies the departure, then probes the user; the session
+/// answers and is published again, with its status and address.
+async fn a_departure_the_server_contradicts_is_undone(p: Server) {
+    let (_pp, mut w) = start(&p).await;
+    let u = subscribed_user(&p, &mut w, "dora", "phone", 5).await;
+    let jid = u.jid.clone();
+    w.clear();
+    u.show(Some("away"));
+    u.c2s
+        .send(presence(Some(p.component_jid()), Some("unavailable"), None))
+        .expect("directed unavailable");
+    let j = jid.clone();
+    w.wait_until("away, offline, away on live", T, |s| {
+        statuses_of(&s.live, &j).len() >= 3
+    })
+    .await;
+    let seen = w.seen();
+    assert_eq!(
+        statuses_of(&seen.live, &jid),
+        vec!["away", "offline", "away"]
+    );
+    assert_eq!(seen.active_retracts, vec![jid.clone()]);
+    let active = w.active().await;
+    let item = active.get(&jid).expect("back on active");
+    assert_eq!(
+        (item.name.as_str(), st(item), item.ip.as_str()),
+        ("dora@localhost", "away", "127.0.0.5")
+    );
+    drop(u);
 }
 
 /// A tiny deterministic generator: the test must be reproducible, and a
@@ -619,4 +672,14 @@ async fn server_restart_reconnects_and_reconciles_on_prosody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_reconnects_and_reconciles_on_ejabberd() {
     server_restart_reconnects_and_reconciles(Server::ejabberd()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departure_the_server_contradicts_is_undone_on_prosody() {
+    a_departure_the_server_contradicts_is_undone(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departure_the_server_contradicts_is_undone_on_ejabberd() {
+    a_departure_the_server_contradicts_is_undone(Server::ejabberd()).await;
 }

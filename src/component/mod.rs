@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod privileges;
 pub mod publisher;
+pub mod replaced;
 pub mod service;
 pub mod small;
 pub mod standby;

@@ -138,6 +138,48 @@ pub struct Seen {
     pub purges: usize,
 }
 
+/// What a `Watcher` sees, from another task.
+pub struct Follower {
+    seen: Arc<Mutex<Seen>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Follower {
+    /// See `Watcher::wait_until`.
+    pub async fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Seen) -> bool,
+    ) {
+        wait_seen(&self.seen, &mut self.changed, what, timeout, cond).await;
+    }
+}
+
+async fn wait_seen(
+    seen: &Mutex<Seen>,
+    changed: &mut watch::Receiver<u64>,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&Seen) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond(&seen.lock().unwrap()) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            panic!(
+                "timed out waiting for {what}; seen: {:#?}",
+                seen.lock().unwrap()
+            );
+        }
+    }
+}
+
 /// A member account subscribed to the nodes, recording every notification.
 pub struct Watcher {
     pub c2s: C2s,
@@ -261,17 +303,14 @@ impl Watcher {
         timeout: Duration,
         cond: impl Fn(&Seen) -> bool,
     ) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if cond(&self.seen.lock().unwrap()) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, self.changed.changed())
-                .await
-                .is_err()
-            {
-                panic!("timed out waiting for {what}; seen: {:#?}", self.seen());
-            }
+        wait_seen(&self.seen, &mut self.changed, what, timeout, cond).await;
+    }
+
+    /// A handle on what this watcher sees, for spawned tasks to wait on.
+    pub fn follower(&self) -> Follower {
+        Follower {
+            seen: self.seen.clone(),
+            changed: self.changed.clone(),
         }
     }
 

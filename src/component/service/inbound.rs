@@ -296,10 +296,25 @@ impl Session<'_> {
             Some(stamp) if available && !self.tracker.is_running() => stamp,
             _ => time::now(),
         };
+        // One line per tracked presence at debug level: what the server
+        // delivered, in the order it did (see docs/protocol.md, "Ordering").
+        tracing::debug!(from = %t.full, change = ?t.change, "presence");
         let acts = self.tracker.presence(&t.full, &t.bare, t.change, at);
         self.execute(acts);
         if available {
             self.check_capacity();
+        }
+        if self.tracker.is_running() {
+            let now = std::time::Instant::now();
+            if available {
+                self.recent.available(&t.full, now);
+            } else if self.recent.unavailable(&t.full, now) {
+                // Perhaps an ended session's, delivered after its
+                // successor's first presence: if that one is connected, its
+                // answer brings it back (see `replaced`).
+                tracing::debug!(fulljid = %t.full, "departure right after a presence: probing the user");
+                self.send(presence::build(&self.cfg.jid, &t.bare, Some("probe"), None));
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use crate::component::dispatch::Dispatch;
 use crate::component::ips::IpLookup;
 use crate::component::metrics::Node;
 use crate::component::publisher::{self, Publisher};
+use crate::component::replaced::Recent;
 use crate::component::small::JidStr;
 use crate::component::tracker::{Memory, Tracker};
 use crate::component::trim::{release_free_memory, Trim};
@@ -58,6 +59,9 @@ pub(super) struct Session<'a> {
     /// Users who receive our presence (they have us in their roster).
     /// Inline strings: kept for the session's life (see `small`).
     pub(super) contacts: HashSet<JidStr>,
+    /// Recent availables, to probe after a departure that may be an
+    /// earlier session's (see `replaced`).
+    pub(super) recent: Recent,
     pub(super) done_tx: mpsc::UnboundedSender<Done>,
     /// How many items active can hold, if the server says.
     pub(super) capacity: Option<usize>,
@@ -107,6 +111,7 @@ impl<'a> Session<'a> {
                 tracker: Tracker::new(),
                 status: ServiceStatus::Init,
                 contacts: HashSet::new(),
+                recent: Recent::default(),
                 done_tx,
                 capacity: None,
                 over_capacity: false,
