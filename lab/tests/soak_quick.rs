@@ -19,6 +19,7 @@ async fn two_minutes_of_random_faults_and_nothing_diverges() {
         faults: Vec::new(),
         json: false,
         ejabberd_cluster: false,
+        standby: false,
     };
     let r = soak::run(&args, 1).await.expect("the soak runs");
     let table = r.table();
@@ -40,4 +41,45 @@ async fn two_minutes_of_random_faults_and_nothing_diverges() {
     assert!(r.checks > 50 && r.live_events > 50, "{table}");
     assert!(r.sse_resumed >= 8 && r.sse_reset == 0, "{table}");
     assert!(r.component_rss[0] > 0 && r.watch_rss[1] > 0, "{table}");
+}
+
+/// The same with two instances (`[standby]`): the faults meant for the
+/// component hit the active instance; the other takes over, or the struck
+/// one comes back, and the checker must still find nothing. Exactly one
+/// instance is active at every agreement (a check of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_of_faults_with_a_standby_and_nothing_diverges() {
+    let kinds = vec![
+        FaultKind::Kill9,
+        FaultKind::Freeze,
+        FaultKind::Restart,
+        FaultKind::Cut,
+    ];
+    let args = SoakArgs {
+        duration: Duration::from_secs(60),
+        seed: Some(2),
+        users: 10,
+        rate: 10.0,
+        faults: kinds.clone(),
+        json: false,
+        ejabberd_cluster: false,
+        standby: true,
+    };
+    let r = soak::run(&args, 2).await.expect("the soak runs");
+    let table = r.table();
+    eprintln!("{table}");
+    assert!(
+        r.divergences.is_empty(),
+        "{table}\nhistory: {:#?}",
+        r.history
+    );
+    assert_eq!(r.instances, 2, "{table}");
+    for k in kinds {
+        assert!(
+            r.converge.contains_key(k.name()),
+            "no agreed {}: {table}",
+            k.name()
+        );
+    }
+    assert!(r.takeovers >= 1, "the standby never took over: {table}");
 }

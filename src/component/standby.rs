@@ -323,6 +323,37 @@ async fn ping(conn: &C2s, component: &str, timeout: Duration) -> Ping {
     }
 }
 
+/// While two instances were connected as the component (ejabberd accepts
+/// both; a frozen instance keeps its connection), the server spread the
+/// stanzas meant for the component over both connections: the presences
+/// that reached the one that now leaves are lost, and no audit can see a
+/// status it missed. So the leaving instance asks the active one, by a
+/// probe from the standby account, to probe every user again (docs/protocol.md,
+/// "Standby and takeover"). Sent once this instance's connection is gone
+/// from the server's routes, which its close starts: hence the pause.
+/// Prosody never accepts the second connection (`Conflict`): nothing to ask.
+fn ask_for_resync(conn: &Option<C2s>, component: &str, me: &str) {
+    let Some(c) = conn.clone() else {
+        tracing::warn!(instance = %me, "standby: no standby connection to ask the active instance to probe every user again; its next audit repairs what it can");
+        return;
+    };
+    let probe = Element::builder("presence", ns::CLIENT)
+        .a("to", component.to_string())
+        .a("type", "probe")
+        .build();
+    let me = me.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(RESYNC_PAUSE).await;
+        tracing::info!(instance = %me, "standby: asking the active instance to probe every user again (presences may have reached this instance's connection)");
+        if let Err(e) = c.send(probe) {
+            tracing::warn!(instance = %me, "standby: asking for a new probe of every user: {e}");
+        }
+    });
+}
+
+/// See `ask_for_resync`.
+const RESYNC_PAUSE: Duration = Duration::from_millis(500);
+
 const PING_EVERY: Duration = Duration::from_millis(500);
 /// Between pings while a cleanly stopped instance's connection goes.
 const LEAVE_PING_EVERY: Duration = Duration::from_millis(20);
@@ -403,11 +434,14 @@ where
             match end {
                 Err(e) => break Err(e),
                 Ok(LoopEnd::Shutdown) => break Ok(()),
-                Ok(LoopEnd::SteppedDown) | Ok(LoopEnd::Conflict) | Ok(LoopEnd::Lost) => {
+                Ok(end @ (LoopEnd::SteppedDown | LoopEnd::Conflict | LoopEnd::Lost)) => {
                     tracing::info!(instance = %me, "standby: another instance is active");
                     machine.lost_the_race(Instant::now());
                     cfg.telemetry.role(RoleValue::Standby);
                     said_waiting = None;
+                    if end != LoopEnd::Conflict {
+                        ask_for_resync(&conn, &cfg.jid, &me);
+                    }
                 }
             }
             continue;

@@ -8,6 +8,7 @@
 //! parts it drives are in `parts`, the loop in `run`.
 
 pub mod check;
+mod component;
 pub mod faults;
 mod parts;
 mod run;
@@ -45,6 +46,10 @@ pub struct SoakArgs {
     /// nodes, the component connected to each).
     #[arg(long)]
     pub ejabberd_cluster: bool,
+    /// Two instances of the component with `[standby]`: the faults meant
+    /// for the component hit the active one, and the other must take over.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// What one soak found.
@@ -54,6 +59,10 @@ pub struct Report {
     pub server: String,
     pub seconds: f64,
     pub connections: usize,
+    /// Instances of the component (2 with `--standby`).
+    pub instances: usize,
+    /// With `--standby`: how often the other instance was found active.
+    pub takeovers: usize,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, usize>,
     /// Comparisons made (each table against another, each quiet stretch's
@@ -82,8 +91,16 @@ pub struct Report {
 impl Report {
     pub fn table(&self) -> String {
         let mut s = format!(
-            "pubpresence soak: {} for {:.0} s, seed {}, {} connections\n",
-            self.server, self.seconds, self.seed, self.connections
+            "pubpresence soak: {} for {:.0} s, seed {}, {} connections{}\n",
+            self.server,
+            self.seconds,
+            self.seed,
+            self.connections,
+            if self.instances > 1 {
+                ", two instances (standby)"
+            } else {
+                ""
+            }
         );
         let total: usize = self.faults.values().sum();
         s += &format!("  faults injected: {total}\n");
@@ -110,6 +127,9 @@ impl Report {
         let [c0, c1, c2] = self.component_rss;
         let [w0, w1, w2] = self.watch_rss;
         s += &format!("  memory (RSS KiB, first check / end / max): component {c0} / {c1} / {c2}, watch {w0} / {w1} / {w2}\n");
+        if self.instances > 1 {
+            s += &format!("  the active instance changed {} times\n", self.takeovers);
+        }
         s += &format!("  divergences: {}\n", self.divergences.len());
         for d in &self.divergences {
             s += &format!("    {d}\n");

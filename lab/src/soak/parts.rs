@@ -1,11 +1,10 @@
-//! The soak's moving parts: the component as a child process (to kill,
-//! freeze and restart), `pubpresence watch --json --http` as a child process
+//! The soak's moving parts (the component's instances are in `component`):
+//! `pubpresence watch --json --http` as a child process
 //! (the reference client and the web feed), a consumer of the feed's
 //! `/events` that is cut and resumes, and the admin session the checker reads
 //! the truth and active with.
 
 use super::check::{self, Row, Seen, Table};
-use crate::process::{self, Sig};
 use pubpresence::minidom::Element;
 use pubpresence::wire::ns;
 use pubpresence::wire::user::UserItem;
@@ -13,8 +12,8 @@ use pubpresence::wire::Attr;
 use pubpresence::xmpp::c2s::{self, C2s};
 use pubpresence::xmpp::paging;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -28,91 +27,8 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> anyhow::Error + '_ {
+pub(super) fn io(what: &str) -> impl Fn(std::io::Error) -> anyhow::Error + '_ {
     move |e| anyhow::anyhow!("{what}: {e}")
-}
-
-/// `pubpresence run` as a child process, its log appended to one file
-/// across restarts.
-pub struct ComponentProc {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl ComponentProc {
-    pub fn new(bin: PathBuf, config: PathBuf, log: PathBuf) -> ComponentProc {
-        ComponentProc {
-            bin,
-            config,
-            log,
-            child: None,
-        }
-    }
-
-    pub fn start(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(io("component log"))?;
-        let child = Command::new(&self.bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("PUBPRESENCE_SECRET")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("component log"))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io("starting pubpresence run"))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    pub fn signal(&self, sig: Sig) {
-        if let Some(pid) = self.pid() {
-            process::signal(pid, sig);
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            process::kill(&mut c);
-        }
-    }
-
-    /// SIGTERM and wait (SIGKILL after 15 s); the exit status, if it exited.
-    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        process::stop_async(&mut c, Duration::from_secs(15))
-            .await
-            .status()
-    }
-
-    /// The process ended by itself.
-    pub fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-    }
-
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for ComponentProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// What the reference client (`watch --json`) said: its table, its live
@@ -292,8 +208,13 @@ pub async fn get_state(http: &reqwest::Client, base: &str, token: &str) -> Optio
     })
 }
 
-/// `pubpresence_requests_in_flight` from the component's metrics.
+/// `pubpresence_requests_in_flight` from the component's metrics at `url`.
 pub async fn in_flight(http: &reqwest::Client, url: &str) -> Option<u64> {
+    gauge(http, url, "pubpresence_requests_in_flight").await
+}
+
+/// One unlabelled sample from the component's metrics at `url`.
+pub async fn gauge(http: &reqwest::Client, url: &str, name: &str) -> Option<u64> {
     let r = http
         .get(url)
         .timeout(Duration::from_secs(5))
@@ -302,7 +223,7 @@ pub async fn in_flight(http: &reqwest::Client, url: &str) -> Option<u64> {
         .ok()?;
     let text = r.text().await.ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("pubpresence_requests_in_flight "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 

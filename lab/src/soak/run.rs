@@ -2,12 +2,17 @@
 //! fault while they churn, hold them still and check again, timing how long
 //! the parties took to agree.
 
+mod inject;
+mod setup;
+
+pub use setup::run;
+
 use super::check::{self, Table, Truth};
-use super::faults::{Fault, FaultKind, Plan};
-use super::parts::{self, lock, Admin, ComponentProc, WatchProc};
+use super::component::{ComponentProc, Instance, Instances};
+use super::faults::{FaultKind, Plan};
+use super::parts::{self, lock, Admin, WatchProc};
 use super::server::Server;
 use super::{Report, SoakArgs};
-use crate::process::Sig;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -66,13 +71,12 @@ async fn passed(counter: &watch::Sender<u64>, from: u64, limit: Duration) -> boo
 struct Soak {
     started: Instant,
     server: Server,
-    component: ComponentProc,
+    component: Instances,
     watch: WatchProc,
     admin: Admin,
     /// A whitelist member: reads active.
     reader: Admin,
     http: reqwest::Client,
-    metrics: String,
     sse: Arc<Mutex<parts::SseState>>,
     sse_cut: watch::Sender<Duration>,
     truth: Arc<Mutex<Truth>>,
@@ -137,15 +141,6 @@ impl Soak {
     /// One comparison of every party: the differences (empty: agreed) and
     /// active as read.
     async fn compare(&mut self) -> (Vec<String>, Option<Table>) {
-        if self.component.exited() {
-            return (
-                vec![format!(
-                    "the component exited by itself; its log ends:\n{}",
-                    self.component.log_tail(20)
-                )],
-                None,
-            );
-        }
         let pubsub = self.server.pubsub_jid().to_string();
         let component = self.server.component_jid().to_string();
         let Some(active) = self.reader.active(&pubsub, &component).await else {
@@ -156,11 +151,8 @@ impl Soak {
         // Tables can agree while a change is still being written (a session
         // that came and went during a fault, its address still looked up):
         // agreement also needs the component to have nothing in flight.
-        match parts::in_flight(&self.http, &self.metrics).await {
-            Some(0) => {}
-            Some(n) => out.push(format!("the component has {n} requests in flight")),
-            None => out.push("the component's metrics cannot be read".into()),
-        }
+        // (With a standby: exactly one instance active, too.)
+        out.extend(self.component.disagreement(&self.http).await);
         let (reference, ref_seq) = {
             let r = lock(&self.watch.state);
             (r.table.clone(), r.last_seq)
@@ -226,7 +218,8 @@ impl Soak {
 
     fn sample_memory(&mut self, first: bool) {
         let at = |pid: Option<u32>| pid.and_then(crate::bench::rss_kib).unwrap_or(0);
-        let (c, w) = (at(self.component.pid()), at(self.watch.pid()));
+        let c = at(self.component.list[self.component.current].proc.pid());
+        let w = at(self.watch.pid());
         for (slot, v) in [
             (&mut self.report.component_rss, c),
             (&mut self.report.watch_rss, w),
@@ -302,117 +295,19 @@ impl Soak {
         self.last_check = Instant::now();
     }
 
-    /// SIGTERM to the component, which must exit 0.
-    async fn terminate(&mut self, context: &str) {
-        let status = self.component.terminate().await;
+    /// SIGTERM to instance `k` of the component, which must exit 0.
+    async fn terminate(&mut self, k: usize, context: &str) {
+        let i = &mut self.component.list[k];
+        let status = i.proc.terminate().await;
         if !status.is_some_and(|s| s.success()) {
+            let name = i.name.clone();
             self.diverged(
                 context,
                 vec![format!(
-                    "the component did not exit cleanly on SIGTERM: {status:?}"
+                    "instance {name} did not exit cleanly on SIGTERM: {status:?}"
                 )],
             );
         }
-    }
-
-    /// Injects the fault (the users churning all along) and returns when
-    /// it ended.
-    async fn inject(&mut self, f: &Fault) -> anyhow::Result<Instant> {
-        let t = self.t();
-        self.report.history.push((t, f.to_string()));
-        *self.report.faults.entry(f.kind.name().into()).or_default() += 1;
-        tracing::info!("{t:.1} s: {f}");
-        let _ = self.sse_cut.send(f.consumer_away);
-        self.churn();
-        match f.kind {
-            FaultKind::Kill9 => {
-                self.component.kill9();
-                tokio::time::sleep(f.hold).await;
-                self.component.start()?;
-            }
-            FaultKind::Freeze => {
-                self.component.signal(Sig::Stop);
-                tokio::time::sleep(f.hold).await;
-                self.component.signal(Sig::Cont);
-            }
-            FaultKind::Restart => {
-                self.terminate("restart").await;
-                tokio::time::sleep(f.hold).await;
-                self.component.start()?;
-            }
-            FaultKind::ServerRestart => {
-                let server = &mut self.server;
-                tokio::task::block_in_place(|| server.restart())?;
-            }
-            FaultKind::NodeKill => {
-                let server = &mut self.server;
-                tokio::task::block_in_place(|| server.kill_last_node())?;
-                tokio::time::sleep(f.hold).await;
-                let server = &mut self.server;
-                tokio::task::block_in_place(|| server.start_last_node())?;
-            }
-            FaultKind::Cut => {
-                let ports: Vec<String> = self
-                    .server
-                    .component_ports()
-                    .iter()
-                    .map(|p| format!("dport = :{p}"))
-                    .collect();
-                let out = tokio::process::Command::new("ss")
-                    .args(["-K", "-tn", "state", "established"])
-                    .arg(format!("( {} )", ports.join(" or ")))
-                    .output()
-                    .await;
-                match out {
-                    Ok(o) if o.status.success() => {}
-                    Ok(o) => anyhow::bail!(
-                        "ss -K failed ({}): cutting a connection needs root and a kernel with CONFIG_INET_DIAG_DESTROY",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => anyhow::bail!("ss (iproute2) cannot run: {e}"),
-                }
-            }
-            FaultKind::LoginBurst => match self.burst.take() {
-                Some(b) => {
-                    let _ = b.control.send(SimControl::Stop);
-                    let _ = b.task.await;
-                    lock(&self.truth).drop_prefix("burst");
-                }
-                None => {
-                    let from = *self.signals.ready.borrow();
-                    let b = start_sim(
-                        self.burst_opts.clone(),
-                        self.truth.clone(),
-                        self.signals.clone(),
-                        SimControl::Run,
-                    );
-                    self.burst = Some(b);
-                    if !passed(&self.signals.ready, from, Duration::from_secs(60)).await {
-                        self.diverged("login-burst", vec!["the burst did not log in".into()]);
-                    }
-                }
-            },
-            FaultKind::Hostile => {
-                let component = self.server.component_jid().to_string();
-                let reader = lock(&self.watch.jid).clone();
-                let sent = self.admin.hostile(&component, reader.as_deref()).await;
-                tracing::info!("{sent} hostile stanzas sent");
-            }
-            FaultKind::NodeDeleted => {
-                let node = if f.live_node {
-                    parts::LIVE
-                } else {
-                    parts::ACTIVE
-                };
-                let pubsub = self.server.pubsub_jid().to_string();
-                if let Err(e) = self.admin.delete_node(&pubsub, node).await {
-                    tracing::warn!("deleting {node} failed: {e}");
-                }
-            }
-        }
-        let ended = Instant::now();
-        tokio::time::sleep(f.churn_after).await;
-        Ok(ended)
     }
 
     async fn fault(&mut self, plan: &mut Plan) -> anyhow::Result<()> {
@@ -442,248 +337,4 @@ impl Soak {
         }
         Ok(())
     }
-}
-
-/// Runs the soak on a throwaway Prosody, or a two-node ejabberd cluster.
-pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
-    if let Some(k) = args
-        .faults
-        .iter()
-        .find(|k| !k.applies(args.ejabberd_cluster))
-    {
-        anyhow::bail!(
-            "--faults {}: not on {} (node-deleted is Prosody's, node-kill the cluster's)",
-            k.name(),
-            if args.ejabberd_cluster {
-                "the ejabberd cluster"
-            } else {
-                "Prosody"
-            }
-        );
-    }
-    let bin = crate::product_binary()?;
-    let users = args.users.max(1);
-    let burst_users = (users / 2).max(4);
-    let mut names = vec!["dashboard".to_string(), "checker".to_string()];
-    names.extend((1..=users).map(|i| format!("sim{i}")));
-    names.extend((1..=burst_users).map(|i| format!("burst{i}")));
-    let server = Server::start(args.ejabberd_cluster, names).await?;
-    let domain = server.domain().to_string();
-    let component_jid = server.component_jid().to_string();
-    let dir = server.dir().to_path_buf();
-    let addrs = server.c2s_addrs();
-    // Not the admin: on Prosody a node's own affiliation wins over the
-    // server admin's owner rights, so a member admin could not delete nodes.
-    let (dashboard, checker) = (format!("dashboard@{domain}"), format!("checker@{domain}"));
-    // A user whose first login falls while the component is down asks it
-    // for a subscription in vain (the server bounces it); the component
-    // asks such users itself (README, "doctor": unseen-sessions). Without
-    // it, a login burst during a kill -9 is never tracked.
-    let component_toml = format!(
-        "subscribe_unseen = true\n{}",
-        server.config_toml(&[dashboard.as_str(), checker.as_str()])
-    );
-    // Its metrics say when every change it has seen is written
-    // (`pubpresence_requests_in_flight`): agreement needs that too.
-    let metrics_port = crate::free_ports(1)?[0];
-    let config = dir.join("pubpresence.toml");
-    std::fs::write(
-        &config,
-        format!("{component_toml}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
-    )?;
-    let watch_config = dir.join("watch.toml");
-    std::fs::write(
-        &watch_config,
-        format!(
-            "{component_toml}\n[watch]\njid = \"dashboard@{domain}\"\npassword = \"dashboard\"\n\
-             server = \"{}\"\nallow_plaintext = true\nhttp_token = \"{TOKEN}\"\n",
-            addrs[0]
-        ),
-    )?;
-    let mut component = ComponentProc::new(bin.clone(), config, dir.join("component.log"));
-    component.start()?;
-    let watch = WatchProc::start(&bin, &watch_config, &dir).await?;
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let (sse_cut, cut_rx) = watch::channel(Duration::ZERO);
-    let sse = parts::spawn_sse(
-        http.clone(),
-        format!("{}/events", watch.base),
-        TOKEN.into(),
-        cut_rx,
-    );
-    let truth = Arc::new(Mutex::new(Truth::default()));
-    let signals = Signals {
-        held: watch::channel(0).0,
-        ready: watch::channel(0).0,
-    };
-    // The users, spread over the nodes (user i on node i mod n), each
-    // connection from its own address.
-    let all = sim::numbered_users("sim", users, 2);
-    let mut sims = Vec::new();
-    let mut next_ip = 0usize;
-    for (k, addr) in addrs.iter().enumerate() {
-        let mut opts = SimOptions::numbered(
-            addr.to_string(),
-            domain.clone(),
-            component_jid.clone(),
-            "sim",
-            0,
-            2,
-        );
-        opts.users = all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % addrs.len() == k)
-            .map(|(_, u)| u.clone())
-            .collect();
-        if opts.users.is_empty() {
-            continue;
-        }
-        opts.rate = args.rate * opts.users.len() as f64 / users as f64;
-        opts.seed = seed.wrapping_add(k as u64);
-        opts.first_ip = sim::address(Ipv4Addr::new(127, 0, 0, 2), next_ip)
-            .ok_or_else(|| anyhow::anyhow!("too many users for 127.0.0.0/8"))?;
-        next_ip += opts.connections();
-        sims.push(opts);
-    }
-    let first_burst_ip = sim::address(Ipv4Addr::new(127, 0, 0, 2), next_ip)
-        .ok_or_else(|| anyhow::anyhow!("too many users for 127.0.0.0/8"))?;
-    let mut burst_opts = SimOptions::numbered(
-        addrs[0].to_string(),
-        domain.clone(),
-        component_jid.clone(),
-        "burst",
-        burst_users,
-        1,
-    );
-    burst_opts.rate = 0.0;
-    burst_opts.first_ip = first_burst_ip;
-    burst_opts.login_concurrency = burst_users;
-    burst_opts.seed = seed;
-    let connections = next_ip;
-    let ready_from = *signals.ready.borrow();
-    let n_sims = sims.len() as u64;
-    let users_sims: Vec<Sim> = sims
-        .into_iter()
-        .map(|o| start_sim(o, truth.clone(), signals.clone(), SimControl::Hold))
-        .collect();
-    if !passed(
-        &signals.ready,
-        ready_from + n_sims - 1,
-        Duration::from_secs(120),
-    )
-    .await
-    {
-        anyhow::bail!("the simulated users did not all log in within 2 minutes");
-    }
-    let mut bares: Vec<String> = (1..=users).map(|i| format!("sim{i}@{domain}")).collect();
-    bares.extend((1..=burst_users).map(|i| format!("burst{i}@{domain}")));
-    let label = server.label();
-    let admin = Admin::new(format!("admin@{domain}/soak"), "admin", addrs[0]);
-    let reader = Admin::new(format!("{checker}/soak"), "checker", addrs[0]);
-    let mut soak = Soak {
-        started: Instant::now(),
-        server,
-        component,
-        watch,
-        admin,
-        reader,
-        http,
-        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        sse,
-        sse_cut,
-        truth,
-        signals,
-        users: users_sims,
-        running: true,
-        burst: None,
-        burst_opts,
-        bares,
-        report: Report {
-            seed,
-            server: label,
-            connections,
-            ..Report::default()
-        },
-        last_active: Table::new(),
-        last_check: Instant::now(),
-        live_mark: 0,
-        resync_mark: 0,
-        converge: BTreeMap::new(),
-        settle: BTreeMap::new(),
-    };
-    // Every user logged in and still: the first agreement.
-    soak.running = false;
-    match soak.converge(Duration::from_secs(60)).await {
-        Ok((_, active)) => {
-            soak.sample_memory(true);
-            soak.agreed(active, "start", None);
-        }
-        Err(d) => {
-            soak.diverged("start: no agreement", d);
-            soak.resync();
-        }
-    }
-    let cluster = args.ejabberd_cluster;
-    let kinds: Vec<FaultKind> = if args.faults.is_empty() {
-        FaultKind::ALL
-            .into_iter()
-            .filter(|k| k.applies(cluster))
-            .collect()
-    } else {
-        args.faults.clone()
-    };
-    let mut plan = Plan::new(seed, &kinds);
-    let end = Instant::now() + args.duration;
-    let outcome = async {
-        while Instant::now() < end {
-            soak.quiet(&mut plan).await;
-            soak.fault(&mut plan).await?;
-        }
-        soak.quiet(&mut plan).await;
-        anyhow::Ok(())
-    }
-    .await;
-    soak.sample_memory(false);
-    soak.report.seconds = soak.t();
-    soak.report.acts = lock(&soak.truth).acts();
-    {
-        let s = lock(&soak.sse);
-        soak.report.sse_resumed = s.resumed;
-        soak.report.sse_reset = s.reset;
-    }
-    for (k, v) in std::mem::take(&mut soak.converge) {
-        if let Some((p50, p99, max)) = check::percentiles(v) {
-            soak.report.converge.insert(k, [p50, p99, max]);
-        }
-    }
-    for (k, v) in std::mem::take(&mut soak.settle) {
-        if let Some((p50, p99, max)) = check::percentiles(v) {
-            soak.report.settle.insert(k, [p50, p99, max]);
-        }
-    }
-    // A clean stop at the end, too.
-    for u in std::mem::take(&mut soak.users) {
-        let _ = u.control.send(SimControl::Stop);
-        let _ = u.task.await;
-    }
-    if let Some(b) = soak.burst.take() {
-        let _ = b.control.send(SimControl::Stop);
-        let _ = b.task.await;
-    }
-    soak.terminate("end").await;
-    let Soak {
-        mut server, report, ..
-    } = soak;
-    if !report.divergences.is_empty() {
-        // The logs of every part, for the divergences' story.
-        let kept = server.keep();
-        eprintln!(
-            "pubpresence soak: logs kept in {} (component.log, watch.log and the server's)",
-            kept.display()
-        );
-    }
-    let _ = tokio::task::spawn_blocking(move || drop(server)).await;
-    outcome?;
-    Ok(report)
 }

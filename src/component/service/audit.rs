@@ -65,6 +65,43 @@ impl Session<'_> {
         });
     }
 
+    /// Whether `from` (a full JID) is the standby account's.
+    pub(super) fn is_standby_account(&self, from: &str) -> bool {
+        let Some(sb) = &self.cfg.standby else {
+            return false;
+        };
+        let bare = from.split_once('/').map_or(from, |(b, _)| b);
+        bare.eq_ignore_ascii_case(&sb.jid.to_string())
+    }
+
+    /// Another instance left after holding a connection as the component at
+    /// the same time as this one (see `standby::ask_for_resync`): the
+    /// presences the server gave it are lost. Probes every user with a
+    /// tracked connection again (their answers bring each status as it is)
+    /// and audits (sessions that came or went unseen). Not before `online`:
+    /// then once online, as the start-up's own probes may have gone there too.
+    /// Only the standby account asks (an instance of ours), once per leave.
+    pub(super) fn resync(&mut self) {
+        if self.status != ServiceStatus::Online {
+            self.resync_when_online = true;
+            return;
+        }
+        let users: std::collections::BTreeSet<String> = self
+            .tracker
+            .available()
+            .into_iter()
+            .map(|j| j.split_once('/').map_or(j.as_str(), |(b, _)| b).to_string())
+            .collect();
+        tracing::info!(
+            users = users.len(),
+            "another instance was connected as the component too: probing every user again"
+        );
+        for u in &users {
+            self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+        }
+        self.start_audit();
+    }
+
     /// The audit (README, "Audit: active heals itself"): fetch active, then
     /// list the server's sessions (in that order: an item fetched belongs
     /// to a session that existed before the listing was asked for), and let

@@ -250,6 +250,9 @@ impl Session<'_> {
         // sends for its users' logins come from their bare JIDs.
         if el.attr("type") == Some("probe") && el.attr("from").is_some_and(|f| f.contains('/')) {
             self.check_nodes();
+            if self.is_standby_account(el.attr("from").unwrap_or_default()) {
+                self.resync();
+            }
         }
         if self.pending.is_some() {
             // The tracker's key: the JID as the jid crate writes it.

@@ -72,6 +72,9 @@ pub(super) struct Session<'a> {
     /// When a reader's probe last had the nodes checked (`check_nodes_on_probe`).
     pub(super) node_check: Option<tokio::time::Instant>,
     pub(super) audit_when_online: bool,
+    /// Another instance asked for every user to be probed again before we
+    /// were online (see `resync`).
+    pub(super) resync_when_online: bool,
     /// How this server lists its sessions (learned on the first listing).
     pub(super) listing: publisher::Listing,
     /// Discovery done, waiting (bounded) for listed sessions' presences.
@@ -119,6 +122,7 @@ impl<'a> Session<'a> {
                 in_flight: 0,
                 node_check: None,
                 audit_when_online: false,
+                resync_when_online: false,
                 listing: publisher::Listing::default(),
                 pending: None,
                 ips: IpLookup::default(),
@@ -405,6 +409,10 @@ impl Session<'_> {
                     self.trim.trimmed();
                     for c in self.contacts.clone() {
                         self.send(self.own_presence(&c));
+                    }
+                    if self.resync_when_online {
+                        self.resync_when_online = false;
+                        self.resync();
                     }
                     if self.audit_when_online {
                         self.start_audit();
