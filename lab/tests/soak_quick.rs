@@ -12,7 +12,9 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_minutes_of_random_faults_and_nothing_diverges() {
     let args = SoakArgs {
-        duration: Duration::from_secs(100),
+        // Every kind at least once: nine on Prosody, each with its
+        // quiet stretch and check (8-15 s together).
+        duration: Duration::from_secs(120),
         seed: Some(1),
         users: 20,
         rate: 10.0,
@@ -23,6 +25,7 @@ async fn two_minutes_of_random_faults_and_nothing_diverges() {
     };
     let r = soak::run(&args, 1).await.expect("the soak runs");
     let table = r.table();
+    eprintln!("{table}");
     assert!(
         r.divergences.is_empty(),
         "{table}\nhistory: {:#?}",

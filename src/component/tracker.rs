@@ -265,6 +265,9 @@ pub struct Audit {
     pub removed: usize,
     /// Tracked sessions republished because active had lost their item.
     pub repaired: Vec<String>,
+    /// Connections left alone because a change of theirs was under way:
+    /// another audit must look at them once it is done.
+    pub busy: usize,
 }
 
 /// Items on active by full JID, remembered from one session to the next.
@@ -494,7 +497,8 @@ impl Tracker {
                 continue;
             };
             if !conn.idle() {
-                continue; // busy: the next audit looks again
+                out.busy += 1; // the caller audits again soon
+                continue;
             }
             // Adopt what the server holds, then let it go like any departure.
             conn.set_active(Some(item));
@@ -977,6 +981,34 @@ mod tests {
         let mut tr2 = running();
         let a = tr2.audit(&HashMap::new(), &HashSet::new(), t("40"));
         assert!(a.actions.is_empty() && a.probe.is_empty() && a.removed == 0);
+    }
+
+    #[test]
+    fn audit_leaves_a_busy_connection_alone_and_says_so() {
+        let mut tr = running();
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        tr.ip_learned(A, "127.0.0.2".into());
+        tr.done(A, true);
+        tr.done(A, true);
+        let alice = tr.active(A).unwrap();
+        // A change under way (its write unanswered), and the session gone
+        // from the listing: not touched now, but counted.
+        tr.presence(A, "alice@l", Change::Available(Status::Dnd), t("02"));
+        let on_active: HashMap<String, UserItem> = [(A.to_string(), alice)].into_iter().collect();
+        let audit = tr.audit(&on_active, &HashSet::new(), t("03"));
+        assert!(audit.actions.is_empty(), "{:?}", audit.actions);
+        assert_eq!((audit.removed, audit.busy), (0, 1));
+        // Once the write is done, the next audit retracts it.
+        tr.done(A, true);
+        tr.done(A, true);
+        let dnd = tr.active(A).unwrap();
+        let on_active: HashMap<String, UserItem> = [(A.to_string(), dnd)].into_iter().collect();
+        let again = tr.audit(&on_active, &HashSet::new(), t("04"));
+        assert_eq!((again.removed, again.busy), (1, 0));
+        assert_eq!(
+            again.actions,
+            vec![Action::RetractActive { fulljid: A.into() }]
+        );
     }
 
     #[test]

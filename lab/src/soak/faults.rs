@@ -29,10 +29,13 @@ pub enum FaultKind {
     /// A cluster node killed (`kill -9`) and brought back after a while
     /// (the ejabberd cluster only).
     NodeKill,
+    /// Latency and loss on the component's connections for some seconds
+    /// (`lag`: a relay, as this kernel has no `tc netem`).
+    Lag,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill9,
         FaultKind::Freeze,
         FaultKind::Restart,
@@ -42,6 +45,7 @@ impl FaultKind {
         FaultKind::Hostile,
         FaultKind::NodeDeleted,
         FaultKind::NodeKill,
+        FaultKind::Lag,
     ];
 
     /// The kinds a server can take: `node-deleted` on Prosody, `node-kill`
@@ -65,6 +69,7 @@ impl FaultKind {
             FaultKind::Hostile => "hostile",
             FaultKind::NodeDeleted => "node-deleted",
             FaultKind::NodeKill => "node-kill",
+            FaultKind::Lag => "lag",
         }
     }
 }
@@ -73,8 +78,13 @@ impl FaultKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub kind: FaultKind,
-    /// Kill9: down time; Freeze: how long frozen; Restart: down time.
+    /// Kill9: down time; Freeze: how long frozen; Restart: down time;
+    /// Lag: how long it lasts.
     pub hold: Duration,
+    /// Lag: added each way, and the share of chunks held 200-1000 ms more
+    /// (per mille).
+    pub delay: Duration,
+    pub loss_per_mille: u32,
     /// NodeDeleted: which node (false: active, true: live).
     pub live_node: bool,
     /// The SSE consumer's time away (it is cut at every fault).
@@ -97,6 +107,13 @@ impl std::fmt::Display for Fault {
             }
             FaultKind::Freeze => write!(f, "freeze ({} ms)", self.hold.as_millis()),
             FaultKind::NodeKill => write!(f, "node-kill (down {} ms)", self.hold.as_millis()),
+            FaultKind::Lag => write!(
+                f,
+                "lag ({} ms, {:.1} % loss, for {} ms)",
+                self.delay.as_millis(),
+                f64::from(self.loss_per_mille) / 10.0,
+                self.hold.as_millis()
+            ),
             FaultKind::NodeDeleted => write!(
                 f,
                 "node-deleted ({})",
@@ -157,7 +174,13 @@ impl Plan {
             FaultKind::Freeze => self.millis(1_000, 8_000),
             FaultKind::Restart => self.millis(0, 1_000),
             FaultKind::NodeKill => self.millis(2_000, 6_000),
+            FaultKind::Lag => self.millis(3_000, 10_000),
             _ => Duration::ZERO,
+        };
+        // Drawn for `lag` only: the other kinds replay as before.
+        let (delay, loss_per_mille) = match kind {
+            FaultKind::Lag => (self.millis(50, 400), self.rng.below(101) as u32),
+            _ => (Duration::ZERO, 0),
         };
         let live_node = self.rng.next() % 2 == 1;
         let consumer_away = self.millis(0, 3_000);
@@ -169,6 +192,8 @@ impl Plan {
         Fault {
             kind,
             hold,
+            delay,
+            loss_per_mille,
             live_node,
             consumer_away,
             churn_after,
@@ -185,16 +210,19 @@ mod tests {
     fn a_seed_replays_and_every_kind_comes_in_each_round() {
         let mut a = Plan::new(7, &[]);
         let mut b = Plan::new(7, &[]);
-        let round: Vec<Fault> = (0..9).map(|_| a.next_fault()).collect();
-        let again: Vec<Fault> = (0..9).map(|_| b.next_fault()).collect();
+        let round: Vec<Fault> = (0..10).map(|_| a.next_fault()).collect();
+        let again: Vec<Fault> = (0..10).map(|_| b.next_fault()).collect();
         assert_eq!(round, again);
         let kinds: BTreeSet<FaultKind> = round.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds.len(), 9, "{round:?}");
+        assert_eq!(kinds.len(), 10, "{round:?}");
         for f in &round {
             match f.kind {
                 FaultKind::Freeze => assert!(f.hold >= Duration::from_secs(1)),
                 FaultKind::Kill9 => assert!(f.hold <= Duration::from_secs(3)),
                 FaultKind::Hostile => assert_eq!(f.hold, Duration::ZERO),
+                FaultKind::Lag => {
+                    assert!(f.delay >= Duration::from_millis(50) && f.loss_per_mille <= 100)
+                }
                 _ => {}
             }
         }

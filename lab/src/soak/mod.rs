@@ -10,6 +10,7 @@
 pub mod check;
 mod component;
 pub mod faults;
+pub mod lag;
 mod parts;
 mod run;
 mod server;

@@ -10,6 +10,7 @@ pub use setup::run;
 use super::check::{self, Table, Truth};
 use super::component::{ComponentProc, Instance, Instances};
 use super::faults::{FaultKind, Plan};
+use super::lag::{Impair, Lag};
 use super::parts::{self, lock, Admin, WatchProc};
 use super::server::Server;
 use super::{Report, SoakArgs};
@@ -71,6 +72,8 @@ async fn passed(counter: &watch::Sender<u64>, from: u64, limit: Duration) -> boo
 struct Soak {
     started: Instant,
     server: Server,
+    /// The relays between the component and the server (`lag`).
+    lag: Lag,
     component: Instances,
     watch: WatchProc,
     admin: Admin,
@@ -317,7 +320,9 @@ impl Soak {
         if !self.hold().await {
             self.diverged(&context, vec!["the users did not get still".into()]);
         }
-        match self.converge(CONVERGE).await {
+        let agreed = self.converge(CONVERGE).await;
+        self.lag.set(Impair::default());
+        match agreed {
             Ok((settled, active)) => {
                 let kind = f.kind.name().to_string();
                 self.converge

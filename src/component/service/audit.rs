@@ -107,7 +107,13 @@ impl Session<'_> {
     /// to a session that existed before the listing was asked for), and let
     /// the tracker fix the difference.
     pub(super) fn start_audit(&mut self) {
-        if self.auditing || !self.tracker.is_running() || self.status != ServiceStatus::Online {
+        if !self.tracker.is_running() || self.status != ServiceStatus::Online {
+            return;
+        }
+        if self.auditing {
+            // Its listing may predate what this one is for (a resync after
+            // another instance left): another once it ends.
+            self.audit_again = true;
             return;
         }
         self.auditing = true;
@@ -189,6 +195,26 @@ impl Session<'_> {
             .telemetry
             .audit(audit.removed, audit.repaired.len(), audit.probe.len());
         self.execute(audit.actions);
+        let was_follow_up = std::mem::take(&mut self.audit_follow_up);
+        if std::mem::take(&mut self.audit_again) {
+            self.start_audit();
+        } else if audit.busy > 0 && !was_follow_up {
+            // A session that left while its change was being written (an
+            // answer lost to another connection of ours, say) would stay on
+            // active until the periodic audit: look again once any such
+            // write has had its `iq_timeout`. Once: under steady churn some
+            // connection is always busy, and an audit reads all of active.
+            let tx = self.done_tx.clone();
+            let after = self.cfg.iq_timeout + Duration::from_secs(1);
+            tracing::debug!(
+                busy = audit.busy,
+                "audit: connections busy; again in {after:?}"
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(Done::AuditAgain);
+            });
+        }
     }
 
     /// Privileged mode: sessions that ended without an unavailable presence

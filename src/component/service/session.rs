@@ -44,6 +44,8 @@ pub(super) enum Done {
     NodeGone(String),
     /// A session check: who was tracked before the listing, and the listing.
     Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
+    /// An audit found connections busy: time to look at them again.
+    AuditAgain,
 }
 
 pub(super) struct Session<'a> {
@@ -75,6 +77,11 @@ pub(super) struct Session<'a> {
     /// Another instance asked for every user to be probed again before we
     /// were online (see `resync`).
     pub(super) resync_when_online: bool,
+    /// An audit was asked for while one was under way.
+    pub(super) audit_again: bool,
+    /// The audit under way looks again at connections an earlier one found
+    /// busy (it asks for no further look).
+    pub(super) audit_follow_up: bool,
     /// How this server lists its sessions (learned on the first listing).
     pub(super) listing: publisher::Listing,
     /// Discovery done, waiting (bounded) for listed sessions' presences.
@@ -123,6 +130,8 @@ impl<'a> Session<'a> {
                 node_check: None,
                 audit_when_online: false,
                 resync_when_online: false,
+                audit_again: false,
+                audit_follow_up: false,
                 listing: publisher::Listing::default(),
                 pending: None,
                 ips: IpLookup::default(),
@@ -426,6 +435,10 @@ impl Session<'_> {
                 )));
             }
             Done::Audited(r) => self.finish_audit(r),
+            Done::AuditAgain => {
+                self.audit_follow_up = true;
+                self.start_audit();
+            }
             Done::Checked(before, r) => self.finish_session_check(before, r),
             Done::Discovered(Ok(d)) => self.discovered(d),
             Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {

@@ -5,6 +5,7 @@ use super::{lock, parts, passed, start_sim, Soak};
 use crate::process::Sig;
 use crate::sim::SimControl;
 use crate::soak::faults::{Fault, FaultKind};
+use crate::soak::lag::Impair;
 use std::time::{Duration, Instant};
 
 impl Soak {
@@ -51,11 +52,23 @@ impl Soak {
                 let server = &mut self.server;
                 tokio::task::block_in_place(|| server.start_last_node())?;
             }
+            FaultKind::Lag => {
+                self.lag.set(Impair {
+                    delay: f.delay,
+                    loss: f64::from(f.loss_per_mille) / 1000.0,
+                });
+                // Lifted once the check after it agreed (`Soak::fault`): the
+                // parties must also agree through a slow link.
+                tokio::time::sleep(f.hold).await;
+            }
             FaultKind::Cut => {
+                // Both legs: the component's own connection (to the relay)
+                // and the relay's to the server.
                 let ports: Vec<String> = self
                     .server
                     .component_ports()
                     .iter()
+                    .chain(&self.lag.ports())
                     .map(|p| format!("dport = :{p}"))
                     .collect();
                 let out = tokio::process::Command::new("ss")

@@ -3,6 +3,7 @@
 //! clean stop.
 
 use super::*;
+use crate::soak::lag::Lag;
 
 /// Runs the soak on a throwaway Prosody, or a two-node ejabberd cluster.
 pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
@@ -44,10 +45,21 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
     // asks such users itself (README, "doctor": unseen-sessions). Without
     // it, a login burst during a kill -9 is never tracked.
     let standby = format!("standby@{domain}");
-    let component_toml = format!(
+    let mut component_toml = format!(
         "subscribe_unseen = true\n{}",
         server.config_toml(&[dashboard.as_str(), checker.as_str(), standby.as_str()])
     );
+    // The component reaches each component port through a relay that can
+    // add latency and loss (the `lag` fault; `soak::lag`).
+    let upstreams: Vec<std::net::SocketAddr> = server
+        .component_ports()
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let lag = Lag::start(&upstreams, seed).await?;
+    for (relay, up) in &lag.routes {
+        component_toml = component_toml.replace(&format!("\"{up}\""), &format!("\"{relay}\""));
+    }
     // Its metrics say when every change it has seen is written
     // (`pubpresence_requests_in_flight`): agreement needs that too. With
     // `--standby`, two instances (README, "Running two instances").
@@ -172,6 +184,7 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
     let mut soak = Soak {
         started: Instant::now(),
         server,
+        lag,
         component,
         watch,
         admin,
