@@ -41,6 +41,33 @@ async fn wait_item(w: &mut Watcher, inst: &str, st: ServiceStatus, timeout: Dura
     .await;
 }
 
+/// Polls active until it holds exactly `want` (full JID -> status), or
+/// panics after `timeout` with what it holds and `context()`.
+async fn statuses_become(
+    w: &Watcher,
+    want: &BTreeMap<String, &str>,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let active = w.active().await;
+        let got: BTreeMap<String, &str> = active
+            .values()
+            .map(|i| (i.fulljid.clone(), st(i)))
+            .collect();
+        if &got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "active not exact: {got:?}, want {want:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn exact(w: &Watcher, want: &BTreeMap<String, (&str, String)>) {
     let active = w.active().await;
     let got: BTreeMap<String, (&str, String)> = active
@@ -285,24 +312,10 @@ async fn frozen_instance_is_fenced_off_on_ejabberd() {
     );
     // Active exact: what A swallowed is repaired (B's audits for the
     // session that ended, the probes A asked for for the statuses).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let active = w.active().await;
-        let got: BTreeMap<String, &str> = active
-            .values()
-            .map(|i| (i.fulljid.clone(), st(i)))
-            .collect();
-        if got == want {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "active not exact: {active:#?}\n{}\n{}",
-            a.log_text(),
-            b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    statuses_become(&w, &want, Duration::from_secs(20), || {
+        format!("{}\n{}", a.log_text(), b.log_text())
+    })
+    .await;
     drop((users, a, b));
 }
 
@@ -396,22 +409,9 @@ async fn presences_that_went_to_another_connection_are_probed_again_on_ejabberd(
         .expect("probe");
     a.wait_log("probing every user again", T, "no new probe of every user")
         .await;
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let active = w.active().await;
-        let got: BTreeMap<String, &str> = active
-            .values()
-            .map(|i| (i.fulljid.clone(), st(i)))
-            .collect();
-        if got == want {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "active not exact ({lost} went to the other connection): {got:?}, want {want:?}\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    statuses_become(&w, &want, T, || {
+        format!("({lost} went to the other connection)\n{}", a.log_text())
+    })
+    .await;
     drop((users, sb, a));
 }

@@ -9,21 +9,9 @@
 use pubpresence_lab::soak::{self, FaultKind, SoakArgs};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_minutes_of_random_faults_and_nothing_diverges() {
-    let args = SoakArgs {
-        // Every kind at least once: nine on Prosody, each with its
-        // quiet stretch and check (8-15 s together).
-        duration: Duration::from_secs(120),
-        seed: Some(1),
-        users: 20,
-        rate: 10.0,
-        faults: Vec::new(),
-        json: false,
-        ejabberd_cluster: false,
-        standby: false,
-    };
-    let r = soak::run(&args, 1).await.expect("the soak runs");
+/// Runs it; the report and its table, once nothing diverged.
+async fn run_clean(args: &SoakArgs, seed: u64) -> (soak::Report, String) {
+    let r = soak::run(args, seed).await.expect("the soak runs");
     let table = r.table();
     eprintln!("{table}");
     assert!(
@@ -31,6 +19,35 @@ async fn two_minutes_of_random_faults_and_nothing_diverges() {
         "{table}\nhistory: {:#?}",
         r.history
     );
+    (r, table)
+}
+
+/// A soak on Prosody: `secs` of faults from `seed`, 10 changes a second.
+fn on_prosody(
+    secs: u64,
+    seed: u64,
+    users: usize,
+    faults: Vec<FaultKind>,
+    standby: bool,
+) -> SoakArgs {
+    SoakArgs {
+        duration: Duration::from_secs(secs),
+        seed: Some(seed),
+        users,
+        rate: 10.0,
+        faults,
+        json: false,
+        ejabberd_cluster: false,
+        standby,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_minutes_of_random_faults_and_nothing_diverges() {
+    // Every kind at least once: nine on Prosody, each with its quiet
+    // stretch and check (8-15 s together).
+    let args = on_prosody(120, 1, 20, Vec::new(), false);
+    let (r, table) = run_clean(&args, 1).await;
     for k in FaultKind::ALL.into_iter().filter(|k| k.applies(false)) {
         assert!(
             r.faults.get(k.name()).is_some_and(|n| *n > 0),
@@ -58,24 +75,8 @@ async fn a_minute_of_faults_with_a_standby_and_nothing_diverges() {
         FaultKind::Restart,
         FaultKind::Cut,
     ];
-    let args = SoakArgs {
-        duration: Duration::from_secs(60),
-        seed: Some(2),
-        users: 10,
-        rate: 10.0,
-        faults: kinds.clone(),
-        json: false,
-        ejabberd_cluster: false,
-        standby: true,
-    };
-    let r = soak::run(&args, 2).await.expect("the soak runs");
-    let table = r.table();
-    eprintln!("{table}");
-    assert!(
-        r.divergences.is_empty(),
-        "{table}\nhistory: {:#?}",
-        r.history
-    );
+    let args = on_prosody(60, 2, 10, kinds.clone(), true);
+    let (r, table) = run_clean(&args, 2).await;
     assert_eq!(r.instances, 2, "{table}");
     for k in kinds {
         assert!(
