@@ -390,7 +390,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WatchError> {
     if let Err(bare) = login.jid.try_as_full() {
-        let resource = format!("watch-{:08x}", random_u32());
+        let resource = format!("watch-{:08x}", random_u64() as u32);
         let full = bare
             .with_resource_str(&resource)
             .map_err(|e| C2sError::InvalidJid(login.jid.to_string(), e.to_string()))?;
@@ -508,11 +508,6 @@ fn unsubscribe(node: &str, jid: &str) -> Element {
                 .build(),
         )
         .build()
-}
-
-/// Enough randomness for a resource name, without a dependency.
-fn random_u32() -> u32 {
-    random_u64() as u32
 }
 
 /// Enough randomness for a resource name or a feed epoch, without a
