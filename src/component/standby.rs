@@ -79,7 +79,7 @@ pub struct Takeover {
     me: String,
     takeover: Duration,
     role: Role,
-    /// Since when pings have failed without a success in between.
+    /// When the first ping that failed without a success since was sent.
     failing_since: Option<Instant>,
     /// While active: our own status item has come back, so any status item
     /// of another instance seen from now on is newer than ours.
@@ -120,14 +120,14 @@ impl Takeover {
         self.leave_deadline(now)
     }
 
-    /// The server answered a ping with an error: nothing holds the
-    /// component's JID (the server bounced it).
-    pub fn ping_bounced(&mut self, now: Instant) -> Decision {
+    /// The server answered a ping sent at `sent` with an error: nothing
+    /// holds the component's JID (the server bounced it).
+    pub fn ping_bounced(&mut self, sent: Instant, now: Instant) -> Decision {
         if self.waiting_for_leave() {
             self.become_active();
             return Decision::TakeOver("the active instance stopped cleanly");
         }
-        self.ping_failed(now)
+        self.ping_failed(sent, now)
     }
 
     /// After a clean stop, something still answers for the component, or
@@ -145,15 +145,18 @@ impl Takeover {
         }
     }
 
-    /// A ping got no answer in time (or, outside a clean stop, an error).
-    pub fn ping_failed(&mut self, now: Instant) -> Decision {
+    /// A ping sent at `sent` got no answer in time (or, outside a clean
+    /// stop, an error). The active instance has been silent since `sent`:
+    /// with a ping timeout of `takeover`, the first failure after a death
+    /// is enough, and an answer that is only slow (a slow link) is not one.
+    pub fn ping_failed(&mut self, sent: Instant, now: Instant) -> Decision {
         if self.role != Role::Standby {
             return Decision::Nothing;
         }
         if self.left_cleanly.is_some() {
             return self.leave_deadline(now);
         }
-        let since = *self.failing_since.get_or_insert(now);
+        let since = *self.failing_since.get_or_insert(sent);
         if now.duration_since(since) >= self.takeover {
             self.become_active();
             return Decision::TakeOver("the active instance stopped answering");
@@ -358,14 +361,14 @@ const PING_EVERY: Duration = Duration::from_millis(500);
 /// Between pings while a cleanly stopped instance's connection goes.
 const LEAVE_PING_EVERY: Duration = Duration::from_millis(20);
 
-/// Pings the component's JID in a task of its own; the result arrives on
-/// `results`. Returns whether a ping is under way (not without a c2s
-/// connection).
+/// Pings the component's JID in a task of its own; the result and when it
+/// was sent arrive on `results`. Returns whether a ping is under way (not
+/// without a c2s connection).
 fn start_ping(
     conn: &Option<C2s>,
     component: &str,
     timeout: Duration,
-    results: &mpsc::Sender<Ping>,
+    results: &mpsc::Sender<(Ping, Instant)>,
 ) -> bool {
     let Some(c) = conn.clone() else {
         return false;
@@ -373,7 +376,8 @@ fn start_ping(
     let tx = results.clone();
     let component = component.to_string();
     tokio::spawn(async move {
-        let _ = tx.send(ping(&c, &component, timeout).await).await;
+        let sent = Instant::now();
+        let _ = tx.send((ping(&c, &component, timeout).await, sent)).await;
     });
     true
 }
@@ -399,7 +403,7 @@ where
     let mut conn: Option<C2s> = None;
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (ping_tx, mut ping_rx) = mpsc::channel::<Ping>(128);
+    let (ping_tx, mut ping_rx) = mpsc::channel::<(Ping, Instant)>(128);
     // Pings under way: one at a time, except after a clean stop, where one
     // goes every `LEAVE_PING_EVERY` whatever the earlier ones do (a stopping
     // instance leaves them unanswered; the first bounce decides).
@@ -407,7 +411,13 @@ where
     let mut leave_ticker = tokio::time::interval(LEAVE_PING_EVERY);
     leave_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut said_waiting: Option<Option<String>> = None;
-    let ping_timeout = PING_EVERY.max(sb.takeover / 4);
+    // A ping may take all of `takeover`: an active instance behind a slow
+    // link (the soak's `lag`: 300 ms each way) answers late, and a shorter
+    // timeout had the standby take over from it, and the two take turns
+    // for as long as the link stayed slow. After a clean stop the quick
+    // pings keep a short timeout: only the server's bounce matters there.
+    let ping_timeout = sb.takeover.max(PING_EVERY);
+    let leave_ping_timeout = PING_EVERY.max(sb.takeover / 4);
     tracing::info!(instance = %me, "standby: watching {} through {}", cfg.jid, sb.jid);
     cfg.telemetry.role(RoleValue::Standby);
     let result = loop {
@@ -449,19 +459,19 @@ where
         tokio::select! {
             _ = shutdown.changed() => break Ok(()),
             _ = leave_ticker.tick(), if machine.waiting_for_leave() && in_flight < 64 => {
-                in_flight += usize::from(start_ping(&conn, &cfg.jid, ping_timeout, &ping_tx));
+                in_flight += usize::from(start_ping(&conn, &cfg.jid, leave_ping_timeout, &ping_tx));
             }
             _ = ticker.tick(), if in_flight == 0 => {
                 in_flight += usize::from(start_ping(&conn, &cfg.jid, ping_timeout, &ping_tx));
             }
-            Some(result) = ping_rx.recv() => {
+            Some((result, sent)) = ping_rx.recv() => {
                 in_flight = in_flight.saturating_sub(1);
                 let now = Instant::now();
                 let ok = result == Ping::Answered;
                 let d = match result {
                     Ping::Answered => machine.ping_ok(now),
-                    Ping::Bounced => machine.ping_bounced(now),
-                    Ping::NoAnswer => machine.ping_failed(now),
+                    Ping::Bounced => machine.ping_bounced(sent, now),
+                    Ping::NoAnswer => machine.ping_failed(sent, now),
                 };
                 if ok && !machine.waiting_for_leave() && said_waiting.as_ref() != Some(&machine.active_instance) {
                     said_waiting = Some(machine.active_instance.clone());
@@ -506,14 +516,34 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
         assert_eq!(m.ping_ok(at(0, t0)), Decision::Nothing);
-        assert_eq!(m.ping_failed(at(0, t0)), Decision::Nothing);
-        assert_eq!(m.ping_failed(at(1500, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(0, t0), at(0, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(1500, t0), at(1500, t0)), Decision::Nothing);
         // A success in between resets the clock.
         m.ping_ok(at(2000, t0));
-        assert_eq!(m.ping_failed(at(2500, t0)), Decision::Nothing);
-        assert_eq!(m.ping_failed(at(4000, t0)), Decision::Nothing);
-        assert!(matches!(m.ping_failed(at(4500, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.ping_failed(at(2500, t0), at(2500, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(4000, t0), at(4000, t0)), Decision::Nothing);
+        assert!(matches!(
+            m.ping_failed(at(4500, t0), at(4500, t0)),
+            Decision::TakeOver(_)
+        ));
         assert_eq!(m.role(), Role::Active);
+    }
+
+    #[test]
+    fn a_slow_answer_counts_and_silence_counts_from_the_ping_sent() {
+        let t0 = Instant::now();
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        // Answers 700 ms late, ping after ping: the active one is there.
+        for k in 0..10 {
+            assert_eq!(m.ping_ok(at(700 + 1200 * k, t0)), Decision::Nothing);
+        }
+        assert_eq!(m.role(), Role::Standby);
+        // Then a ping sent at 12.5 s is not answered within `takeover`: its
+        // failure, at 14.5 s, is the proof (no second one is waited for).
+        assert!(matches!(
+            m.ping_failed(at(12_500, t0), at(14_500, t0)),
+            Decision::TakeOver(_)
+        ));
     }
 
     #[test]
@@ -534,10 +564,13 @@ mod tests {
         assert_eq!(m.ping_ok(at(120, t0)), Decision::Nothing);
         assert_eq!(m.role(), Role::Standby);
         // A stopping instance leaves pings unanswered: still no proof.
-        assert_eq!(m.ping_failed(at(130, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(130, t0), at(130, t0)), Decision::Nothing);
         assert_eq!(m.role(), Role::Standby);
         // The server's bounce means it no longer routes to it.
-        assert!(matches!(m.ping_bounced(at(140, t0)), Decision::TakeOver(_)));
+        assert!(matches!(
+            m.ping_bounced(at(140, t0), at(140, t0)),
+            Decision::TakeOver(_)
+        ));
         assert_eq!(m.role(), Role::Active);
         assert!(!m.waiting_for_leave());
 
@@ -551,15 +584,18 @@ mod tests {
         assert!(matches!(m.ping_ok(at(2000, t0)), Decision::TakeOver(_)));
         let mut m = Takeover::new("b", Duration::from_secs(2));
         m.status(ServiceStatus::Offline, Some("a"), at(0, t0));
-        assert_eq!(m.ping_failed(at(1900, t0)), Decision::Nothing);
-        assert!(matches!(m.ping_failed(at(2000, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.ping_failed(at(1900, t0), at(1900, t0)), Decision::Nothing);
+        assert!(matches!(
+            m.ping_failed(at(2000, t0), at(2000, t0)),
+            Decision::TakeOver(_)
+        ));
 
         // Another instance came up meanwhile: back to ordinary waiting.
         let mut m = Takeover::new("b", Duration::from_secs(2));
         m.status(ServiceStatus::Offline, Some("a"), at(0, t0));
         m.status(ServiceStatus::Init, Some("c"), at(10, t0));
         assert!(!m.waiting_for_leave());
-        assert_eq!(m.ping_bounced(at(20, t0)), Decision::Nothing);
+        assert_eq!(m.ping_bounced(at(20, t0), at(20, t0)), Decision::Nothing);
 
         // Our own offline (an earlier run of ours) is not a reason.
         let mut m = Takeover::new("b", Duration::from_secs(2));
@@ -574,8 +610,11 @@ mod tests {
     fn active_steps_down_only_for_items_newer_than_its_own() {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_millis(10));
-        m.ping_failed(at(0, t0));
-        assert!(matches!(m.ping_failed(at(20, t0)), Decision::TakeOver(_)));
+        m.ping_failed(at(0, t0), at(0, t0));
+        assert!(matches!(
+            m.ping_failed(at(20, t0), at(20, t0)),
+            Decision::TakeOver(_)
+        ));
         // Older items of the previous instance, still arriving: ignored.
         assert_eq!(
             m.status(ServiceStatus::Online, Some("a"), at(30, t0)),
@@ -599,11 +638,17 @@ mod tests {
     fn conflict_sends_back_to_standby_and_retries_after_takeover() {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
-        m.ping_failed(at(0, t0));
-        assert!(matches!(m.ping_failed(at(2000, t0)), Decision::TakeOver(_)));
+        m.ping_failed(at(0, t0), at(0, t0));
+        assert!(matches!(
+            m.ping_failed(at(2000, t0), at(2000, t0)),
+            Decision::TakeOver(_)
+        ));
         m.lost_the_race(at(2100, t0));
         assert_eq!(m.role(), Role::Standby);
-        assert_eq!(m.ping_failed(at(3000, t0)), Decision::Nothing);
-        assert!(matches!(m.ping_failed(at(4200, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.ping_failed(at(3000, t0), at(3000, t0)), Decision::Nothing);
+        assert!(matches!(
+            m.ping_failed(at(4200, t0), at(4200, t0)),
+            Decision::TakeOver(_)
+        ));
     }
 }
