@@ -177,11 +177,32 @@ async fn node_deleted_behind_its_back_is_recreated() {
 /// two differ by that much.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
+    rebuilt_active_keeps_since(false).await;
+}
+
+/// The same with `[standby]`: the instance starts over itself, still the
+/// active one, and keeps what it remembered. It went back to standby and
+/// took over again, remembering nothing (found by the soak with
+/// `--standby`: `since` moved backwards after a node deletion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_standby_a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
+    rebuilt_active_keeps_since(true).await;
+}
+
+async fn rebuilt_active_keeps_since(standby: bool) {
     let p = Prosody::start();
-    for u in ["watcher", "bob", "alice"] {
+    for u in ["watcher", "bob", "alice", "standby"] {
         p.register(u, u);
     }
-    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let mut cfg = p.config_toml(&["watcher@localhost", "standby@localhost"]);
+    if standby {
+        cfg = format!(
+            "instance = \"a\"\n{cfg}\n[standby]\njid = \"standby@localhost\"\npassword = \"standby\"\n\
+             server = \"{}\"\nallow_plaintext = true\ntakeover = \"2s\"\n",
+            p.c2s_addr()
+        );
+    }
+    let pp = Pubpresence::start(&cfg);
     let w = Watcher::connect(&p, "watcher").await;
     wait_online(&pp, &w).await;
     let bob = User::connect(&p, "bob", "r", loopback(120)).await;
@@ -216,6 +237,11 @@ async fn a_rebuilt_active_keeps_the_since_of_unchanged_connections() {
     );
     let after = w.active().await[&bob.jid].since;
     assert_eq!(after, before, "bob's since, rebuilt");
+    assert!(
+        !pp.log_text().contains("back to standby"),
+        "{}",
+        pp.log_text()
+    );
 }
 
 /// Active deleted while nobody changes: nothing the component writes finds

@@ -135,7 +135,10 @@ pub async fn component_loop(
                             Disconnect::GrantLost
                         );
                     }
-                    Outcome::Lost(reason) | Outcome::NodeGone(reason) if step_down.is_some() => {
+                    // A node deleted behind our back says nothing of another
+                    // instance: start over at once, still the active one,
+                    // keeping `memory` (each unchanged connection's `since`).
+                    Outcome::Lost(reason) if step_down.is_some() => {
                         cfg.telemetry.reconnect();
                         cfg.telemetry.status(ServiceStatus::Init);
                         cfg.telemetry.tracked(0);
