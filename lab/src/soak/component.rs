@@ -147,7 +147,7 @@ impl Instances {
 
     /// What keeps the instances from agreeing with the rest: one exited by
     /// itself, or (with a standby) not exactly one active; and the active
-    /// one's requests still in flight.
+    /// one's requests still in flight, or its not being online.
     pub async fn disagreement(&mut self, http: &reqwest::Client) -> Vec<String> {
         let mut out = Vec::new();
         for i in &mut self.list {
@@ -172,10 +172,21 @@ impl Instances {
                 )),
             }
         }
-        match in_flight(http, &self.list[self.current].metrics).await {
+        let metrics = &self.list[self.current].metrics;
+        match in_flight(http, metrics).await {
             Some(0) => {}
             Some(n) => out.push(format!("the component has {n} requests in flight")),
             None => out.push("the component's metrics cannot be read".into()),
+        }
+        // Online again, too: right after a cut the component is between
+        // two sessions (its backoff), every table still equal, nothing in
+        // flight; the start-up that follows would then fall in the next
+        // quiet stretch (a resync of every reader there).
+        match gauge(http, metrics, "pubpresence_status").await {
+            Some(1) | None => {}
+            Some(st) => out.push(format!(
+                "the component is not online (pubpresence_status {st}: 0 init, 2 offline)"
+            )),
         }
         out
     }

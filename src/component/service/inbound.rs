@@ -300,7 +300,8 @@ impl Session<'_> {
             _ => time::now(),
         };
         // One line per tracked presence at debug level: what the server
-        // delivered, in the order it did (see docs/protocol.md, "Ordering").
+        // delivered, in the order it did (docs/protocol.md, "What the component
+        // publishes, and when").
         tracing::debug!(from = %t.full, change = ?t.change, "presence");
         let acts = self.tracker.presence(&t.full, &t.bare, t.change, at);
         self.execute(acts);
