@@ -509,7 +509,21 @@ impl Tracker {
             out.actions.extend(self.pump(jid));
         }
         for (jid, conn) in self.conns.iter_mut() {
-            if !conn.idle() || on_active.contains_key(&**jid) || !listed.contains(&**jid) {
+            if on_active.contains_key(&**jid) {
+                continue;
+            }
+            if !conn.idle() {
+                // Not on active yet (its address or first write under way)
+                // and no longer listed: its departure may have reached
+                // another connection of ours (a cluster node, an instance
+                // that stepped down) and will never come here. Look again
+                // once it is written, as for a busy item above.
+                if !listed.contains(&**jid) {
+                    out.busy += 1;
+                }
+                continue;
+            }
+            if !listed.contains(&**jid) {
                 continue;
             }
             if let Some(item) = conn.set_active(None) {
@@ -981,6 +995,37 @@ mod tests {
         let mut tr2 = running();
         let a = tr2.audit(&HashMap::new(), &HashSet::new(), t("40"));
         assert!(a.actions.is_empty() && a.probe.is_empty() && a.removed == 0);
+    }
+
+    #[test]
+    fn audit_counts_a_new_connection_the_server_no_longer_lists_as_busy() {
+        // Its presence came, its address is being asked for, and its
+        // departure went to another connection (the two-node ejabberd soak
+        // with two instances: it stayed on active for good).
+        let mut tr = running();
+        let acts = tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        assert!(matches!(&acts[..], [Action::FetchIp { .. }]), "{acts:?}");
+        let audit = tr.audit(&HashMap::new(), &HashSet::new(), t("02"));
+        assert!(audit.actions.is_empty(), "{:?}", audit.actions);
+        assert_eq!((audit.removed, audit.busy), (0, 1));
+        // Published without an address (user-stats did not list it): the
+        // audit that looks again retracts it.
+        tr.ip_learned(A, String::new());
+        tr.done(A, true);
+        tr.done(A, true);
+        let item = tr.active(A).unwrap();
+        let on_active: HashMap<String, UserItem> = [(A.to_string(), item)].into_iter().collect();
+        let again = tr.audit(&on_active, &HashSet::new(), t("03"));
+        assert_eq!((again.removed, again.busy), (1, 0));
+        assert_eq!(
+            again.actions,
+            vec![Action::RetractActive { fulljid: A.into() }]
+        );
+        // A listed new connection under way is no reason to look again.
+        let mut tr = running();
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        let listed: HashSet<String> = [A.to_string()].into_iter().collect();
+        assert_eq!(tr.audit(&HashMap::new(), &listed, t("02")).busy, 0);
     }
 
     #[test]
