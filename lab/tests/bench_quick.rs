@@ -29,6 +29,31 @@ async fn quick_bench_reports_sane_figures() {
         report.startup.active_items
     );
 
+    // The restart floor asked the same questions of the same server: every
+    // session listed, every user probed, every item of active read.
+    let st = &report.startup;
+    let rf = &st.restart_floor;
+    assert_eq!(
+        rf.sessions,
+        n + 2,
+        "the n sessions, the watcher and admin: {rf:?}"
+    );
+    assert_eq!(rf.active_items, st.active_items, "{rf:?}");
+    assert!(rf.users >= n / 10 && rf.seconds > 0.0, "{rf:?}");
+    assert!(st.restart_over_floor > 0.0);
+    assert!(
+        st.phases.contains("listing") && st.phases.contains("probes"),
+        "the component's steps: {:?}",
+        st.phases
+    );
+    // The start-up with active empty, and its floor publishing the same items.
+    assert!(st.cold_seconds > 0.0);
+    let pf = &st.publish_floor;
+    assert_eq!(pf.items, st.active_items, "{pf:?}");
+    assert_eq!(pf.in_flight, 256);
+    assert!(pf.pairs_s > 0.0 && pf.single_s > 0.0, "{pf:?}");
+    assert!(st.cold_over_floor > 0.0);
+
     // Memory figures present.
     assert!(report.memory.idle_kib > 0);
     assert!(report.memory.loaded_kib > 0);

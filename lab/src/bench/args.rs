@@ -20,6 +20,11 @@ pub struct BenchArgs {
     /// Measured window of each rate ("5s"; default 5 s, 2 s with --quick).
     #[arg(long, value_parser = parse_secs)]
     pub duration: Option<Duration>,
+    /// The rates are a sweep for the sustained-rate knee (p99 <= 100 ms):
+    /// it stops once pubpresence and its floor are both past it (default
+    /// rates 100,200,...,1500).
+    #[arg(long)]
+    pub knee: bool,
     /// Also print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +91,10 @@ impl BenchArgs {
         };
         if let Some(n) = self.connections {
             o.connections = n;
+        }
+        if self.knee {
+            o.knee = true;
+            o.rates = (1..=15).map(|i| f64::from(i) * 100.0).collect();
         }
         if let Some(r) = &self.rates {
             o.rates = r.clone();

@@ -11,6 +11,7 @@ mod client;
 pub mod cluster;
 mod doctor;
 mod error;
+mod floors;
 mod measure;
 mod output;
 pub mod prosody;

@@ -16,6 +16,7 @@
 
 use super::client::{client_iq, client_iq_id, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
 use super::error::{setup, BenchError};
+use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
 use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::{LabError, Prosody, ProsodyOptions};
@@ -35,7 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// The latency floor's two nodes: a client publishing to active and then
+/// to live, as the component does.
 const FLOOR: &str = "bench/floor";
+const FLOOR_ACTIVE: &str = "bench/floor-active-latency";
 const WATCHER: &str = "watcher";
 /// Connections per base account (fewer accounts: fewer prosodyctl calls).
 const PER_ACCOUNT: usize = 10;
@@ -67,6 +71,49 @@ pub struct BenchOptions {
     pub tcp_nodelay: bool,
     /// Prosody's pubsub with `storage = "memory"` instead of SQLite.
     pub memory_storage: bool,
+    /// The rates are a sweep for the knee: stop once both pubpresence's
+    /// p99 and its floor's are past `KNEE_P99_MS`.
+    pub knee: bool,
+}
+
+/// The sustained-rate knee: the highest rate whose p99 (and every lower
+/// rate's) stays within this.
+pub const KNEE_P99_MS: f64 = 100.0;
+
+/// The knees of a sweep, for pubpresence and for its floor.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Knee {
+    /// Changes/s actually sent at the highest rate within `KNEE_P99_MS`
+    /// (0: not even the lowest).
+    pub pubpresence: f64,
+    pub floor: f64,
+    /// pubpresence / floor.
+    pub ratio: f64,
+    /// The sweep went past both (else the knee may lie above it).
+    pub found: bool,
+}
+
+impl Knee {
+    pub fn of(points: &[RatePoint]) -> Knee {
+        let upto = |p99: &dyn Fn(&RatePoint) -> f64| -> (f64, bool) {
+            let mut best = 0.0;
+            for p in points {
+                if p99(p) > KNEE_P99_MS {
+                    return (best, true);
+                }
+                best = p.achieved_rate;
+            }
+            (best, false)
+        };
+        let (pp, pp_found) = upto(&|p| p.latency.p99_ms);
+        let (fl, fl_found) = upto(&|p| p.floor.p99_ms);
+        Knee {
+            pubpresence: pp,
+            floor: fl,
+            ratio: if fl > 0.0 { pp / fl } else { 0.0 },
+            found: pp_found && fl_found,
+        }
+    }
 }
 
 impl BenchOptions {
@@ -81,6 +128,7 @@ impl BenchOptions {
             component_bin: None,
             tcp_nodelay: false,
             memory_storage: false,
+            knee: false,
         }
     }
 
@@ -95,6 +143,7 @@ impl BenchOptions {
             component_bin: None,
             tcp_nodelay: false,
             memory_storage: false,
+            knee: false,
         }
     }
 }
@@ -127,8 +176,23 @@ pub struct RatePoint {
 pub struct Startup {
     /// Sessions connected when the component started.
     pub sessions: usize,
-    /// From the component's start (spawn) to `online` on the status node.
+    /// Restart with nothing changed (active already right): from the
+    /// component's start (spawn) to `online` on the status node.
     pub seconds: f64,
+    /// The component's own account of that restart's steps (its log line
+    /// "start-up discovery done": `nodes 12ms, listing 3ms, ...`).
+    pub phases: String,
+    /// Its floor: listing, probes and one fetch of active (`floors`).
+    pub restart_floor: RestartFloor,
+    /// seconds / restart floor.
+    pub restart_over_floor: f64,
+    /// Start-up with active empty (deleted while the component was
+    /// stopped) and the same sessions connected, to `online`.
+    pub cold_seconds: f64,
+    /// Its floor: the same items published by a plain client (`floors`).
+    pub publish_floor: PublishFloor,
+    /// cold_seconds / the floor's pairs.
+    pub cold_over_floor: f64,
     /// Items of `presence/active` once online.
     pub active_items: usize,
     /// Start-up with no session connected, for comparison.
@@ -163,6 +227,7 @@ pub struct Report {
     pub startup: Startup,
     pub memory: Memory,
     pub rates: Vec<RatePoint>,
+    pub knee: Knee,
 }
 
 impl Report {
@@ -178,9 +243,20 @@ impl Report {
             "pubpresence bench ({} mode) on {} CPUs, {}\nserver: {}; component: {}\n\n",
             self.mode, m.nproc, m.model, self.storage, self.component_process
         ));
+        let st = &self.startup;
+        let (rf, pf) = (&st.restart_floor, &st.publish_floor);
         s.push_str(&format!(
-            "start-up to online: {:.3} s with {} sessions connected ({:.3} s with none); active holds {} items\n",
-            self.startup.seconds, self.startup.sessions, self.startup.idle_seconds, self.startup.active_items
+            "restart, nothing changed, to online: {:.3} s with {} sessions connected ({:.3} s with none); active holds {} items\n  \
+             component's steps: {}\n  \
+             floor (connect, listing + probes beside one fetch of active): {:.3} s (handshake {:.3}, listing {:.3}, probes {:.3}, active {:.3}; {} sessions of {} users, {} items) -> {:.2}x\n",
+            st.seconds, st.sessions, st.idle_seconds, st.active_items, st.phases,
+            rf.seconds, rf.handshake_s, rf.listing_s, rf.probes_s, rf.active_s, rf.sessions, rf.users, rf.active_items,
+            st.restart_over_floor,
+        ));
+        s.push_str(&format!(
+            "start-up, active empty, to online: {:.3} s\n  \
+             floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s -> {:.2}x (one node only: {:.3} s)\n",
+            st.cold_seconds, pf.items, pf.in_flight, pf.pairs_s, st.cold_over_floor, pf.single_s,
         ));
         let mem = &self.memory;
         s.push_str(&format!(
@@ -209,6 +285,14 @@ impl Report {
                 r.cpu_ratio * 100.0,
             ));
         }
+        let k = &self.knee;
+        s.push_str(&format!(
+            "knee (highest rate with p99 <= {KNEE_P99_MS} ms): pubpresence {:.0}/s, floor {:.0}/s -> {:.2}x{}\n",
+            k.pubpresence,
+            k.floor,
+            k.ratio,
+            if k.found { "" } else { " (the sweep did not pass both: the knee may lie higher)" },
+        ));
         s.push_str(&format!("(all figures: {})\n", self.storage));
         s
     }
@@ -577,7 +661,25 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
                     FLOOR,
                     pubsub::config_form(&[
                         ("pubsub#access_model", "open".into()),
+                        ("pubsub#persist_items", "0".into()),
+                    ]),
+                ),
+            ),
+            IQ_TIMEOUT,
+        )
+        .await?;
+    admin
+        .iq(
+            client_iq(
+                "set",
+                &pubsub_jid,
+                pubsub::create(
+                    FLOOR_ACTIVE,
+                    pubsub::config_form(&[
+                        ("pubsub#access_model", "open".into()),
+                        ("pubsub#persist_items", "1".into()),
                         ("pubsub#max_items", "1000".into()),
+                        ("pubsub#notify_retract", "1".into()),
                     ]),
                 ),
             ),
@@ -726,26 +828,39 @@ async fn measured(
         )
         .await?;
         let startup_s = t0.elapsed().as_secs_f64();
+        let phases = last_phases(&prosody.dir.path().join("component.log"));
         let active_items = active_items(watcher, &pubsub_jid).await;
         // The node may have been recreated: subscribe again.
         subscribe(watcher, &pubsub_jid, LIVE).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let restarted_kib = rss_kib(comp.pid()).unwrap_or(0);
+        let (restart_floor, cold_s, publish_floor) =
+            cold_start(prosody, opts, watcher, admin, &mut comp).await?;
 
-        let mut rates = Vec::new();
+        let mut rates: Vec<RatePoint> = Vec::new();
         for (i, &rate) in opts.rates.iter().enumerate() {
-            rates.push(
-                phase(
-                    prosody, opts, watcher, admin, seen, &comp, server_pid, i, rate,
-                )
-                .await?,
-            );
+            let point = phase(
+                prosody, opts, watcher, admin, seen, &comp, server_pid, i, rate,
+            )
+            .await?;
+            let past_both = point.latency.p99_ms > KNEE_P99_MS && point.floor.p99_ms > KNEE_P99_MS;
+            rates.push(point);
+            if opts.knee && past_both {
+                tracing::info!("past the knee of both pubpresence and its floor at {rate}/s");
+                break;
+            }
         }
         let per = (loaded_kib as f64 - idle_kib as f64) * 1024.0 / n as f64;
         Ok::<_, BenchError>((
             Startup {
                 sessions: n,
                 seconds: startup_s,
+                phases,
+                restart_over_floor: ratio(startup_s, restart_floor.seconds),
+                restart_floor,
+                cold_seconds: cold_s,
+                cold_over_floor: ratio(cold_s, publish_floor.pairs_s),
+                publish_floor,
                 active_items,
                 idle_seconds: 0.0,
             },
@@ -779,8 +894,115 @@ async fn measured(
         duration_s: opts.duration.as_secs_f64(),
         startup,
         memory,
+        knee: Knee::of(&rates),
         rates,
     })
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// The steps of the component's last start-up as it logged them (a child
+/// component only; empty otherwise).
+fn last_phases(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| l.contains("start-up discovery done"))
+        .and_then(|l| {
+            let (_, rest) = l.split_once("took=")?;
+            // `took=nodes 12ms, listing 3ms, ... "start-up discovery...`
+            // or as the last field: up to the message or the line's end.
+            Some(
+                rest.split(" start-up")
+                    .next()
+                    .unwrap_or(rest)
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// With the component stopped: the restart floor; then active deleted and
+/// the component started (the start-up with active empty, timed to
+/// `online`); then the start-up floor with the items it published.
+async fn cold_start(
+    prosody: &Prosody,
+    opts: &BenchOptions,
+    watcher: &C2s,
+    admin: &C2s,
+    comp: &mut Component,
+) -> Result<(RestartFloor, f64, PublishFloor), BenchError> {
+    let pubsub_jid = prosody.pubsub_jid.as_str();
+    comp.stop().await;
+    wait_status(
+        watcher,
+        pubsub_jid,
+        ServiceStatus::Offline,
+        Duration::from_secs(15),
+        None,
+    )
+    .await?;
+    tracing::info!("the restart floor: listing, probes, one fetch of active");
+    let restart_floor = floors::restart_floor(&AsComponent {
+        addr: prosody.component_addr(),
+        jid: &prosody.component_jid,
+        secret: &prosody.secret,
+        domain: &prosody.domain,
+        pubsub: pubsub_jid,
+        active: ACTIVE,
+    })
+    .await?;
+    // The floor's stream is closed; Prosody takes the component's next
+    // connection once it has let go of that one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin
+        .iq(
+            client_iq("set", pubsub_jid, pubsub::delete(ACTIVE)),
+            IQ_TIMEOUT,
+        )
+        .await
+        .map_err(|e| setup(format!("deleting active as the admin: {e}")))?;
+    tracing::info!("starting the component with active empty");
+    let t0 = Instant::now();
+    *comp = Component::start(
+        opts.component_bin.as_deref(),
+        &prosody.dir.path().join("bench.toml"),
+        prosody.dir.path(),
+    )?;
+    let limit = Duration::from_secs(120 + opts.connections as u64 / 20);
+    wait_status(
+        watcher,
+        pubsub_jid,
+        ServiceStatus::Online,
+        limit,
+        Some(comp),
+    )
+    .await?;
+    let cold_s = t0.elapsed().as_secs_f64();
+    subscribe(watcher, pubsub_jid, LIVE).await?;
+    let items: Vec<UserItem> = watcher
+        .iq(
+            client_iq("get", pubsub_jid, pubsub::items(ACTIVE)),
+            IQ_TIMEOUT,
+        )
+        .await
+        .map(|r| {
+            pubsub::parse_items(&r)
+                .into_iter()
+                .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
+                .collect()
+        })
+        .map_err(|e| setup(format!("reading active after the cold start-up: {e}")))?;
+    tracing::info!("the start-up floor: {} items published", items.len());
+    let publish_floor = floors::publish_floor(admin, watcher, pubsub_jid, &items).await?;
+    Ok((restart_floor, cold_s, publish_floor))
 }
 
 /// One steady-rate phase: load users changing status, the floor publisher,
@@ -863,8 +1085,24 @@ async fn phase(
             &prosody.pubsub_jid,
             pubsub::publish(FLOOR, Some(&id), item.to_element()),
         );
+        // As the component does: the item on an active-like node, and once
+        // the server confirmed it, on the live-like node the watcher follows.
+        let on_active = client_iq(
+            "set",
+            &prosody.pubsub_jid,
+            pubsub::publish(
+                FLOOR_ACTIVE,
+                Some(&format!("floor{}", seq % 100)),
+                item.to_element(),
+            ),
+        );
         let at = Instant::now();
-        admin.send(el)?;
+        let a = admin.clone();
+        tokio::spawn(async move {
+            if a.iq(on_active, IQ_TIMEOUT).await.is_ok() {
+                let _ = a.send(el);
+            }
+        });
         floor_sent.insert(id, at);
     }
     let _ = ctl.send(SimControl::Hold);
@@ -946,4 +1184,51 @@ async fn phase(
             0.0
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(sent: f64, p99: f64, floor_p99: f64) -> RatePoint {
+        let lat = |p99_ms| Latency {
+            samples: 1,
+            p50_ms: 1.0,
+            p99_ms,
+            max_ms: p99_ms,
+        };
+        RatePoint {
+            target_rate: sent,
+            load_connections: 1,
+            achieved_rate: sent,
+            changes: 1,
+            received: 1,
+            latency: lat(p99),
+            floor_sent: 1,
+            floor: lat(floor_p99),
+            p99_over_floor: 1.0,
+            cpu_window_s: 1.0,
+            server_cpu_s: 1.0,
+            component_cpu_s: 0.1,
+            cpu_ratio: 0.1,
+        }
+    }
+
+    #[test]
+    fn the_knee_is_the_last_rate_before_the_first_p99_past_100_ms() {
+        let sweep = [
+            point(99.0, 20.0, 15.0),
+            point(198.0, 60.0, 30.0),
+            // A lucky rate past the first miss does not count: p99 must stay.
+            point(297.0, 140.0, 80.0),
+            point(396.0, 90.0, 120.0),
+        ];
+        let k = Knee::of(&sweep);
+        assert_eq!((k.pubpresence, k.floor), (198.0, 297.0));
+        assert!((k.ratio - 198.0 / 297.0).abs() < 1e-9);
+        assert!(k.found);
+        let k = Knee::of(&sweep[..2]);
+        assert_eq!((k.pubpresence, k.floor, k.found), (198.0, 198.0, false));
+        assert_eq!(Knee::of(&[point(99.0, 101.0, 101.0)]).pubpresence, 0.0);
+    }
 }

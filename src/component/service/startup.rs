@@ -70,6 +70,12 @@ impl Phases {
         self.laps.push((what, now - self.last));
         self.last = now;
     }
+
+    /// A step that ran beside others, with its own duration.
+    fn push(&mut self, what: &'static str, took: Duration) {
+        self.laps.push((what, took));
+        self.last = tokio::time::Instant::now();
+    }
 }
 
 impl std::fmt::Display for Phases {
@@ -172,6 +178,64 @@ async fn discover(
         .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
     phases.lap("nodes");
+    // Who is connected and what active holds are independent questions:
+    // asked together, the server's time on the listing and the probes
+    // overlaps with the fetch of active, and a restart with nothing
+    // changed waits for the longer of the two rather than their sum.
+    let begun = tokio::time::Instant::now();
+    let (who, fetched) = tokio::join!(connected(cfg, publisher, listing), async {
+        let r = active(cfg, publisher).await;
+        (r, begun.elapsed())
+    });
+    let Connected {
+        sessions,
+        ips,
+        users,
+        answered,
+        listed_in,
+        probed_in,
+    } = who?;
+    let ((active, capacity), active_in) = (fetched.0?, fetched.1);
+    phases.push("listing", listed_in);
+    phases.push("probes", probed_in);
+    phases.push("active (beside them)", active_in);
+    Ok(Discovery {
+        phases,
+        active,
+        capacity,
+        ips,
+        users,
+        sessions: sessions.len(),
+        listed: sessions
+            .iter()
+            .filter(|s| !cfg.privacy.hidden(&s.bare))
+            .map(|s| s.fulljid.clone())
+            .collect(),
+        answered,
+    })
+}
+
+/// Who is connected, as the listing and the probes found it.
+struct Connected {
+    sessions: Vec<publisher::OnlineSession>,
+    /// Addresses the listing stated, by full JID.
+    ips: HashMap<String, String>,
+    users: usize,
+    /// The probe barrier proved every answer arrived.
+    answered: bool,
+    listed_in: Duration,
+    probed_in: Duration,
+}
+
+/// Who is connected: the listing, a probe to every user with a session,
+/// and a round trip behind the probes.
+async fn connected(
+    cfg: &ServiceConfig,
+    publisher: &Publisher,
+    listing: &publisher::Listing,
+) -> Result<Connected, StartupError> {
+    let m = &cfg.telemetry;
+    let t = tokio::time::Instant::now();
     let conn = &publisher.conn;
     let sessions = publisher::online_sessions_via(conn, &cfg.domain, listing)
         .await
@@ -192,18 +256,19 @@ async fn discover(
     for u in &users {
         let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
     }
+    let users = users.len();
     // Addresses the listing stated; the others are learned with user-stats
     // when (and only if) the session turns out to be tracked.
     let ips: HashMap<String, String> = sessions
         .iter()
         .filter_map(|s| Some((s.fulljid.clone(), cfg.privacy.ip(s.ip.as_deref()?))))
         .collect();
+    let listed_in = t.elapsed();
     // A round trip behind the probes: Prosody answers a component's stanzas
     // in order, so once this returns every probe answer has been received.
     // ejabberd answers the ping before the probes (seen): there the session
     // waits for the listed sessions' answers instead, bounded by
     // probe_timeout (see `Session::discovered`).
-    phases.lap("listing");
     let barrier = Element::builder("ping", ns::PING).build();
     let answered = match conn
         .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
@@ -215,33 +280,37 @@ async fn discover(
             false
         }
     };
-    phases.lap("probes");
+    Ok(Connected {
+        sessions,
+        ips,
+        users,
+        answered,
+        listed_in,
+        probed_in: t.elapsed() - listed_in,
+    })
+}
+
+/// What active holds (unreadable items retracted) and how many items it
+/// can hold.
+async fn active(
+    cfg: &ServiceConfig,
+    publisher: &Publisher,
+) -> Result<(Vec<UserItem>, Option<usize>), StartupError> {
+    let m = &cfg.telemetry;
     let (active, bad) = publisher
         .active_items()
         .await
         .inspect_err(|_| m.error(ErrorKind::Fetch))
-        .map_err(iq_err("fetching the items of active"))?;
+        .map_err(|err| StartupError::Iq {
+            what: "fetching the items of active".into(),
+            err,
+        })?;
     for id in bad {
         tracing::info!(item = %truncate(&id), "retracting an unreadable item from active");
         let r = publisher.retract_active(&id).await;
         count_retract(m, &r);
     }
-    let capacity = publisher.active_capacity().await;
-    phases.lap("active");
-    Ok(Discovery {
-        phases,
-        active,
-        capacity,
-        ips,
-        users: users.len(),
-        sessions: sessions.len(),
-        listed: sessions
-            .iter()
-            .filter(|s| !cfg.privacy.hidden(&s.bare))
-            .map(|s| s.fulljid.clone())
-            .collect(),
-        answered,
-    })
+    Ok((active, publisher.active_capacity().await))
 }
 
 impl Session<'_> {

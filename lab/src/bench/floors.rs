@@ -1,0 +1,237 @@
+//! The server's own floors for the component's start-up and restart
+//! (docs/benchmarks.md, "Floors"): the least work the server must do for the
+//! same result, done by a plain client with nothing of the component's logic,
+//! in the same run as the figure it bounds.
+//!
+//! - Start-up (active empty, N sessions): the component publishes each
+//!   connection on active and, once confirmed, on live, 256 in flight
+//!   (docs/protocol.md, "What the component publishes, and when", step 6).
+//!   The floor publishes the same N items the same way to two fresh nodes
+//!   configured as active and live; and, for reference, once each to one
+//!   node (the least any publisher of N items costs).
+//! - Restart with nothing changed: the component connects, lists the
+//!   server's sessions, probes every user and fetches active (steps 1 and
+//!   4-5). The floor connects as the same component (while it is stopped),
+//!   lists, probes every listed user with a round trip behind the probes,
+//!   and fetches active beside them: only the questions, none of the
+//!   component's set-up or answers.
+
+use super::client::{client_iq, IQ_TIMEOUT};
+use super::error::{setup, BenchError};
+use futures::StreamExt;
+use pubpresence::minidom::Element;
+use pubpresence::wire::user::UserItem;
+use pubpresence::wire::{adhoc, ns, presence, pubsub};
+use pubpresence::xmpp::c2s::C2s;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// The component's requests in flight at once (its dispatcher's bound).
+pub(crate) const IN_FLIGHT: usize = 256;
+
+/// The start-up floor's figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PublishFloor {
+    pub items: usize,
+    pub in_flight: usize,
+    /// Each item on an active-like node, then (confirmed) on a live-like node.
+    pub pairs_s: f64,
+    /// Each item once, on one node.
+    pub single_s: f64,
+}
+
+/// The restart floor's figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestartFloor {
+    /// Connect + handshake to the last answer (listing, probes, active).
+    pub seconds: f64,
+    pub handshake_s: f64,
+    pub listing_s: f64,
+    /// From the first probe to the round trip behind them.
+    pub probes_s: f64,
+    /// The fetch of active, beside the listing and probes.
+    pub active_s: f64,
+    pub sessions: usize,
+    pub users: usize,
+    pub active_items: usize,
+}
+
+/// Node configurations as the component gives active and live (open access
+/// instead of a whitelist: the floor's reader need not be a member).
+fn active_like(max: usize) -> Element {
+    pubsub::config_form(&[
+        ("pubsub#access_model", "open".into()),
+        ("pubsub#deliver_payloads", "1".into()),
+        ("pubsub#persist_items", "1".into()),
+        ("pubsub#max_items", max.to_string()),
+        ("pubsub#send_last_published_item", "never".into()),
+        ("pubsub#notify_retract", "1".into()),
+    ])
+}
+
+fn live_like() -> Element {
+    pubsub::config_form(&[
+        ("pubsub#access_model", "open".into()),
+        ("pubsub#deliver_payloads", "1".into()),
+        ("pubsub#persist_items", "0".into()),
+        ("pubsub#send_last_published_item", "never".into()),
+    ])
+}
+
+async fn create(c: &C2s, service: &str, node: &str, config: Element) -> Result<(), BenchError> {
+    c.iq(
+        client_iq("set", service, pubsub::create(node, config)),
+        IQ_TIMEOUT,
+    )
+    .await
+    .map_err(|e| setup(format!("creating {node}: {e}")))?;
+    Ok(())
+}
+
+async fn delete(c: &C2s, service: &str, node: &str) {
+    let _ = c
+        .iq(client_iq("set", service, pubsub::delete(node)), IQ_TIMEOUT)
+        .await;
+}
+
+/// Publishes `items` as the component's start-up does (see the module
+/// comment), `IN_FLIGHT` at once, with `subscriber` (the bench's watcher)
+/// subscribed to the live-like node as it is to live. `c` must be allowed
+/// to create nodes (the lab's admin).
+pub(crate) async fn publish_floor(
+    c: &C2s,
+    subscriber: &C2s,
+    service: &str,
+    items: &[UserItem],
+) -> Result<PublishFloor, BenchError> {
+    let (active, live, single) = (
+        "bench/floor-active",
+        "bench/floor-live",
+        "bench/floor-single",
+    );
+    let max = items.len() + 100;
+    create(c, service, active, active_like(max)).await?;
+    create(c, service, live, live_like()).await?;
+    create(c, service, single, active_like(max)).await?;
+    let me = subscriber.jid().to_string();
+    subscriber
+        .iq(
+            client_iq("set", service, pubsub::subscribe(live, &me)),
+            IQ_TIMEOUT,
+        )
+        .await?;
+    let publish = |node: &'static str, item: &UserItem, id: bool| {
+        let id = id.then_some(item.fulljid.as_str());
+        c.iq(
+            client_iq("set", service, pubsub::publish(node, id, item.to_element())),
+            Duration::from_secs(120),
+        )
+    };
+    let t = Instant::now();
+    let failed = futures::stream::iter(items)
+        .map(|item| async move {
+            publish(active, item, true).await?;
+            publish(live, item, false).await
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
+    let pairs_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let failed_single = futures::stream::iter(items)
+        .map(|item| publish(single, item, true))
+        .buffer_unordered(IN_FLIGHT)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
+    let single_s = t.elapsed().as_secs_f64();
+    for node in [active, live, single] {
+        delete(c, service, node).await;
+    }
+    if failed + failed_single > 0 {
+        return Err(setup(format!(
+            "the start-up floor: {failed} pairs and {failed_single} single publishes refused"
+        )));
+    }
+    Ok(PublishFloor {
+        items: items.len(),
+        in_flight: IN_FLIGHT,
+        pairs_s,
+        single_s,
+    })
+}
+
+/// What the restart floor needs to reach the server as the component.
+pub(crate) struct AsComponent<'a> {
+    pub addr: String,
+    pub jid: &'a str,
+    pub secret: &'a str,
+    pub domain: &'a str,
+    pub pubsub: &'a str,
+    pub active: &'a str,
+}
+
+/// The restart floor (see the module comment). The component must be
+/// stopped: the floor connects with its JID.
+pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, BenchError> {
+    let t0 = Instant::now();
+    let (conn, mut inbound, _task) =
+        pubpresence::xmpp::connect_component(&at.addr, at.jid, at.secret, Duration::from_secs(120))
+            .await
+            .map_err(|e| setup(format!("the restart floor's connection: {e}")))?;
+    // Presences (the probes' answers) are read and dropped, as fast as they come.
+    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    let handshake_s = t0.elapsed().as_secs_f64();
+    let iq_err = |what: &str| {
+        let what = what.to_string();
+        move |e: pubpresence::xmpp::IqError| setup(format!("the restart floor's {what}: {e}"))
+    };
+    let who = async {
+        let t = Instant::now();
+        let res = conn
+            .iq("set", at.domain, adhoc::online_users_submit(None))
+            .await
+            .map_err(iq_err("listing"))?;
+        let listed = adhoc::reply(&res)
+            .and_then(|r| r.form)
+            .map(adhoc::parse_online_sessions)
+            .unwrap_or_default();
+        let listing_s = t.elapsed().as_secs_f64();
+        let sessions = listed.iter().map(|(_, s)| s.len()).sum::<usize>();
+        let users: HashSet<&str> = listed.iter().map(|(bare, _)| bare.as_str()).collect();
+        let t = Instant::now();
+        for u in &users {
+            conn.send(presence::build(at.jid, u, Some("probe"), None))
+                .map_err(iq_err("probes"))?;
+        }
+        let ping = Element::builder("ping", ns::PING).build();
+        conn.iq("get", at.domain, ping)
+            .await
+            .map_err(iq_err("round trip behind the probes"))?;
+        Ok::<_, BenchError>((listing_s, t.elapsed().as_secs_f64(), sessions, users.len()))
+    };
+    let fetch = async {
+        let t = Instant::now();
+        let res = conn
+            .iq("get", at.pubsub, pubsub::items(at.active))
+            .await
+            .map_err(iq_err("fetch of active"))?;
+        Ok::<_, BenchError>((t.elapsed().as_secs_f64(), pubsub::parse_items(&res).len()))
+    };
+    let (who, fetched) = tokio::join!(who, fetch);
+    let seconds = t0.elapsed().as_secs_f64();
+    conn.close().await;
+    let (listing_s, probes_s, sessions, users) = who?;
+    let (active_s, active_items) = fetched?;
+    Ok(RestartFloor {
+        seconds,
+        handshake_s,
+        listing_s,
+        probes_s,
+        active_s,
+        sessions,
+        users,
+        active_items,
+    })
+}
