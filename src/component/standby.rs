@@ -81,6 +81,9 @@ pub struct Takeover {
     role: Role,
     /// When the first ping that failed without a success since was sent.
     failing_since: Option<Instant>,
+    /// When the newest answered ping was sent: a ping sent before it that
+    /// fails was lost, not unanswered by a dead instance.
+    answered_sent: Option<Instant>,
     /// While active: our own status item has come back, so any status item
     /// of another instance seen from now on is newer than ours.
     seen_own: bool,
@@ -98,6 +101,7 @@ impl Takeover {
             takeover,
             role: Role::Standby,
             failing_since: None,
+            answered_sent: None,
             seen_own: false,
             left_cleanly: None,
             active_instance: None,
@@ -114,9 +118,10 @@ impl Takeover {
         self.role == Role::Standby && self.left_cleanly.is_some()
     }
 
-    /// The active instance answered a ping.
-    pub fn ping_ok(&mut self, now: Instant) -> Decision {
+    /// The active instance answered a ping sent at `sent`.
+    pub fn ping_ok(&mut self, sent: Instant, now: Instant) -> Decision {
         self.failing_since = None;
+        self.answered_sent = self.answered_sent.max(Some(sent));
         self.leave_deadline(now)
     }
 
@@ -155,6 +160,12 @@ impl Takeover {
         }
         if self.left_cleanly.is_some() {
             return self.leave_deadline(now);
+        }
+        if self.answered_sent.is_some_and(|a| sent <= a) {
+            // A later ping was answered: this one was lost on the way (on
+            // an ejabberd cluster, routed to the connection of an instance
+            // that was just stepping down), the active one is there.
+            return Decision::Nothing;
         }
         let since = *self.failing_since.get_or_insert(sent);
         if now.duration_since(since) >= self.takeover {
@@ -215,6 +226,7 @@ impl Takeover {
         self.role = Role::Active;
         self.seen_own = false;
         self.failing_since = None;
+        self.answered_sent = None;
         self.left_cleanly = None;
     }
 
@@ -222,6 +234,7 @@ impl Takeover {
         self.role = Role::Standby;
         self.seen_own = false;
         self.failing_since = None;
+        self.answered_sent = None;
         self.left_cleanly = None;
     }
 }
@@ -358,6 +371,8 @@ fn ask_for_resync(conn: &Option<C2s>, component: &str, me: &str) {
 const RESYNC_PAUSE: Duration = Duration::from_millis(500);
 
 const PING_EVERY: Duration = Duration::from_millis(500);
+/// Ordinary pings under way at most: a ping may take all of `takeover`.
+const PINGS_IN_FLIGHT: usize = 8;
 /// Between pings while a cleanly stopped instance's connection goes.
 const LEAVE_PING_EVERY: Duration = Duration::from_millis(20);
 
@@ -404,9 +419,13 @@ where
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (ping_tx, mut ping_rx) = mpsc::channel::<(Ping, Instant)>(128);
-    // Pings under way: one at a time, except after a clean stop, where one
-    // goes every `LEAVE_PING_EVERY` whatever the earlier ones do (a stopping
-    // instance leaves them unanswered; the first bounce decides).
+    // Pings under way: one every `PING_EVERY` whatever the earlier ones do,
+    // so that one lost ping is followed by an answered one before its own
+    // timeout (on an ejabberd cluster a ping sent as an instance steps down
+    // can be routed to its closing connection: taking over for that had the
+    // two instances take turns, the two-instance soak's "resynced in a quiet
+    // stretch"); after a clean stop, one every `LEAVE_PING_EVERY` (a
+    // stopping instance leaves them unanswered; the first bounce decides).
     let mut in_flight = 0usize;
     let mut leave_ticker = tokio::time::interval(LEAVE_PING_EVERY);
     leave_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -461,7 +480,7 @@ where
             _ = leave_ticker.tick(), if machine.waiting_for_leave() && in_flight < 64 => {
                 in_flight += usize::from(start_ping(&conn, &cfg.jid, leave_ping_timeout, &ping_tx));
             }
-            _ = ticker.tick(), if in_flight == 0 => {
+            _ = ticker.tick(), if in_flight < PINGS_IN_FLIGHT => {
                 in_flight += usize::from(start_ping(&conn, &cfg.jid, ping_timeout, &ping_tx));
             }
             Some((result, sent)) = ping_rx.recv() => {
@@ -469,7 +488,7 @@ where
                 let now = Instant::now();
                 let ok = result == Ping::Answered;
                 let d = match result {
-                    Ping::Answered => machine.ping_ok(now),
+                    Ping::Answered => machine.ping_ok(sent, now),
                     Ping::Bounced => machine.ping_bounced(sent, now),
                     Ping::NoAnswer => machine.ping_failed(sent, now),
                 };
@@ -515,11 +534,11 @@ mod tests {
     fn waits_while_pings_succeed_and_takes_over_after_takeover_of_failures() {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
-        assert_eq!(m.ping_ok(at(0, t0)), Decision::Nothing);
+        assert_eq!(m.ping_ok(at(0, t0), at(0, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(0, t0), at(0, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(1500, t0), at(1500, t0)), Decision::Nothing);
         // A success in between resets the clock.
-        m.ping_ok(at(2000, t0));
+        m.ping_ok(at(2000, t0), at(2000, t0));
         assert_eq!(m.ping_failed(at(2500, t0), at(2500, t0)), Decision::Nothing);
         assert_eq!(m.ping_failed(at(4000, t0), at(4000, t0)), Decision::Nothing);
         assert!(matches!(
@@ -530,12 +549,34 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_ping_followed_by_an_answered_one_is_no_death() {
+        let t0 = Instant::now();
+        let mut m = Takeover::new("b", Duration::from_secs(2));
+        // Stepped down at 0 (the race lost): a ping sent at once goes to
+        // our own closing connection and is lost; the next, 500 ms later,
+        // is answered at 520 ms; the lost one's timeout comes at 2 s.
+        m.lost_the_race(at(0, t0));
+        assert_eq!(m.ping_ok(at(500, t0), at(520, t0)), Decision::Nothing);
+        assert_eq!(m.ping_failed(at(0, t0), at(2000, t0)), Decision::Nothing);
+        assert_eq!(m.role(), Role::Standby);
+        // A death is still seen `takeover` after the first ping sent after
+        // the last answer.
+        assert!(matches!(
+            m.ping_failed(at(1000, t0), at(3000, t0)),
+            Decision::TakeOver(_)
+        ));
+    }
+
+    #[test]
     fn a_slow_answer_counts_and_silence_counts_from_the_ping_sent() {
         let t0 = Instant::now();
         let mut m = Takeover::new("b", Duration::from_secs(2));
         // Answers 700 ms late, ping after ping: the active one is there.
         for k in 0..10 {
-            assert_eq!(m.ping_ok(at(700 + 1200 * k, t0)), Decision::Nothing);
+            assert_eq!(
+                m.ping_ok(at(700 + 1200 * k, t0), at(700 + 1200 * k, t0)),
+                Decision::Nothing
+            );
         }
         assert_eq!(m.role(), Role::Standby);
         // Then a ping sent at 12.5 s is not answered within `takeover`: its
@@ -561,7 +602,7 @@ mod tests {
         );
         assert!(m.waiting_for_leave());
         // Its connection still answers: wait (not for `takeover` of failures).
-        assert_eq!(m.ping_ok(at(120, t0)), Decision::Nothing);
+        assert_eq!(m.ping_ok(at(120, t0), at(120, t0)), Decision::Nothing);
         assert_eq!(m.role(), Role::Standby);
         // A stopping instance leaves pings unanswered: still no proof.
         assert_eq!(m.ping_failed(at(130, t0), at(130, t0)), Decision::Nothing);
@@ -580,8 +621,11 @@ mod tests {
             m.status(ServiceStatus::Offline, Some("a"), at(0, t0)),
             Decision::PingNow
         );
-        assert_eq!(m.ping_ok(at(1900, t0)), Decision::Nothing);
-        assert!(matches!(m.ping_ok(at(2000, t0)), Decision::TakeOver(_)));
+        assert_eq!(m.ping_ok(at(1900, t0), at(1900, t0)), Decision::Nothing);
+        assert!(matches!(
+            m.ping_ok(at(2000, t0), at(2000, t0)),
+            Decision::TakeOver(_)
+        ));
         let mut m = Takeover::new("b", Duration::from_secs(2));
         m.status(ServiceStatus::Offline, Some("a"), at(0, t0));
         assert_eq!(m.ping_failed(at(1900, t0), at(1900, t0)), Decision::Nothing);
@@ -631,7 +675,7 @@ mod tests {
         );
         assert_eq!(m.role(), Role::Standby);
         // Pings decide again from here.
-        assert_eq!(m.ping_ok(at(60, t0)), Decision::Nothing);
+        assert_eq!(m.ping_ok(at(60, t0), at(60, t0)), Decision::Nothing);
     }
 
     #[test]

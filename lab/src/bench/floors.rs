@@ -18,6 +18,7 @@
 
 use super::client::{client_iq, IQ_TIMEOUT};
 use super::error::{setup, BenchError};
+use super::measure::cpu_seconds;
 use futures::StreamExt;
 use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
@@ -38,6 +39,8 @@ pub struct PublishFloor {
     pub pairs_s: f64,
     /// Each item once, on one node.
     pub single_s: f64,
+    /// The server's CPU seconds during the pairs.
+    pub pairs_server_cpu_s: f64,
 }
 
 /// The restart floor's figures.
@@ -54,6 +57,16 @@ pub struct RestartFloor {
     pub sessions: usize,
     pub users: usize,
     pub active_items: usize,
+    /// The server's CPU seconds from the connect to the last answer.
+    pub server_cpu_s: f64,
+}
+
+/// CPU seconds of `pid` since `from` (0 when unreadable).
+pub(crate) fn cpu_since(pid: u32, from: Option<f64>) -> f64 {
+    match (from, cpu_seconds(pid)) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    }
 }
 
 /// Node configurations as the component gives active and live (open access
@@ -103,6 +116,7 @@ pub(crate) async fn publish_floor(
     subscriber: &C2s,
     service: &str,
     items: &[UserItem],
+    server_pid: u32,
 ) -> Result<PublishFloor, BenchError> {
     let (active, live, single) = (
         "bench/floor-active",
@@ -128,6 +142,7 @@ pub(crate) async fn publish_floor(
         )
     };
     let t = Instant::now();
+    let cpu = cpu_seconds(server_pid);
     let failed = futures::stream::iter(items)
         .map(|item| async move {
             publish(active, item, true).await?;
@@ -138,6 +153,7 @@ pub(crate) async fn publish_floor(
         .count()
         .await;
     let pairs_s = t.elapsed().as_secs_f64();
+    let pairs_server_cpu_s = cpu_since(server_pid, cpu);
     let t = Instant::now();
     let failed_single = futures::stream::iter(items)
         .map(|item| publish(single, item, true))
@@ -159,6 +175,7 @@ pub(crate) async fn publish_floor(
         in_flight: IN_FLIGHT,
         pairs_s,
         single_s,
+        pairs_server_cpu_s,
     })
 }
 
@@ -170,12 +187,14 @@ pub(crate) struct AsComponent<'a> {
     pub domain: &'a str,
     pub pubsub: &'a str,
     pub active: &'a str,
+    pub server_pid: u32,
 }
 
 /// The restart floor (see the module comment). The component must be
 /// stopped: the floor connects with its JID.
 pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, BenchError> {
     let t0 = Instant::now();
+    let cpu = cpu_seconds(at.server_pid);
     let (conn, mut inbound, _task) =
         pubpresence::xmpp::connect_component(&at.addr, at.jid, at.secret, Duration::from_secs(120))
             .await
@@ -221,6 +240,7 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
     };
     let (who, fetched) = tokio::join!(who, fetch);
     let seconds = t0.elapsed().as_secs_f64();
+    let server_cpu_s = cpu_since(at.server_pid, cpu);
     conn.close().await;
     let (listing_s, probes_s, sessions, users) = who?;
     let (active_s, active_items) = fetched?;
@@ -233,5 +253,6 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
         sessions,
         users,
         active_items,
+        server_cpu_s,
     })
 }

@@ -186,6 +186,8 @@ pub struct Startup {
     pub restart_floor: RestartFloor,
     /// seconds / restart floor.
     pub restart_over_floor: f64,
+    /// The server's CPU seconds during the restart.
+    pub server_cpu_s: f64,
     /// Start-up with active empty (deleted while the component was
     /// stopped) and the same sessions connected, to `online`.
     pub cold_seconds: f64,
@@ -193,6 +195,8 @@ pub struct Startup {
     pub publish_floor: PublishFloor,
     /// cold_seconds / the floor's pairs.
     pub cold_over_floor: f64,
+    /// The server's CPU seconds during the start-up with active empty.
+    pub cold_server_cpu_s: f64,
     /// Items of `presence/active` once online.
     pub active_items: usize,
     /// Start-up with no session connected, for comparison.
@@ -246,17 +250,17 @@ impl Report {
         let st = &self.startup;
         let (rf, pf) = (&st.restart_floor, &st.publish_floor);
         s.push_str(&format!(
-            "restart, nothing changed, to online: {:.3} s with {} sessions connected ({:.3} s with none); active holds {} items\n  \
+            "restart, nothing changed, to online: {:.3} s (server CPU {:.2} s) with {} sessions connected ({:.3} s with none); active holds {} items\n  \
              component's steps: {}\n  \
-             floor (connect, listing + probes beside one fetch of active): {:.3} s (handshake {:.3}, listing {:.3}, probes {:.3}, active {:.3}; {} sessions of {} users, {} items) -> {:.2}x\n",
-            st.seconds, st.sessions, st.idle_seconds, st.active_items, st.phases,
-            rf.seconds, rf.handshake_s, rf.listing_s, rf.probes_s, rf.active_s, rf.sessions, rf.users, rf.active_items,
+             floor (connect, listing + probes beside one fetch of active): {:.3} s (server CPU {:.2} s; handshake {:.3}, listing {:.3}, probes {:.3}, active {:.3}; {} sessions of {} users, {} items) -> {:.2}x\n",
+            st.seconds, st.server_cpu_s, st.sessions, st.idle_seconds, st.active_items, st.phases,
+            rf.seconds, rf.server_cpu_s, rf.handshake_s, rf.listing_s, rf.probes_s, rf.active_s, rf.sessions, rf.users, rf.active_items,
             st.restart_over_floor,
         ));
         s.push_str(&format!(
-            "start-up, active empty, to online: {:.3} s\n  \
-             floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s -> {:.2}x (one node only: {:.3} s)\n",
-            st.cold_seconds, pf.items, pf.in_flight, pf.pairs_s, st.cold_over_floor, pf.single_s,
+            "start-up, active empty, to online: {:.3} s (server CPU {:.2} s)\n  \
+             floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s (server CPU {:.2} s) -> {:.2}x (one node only: {:.3} s)\n",
+            st.cold_seconds, st.cold_server_cpu_s, pf.items, pf.in_flight, pf.pairs_s, pf.pairs_server_cpu_s, st.cold_over_floor, pf.single_s,
         ));
         let mem = &self.memory;
         s.push_str(&format!(
@@ -818,6 +822,7 @@ async fn measured(
         )
         .await;
         let t0 = Instant::now();
+        let cpu = cpu_seconds(server_pid);
         comp = Component::start(bin, &config, prosody.dir.path())?;
         wait_status(
             watcher,
@@ -828,14 +833,15 @@ async fn measured(
         )
         .await?;
         let startup_s = t0.elapsed().as_secs_f64();
+        let restart_cpu = floors::cpu_since(server_pid, cpu);
         let phases = last_phases(&prosody.dir.path().join("component.log"));
         let active_items = active_items(watcher, &pubsub_jid).await;
         // The node may have been recreated: subscribe again.
         subscribe(watcher, &pubsub_jid, LIVE).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let restarted_kib = rss_kib(comp.pid()).unwrap_or(0);
-        let (restart_floor, cold_s, publish_floor) =
-            cold_start(prosody, opts, watcher, admin, &mut comp).await?;
+        let (restart_floor, (cold_s, cold_cpu), publish_floor) =
+            cold_start(prosody, opts, watcher, admin, &mut comp, server_pid).await?;
 
         let mut rates: Vec<RatePoint> = Vec::new();
         for (i, &rate) in opts.rates.iter().enumerate() {
@@ -857,6 +863,8 @@ async fn measured(
                 seconds: startup_s,
                 phases,
                 restart_over_floor: ratio(startup_s, restart_floor.seconds),
+                server_cpu_s: restart_cpu,
+                cold_server_cpu_s: cold_cpu,
                 restart_floor,
                 cold_seconds: cold_s,
                 cold_over_floor: ratio(cold_s, publish_floor.pairs_s),
@@ -938,7 +946,8 @@ async fn cold_start(
     watcher: &C2s,
     admin: &C2s,
     comp: &mut Component,
-) -> Result<(RestartFloor, f64, PublishFloor), BenchError> {
+    server_pid: u32,
+) -> Result<(RestartFloor, (f64, f64), PublishFloor), BenchError> {
     let pubsub_jid = prosody.pubsub_jid.as_str();
     comp.stop().await;
     wait_status(
@@ -957,6 +966,7 @@ async fn cold_start(
         domain: &prosody.domain,
         pubsub: pubsub_jid,
         active: ACTIVE,
+        server_pid,
     })
     .await?;
     // The floor's stream is closed; Prosody takes the component's next
@@ -971,6 +981,7 @@ async fn cold_start(
         .map_err(|e| setup(format!("deleting active as the admin: {e}")))?;
     tracing::info!("starting the component with active empty");
     let t0 = Instant::now();
+    let cpu = cpu_seconds(server_pid);
     *comp = Component::start(
         opts.component_bin.as_deref(),
         &prosody.dir.path().join("bench.toml"),
@@ -985,7 +996,10 @@ async fn cold_start(
         Some(comp),
     )
     .await?;
-    let cold_s = t0.elapsed().as_secs_f64();
+    let cold = (
+        t0.elapsed().as_secs_f64(),
+        floors::cpu_since(server_pid, cpu),
+    );
     subscribe(watcher, pubsub_jid, LIVE).await?;
     let items: Vec<UserItem> = watcher
         .iq(
@@ -1001,8 +1015,9 @@ async fn cold_start(
         })
         .map_err(|e| setup(format!("reading active after the cold start-up: {e}")))?;
     tracing::info!("the start-up floor: {} items published", items.len());
-    let publish_floor = floors::publish_floor(admin, watcher, pubsub_jid, &items).await?;
-    Ok((restart_floor, cold_s, publish_floor))
+    let publish_floor =
+        floors::publish_floor(admin, watcher, pubsub_jid, &items, server_pid).await?;
+    Ok((restart_floor, cold, publish_floor))
 }
 
 /// One steady-rate phase: load users changing status, the floor publisher,
@@ -1212,6 +1227,26 @@ mod tests {
             component_cpu_s: 0.1,
             cpu_ratio: 0.1,
         }
+    }
+
+    #[test]
+    fn the_start_up_steps_are_read_from_the_components_last_log_line() {
+        let dir = std::env::temp_dir().join(format!("pp-phases-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("component.log");
+        std::fs::write(
+            &log,
+            "2026-12-05T22:00:00Z  INFO start-up discovery done, reconciling users=1 took=nodes 9ms, listing 1ms\n\
+             2026-12-05T22:00:01Z  INFO online\n\
+             2026-12-05T22:00:02Z  INFO start-up discovery done, reconciling users=3 sessions=3 tracked=3 on_active=3 took=nodes 7ms, listing 17ms, probes 5ms, active (beside them) 23ms\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_phases(&log),
+            "nodes 7ms, listing 17ms, probes 5ms, active (beside them) 23ms"
+        );
+        assert_eq!(last_phases(&dir.join("missing.log")), "");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
