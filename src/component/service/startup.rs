@@ -297,9 +297,9 @@ async fn active(
     publisher: &Publisher,
 ) -> Result<(Vec<UserItem>, Option<usize>), StartupError> {
     let m = &cfg.telemetry;
-    let (active, bad) = publisher
-        .active_items()
-        .await
+    // Its capacity (one small read of its configuration) beside its items.
+    let (items, capacity) = tokio::join!(publisher.active_items(), publisher.active_capacity());
+    let (active, bad) = items
         .inspect_err(|_| m.error(ErrorKind::Fetch))
         .map_err(|err| StartupError::Iq {
             what: "fetching the items of active".into(),
@@ -310,7 +310,7 @@ async fn active(
         let r = publisher.retract_active(&id).await;
         count_retract(m, &r);
     }
-    Ok((active, publisher.active_capacity().await))
+    Ok((active, capacity))
 }
 
 impl Session<'_> {
