@@ -22,7 +22,8 @@ pub struct BenchArgs {
     pub duration: Option<Duration>,
     /// The rates are a sweep for the sustained-rate knee (p99 <= 100 ms):
     /// it stops once pubpresence and its floor are both past it (default
-    /// rates 100,200,...,1500).
+    /// rates 25,50,75,100,150,200,300,400,500,700,1000,1500: with SQLite on
+    /// disk the server's commits put the knee low).
     #[arg(long)]
     pub knee: bool,
     /// Also print the figures as one JSON object.
@@ -71,6 +72,11 @@ pub struct BenchArgs {
     pub web_feed_child: Option<PathBuf>,
 }
 
+/// The knee sweep's rates unless `--rates` says otherwise.
+const KNEE_RATES: [f64; 12] = [
+    25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 700.0, 1000.0, 1500.0,
+];
+
 /// A positive duration: "5s", "2m" (humantime) or a plain number of seconds.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.trim().parse::<f64>() {
@@ -94,7 +100,7 @@ impl BenchArgs {
         }
         if self.knee {
             o.knee = true;
-            o.rates = (1..=15).map(|i| f64::from(i) * 100.0).collect();
+            o.rates = KNEE_RATES.to_vec();
         }
         if let Some(r) = &self.rates {
             o.rates = r.clone();
