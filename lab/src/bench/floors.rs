@@ -71,7 +71,7 @@ pub(crate) fn cpu_since(pid: u32, from: Option<f64>) -> f64 {
 
 /// Node configurations as the component gives active and live (open access
 /// instead of a whitelist: the floor's reader need not be a member).
-fn active_like(max: usize) -> Element {
+pub(crate) fn active_like(max: usize) -> Element {
     pubsub::config_form(&[
         ("pubsub#access_model", "open".into()),
         ("pubsub#deliver_payloads", "1".into()),
@@ -82,7 +82,7 @@ fn active_like(max: usize) -> Element {
     ])
 }
 
-fn live_like() -> Element {
+pub(crate) fn live_like() -> Element {
     pubsub::config_form(&[
         ("pubsub#access_model", "open".into()),
         ("pubsub#deliver_payloads", "1".into()),
@@ -91,7 +91,12 @@ fn live_like() -> Element {
     ])
 }
 
-async fn create(c: &C2s, service: &str, node: &str, config: Element) -> Result<(), BenchError> {
+pub(crate) async fn create(
+    c: &C2s,
+    service: &str,
+    node: &str,
+    config: Element,
+) -> Result<(), BenchError> {
     c.iq(
         client_iq("set", service, pubsub::create(node, config)),
         IQ_TIMEOUT,

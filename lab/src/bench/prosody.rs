@@ -656,40 +656,9 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
     spawn_watcher_reader(w_in, seen.clone());
     let (admin, mut a_in) = login(prosody, "admin", "floor").await?;
     tokio::spawn(async move { while a_in.recv().await.is_some() {} });
-    admin
-        .iq(
-            client_iq(
-                "set",
-                &pubsub_jid,
-                pubsub::create(
-                    FLOOR,
-                    pubsub::config_form(&[
-                        ("pubsub#access_model", "open".into()),
-                        ("pubsub#persist_items", "0".into()),
-                    ]),
-                ),
-            ),
-            IQ_TIMEOUT,
-        )
-        .await?;
-    admin
-        .iq(
-            client_iq(
-                "set",
-                &pubsub_jid,
-                pubsub::create(
-                    FLOOR_ACTIVE,
-                    pubsub::config_form(&[
-                        ("pubsub#access_model", "open".into()),
-                        ("pubsub#persist_items", "1".into()),
-                        ("pubsub#max_items", "1000".into()),
-                        ("pubsub#notify_retract", "1".into()),
-                    ]),
-                ),
-            ),
-            IQ_TIMEOUT,
-        )
-        .await?;
+    // The latency floor's nodes, configured as live and as active are.
+    floors::create(&admin, &pubsub_jid, FLOOR, floors::live_like()).await?;
+    floors::create(&admin, &pubsub_jid, FLOOR_ACTIVE, floors::active_like(1000)).await?;
     subscribe(&watcher, &pubsub_jid, FLOOR).await?;
 
     // The component, no session connected.
