@@ -997,6 +997,16 @@ mod tests {
         assert!(a.actions.is_empty() && a.probe.is_empty() && a.removed == 0);
     }
 
+    /// A's write to active and to live confirmed, then an audit that finds
+    /// A's item on active and A's session no longer listed.
+    fn written_then_audited_unlisted(tr: &mut Tracker, at: Timestamp) -> Audit {
+        tr.done(A, true);
+        tr.done(A, true);
+        let item = tr.active(A).unwrap();
+        let on_active: HashMap<String, UserItem> = [(A.to_string(), item)].into_iter().collect();
+        tr.audit(&on_active, &HashSet::new(), at)
+    }
+
     #[test]
     fn audit_counts_a_new_connection_the_server_no_longer_lists_as_busy() {
         // Its presence came, its address is being asked for, and its
@@ -1011,11 +1021,7 @@ mod tests {
         // Published without an address (user-stats did not list it): the
         // audit that looks again retracts it.
         tr.ip_learned(A, String::new());
-        tr.done(A, true);
-        tr.done(A, true);
-        let item = tr.active(A).unwrap();
-        let on_active: HashMap<String, UserItem> = [(A.to_string(), item)].into_iter().collect();
-        let again = tr.audit(&on_active, &HashSet::new(), t("03"));
+        let again = written_then_audited_unlisted(&mut tr, t("03"));
         assert_eq!((again.removed, again.busy), (1, 0));
         assert_eq!(
             again.actions,
@@ -1044,11 +1050,7 @@ mod tests {
         assert!(audit.actions.is_empty(), "{:?}", audit.actions);
         assert_eq!((audit.removed, audit.busy), (0, 1));
         // Once the write is done, the next audit retracts it.
-        tr.done(A, true);
-        tr.done(A, true);
-        let dnd = tr.active(A).unwrap();
-        let on_active: HashMap<String, UserItem> = [(A.to_string(), dnd)].into_iter().collect();
-        let again = tr.audit(&on_active, &HashSet::new(), t("04"));
+        let again = written_then_audited_unlisted(&mut tr, t("04"));
         assert_eq!((again.removed, again.busy), (1, 0));
         assert_eq!(
             again.actions,

@@ -1200,9 +1200,8 @@ mod tests {
 
     #[test]
     fn the_start_up_steps_are_read_from_the_components_last_log_line() {
-        let dir = std::env::temp_dir().join(format!("pp-phases-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("component.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("component.log");
         std::fs::write(
             &log,
             "2026-12-05T22:00:00Z  INFO start-up discovery done, reconciling users=1 took=nodes 9ms, listing 1ms\n\
@@ -1214,8 +1213,7 @@ mod tests {
             last_phases(&log),
             "nodes 7ms, listing 17ms, probes 5ms, active (beside them) 23ms"
         );
-        assert_eq!(last_phases(&dir.join("missing.log")), "");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(last_phases(&dir.path().join("missing.log")), "");
     }
 
     #[test]
