@@ -304,10 +304,13 @@ impl Ejabberd {
         let seed = first.name.clone();
         let i = self.create_node()?;
         self.start_node(i)?;
-        let node = &self.nodes[i];
-        node.ctl(&["join_cluster", &seed])?;
-        // join_cluster restarts ejabberd on the joining node: wait until it
-        // is in the cluster and listens again.
+        // join_cluster restarts ejabberd on the joining node, and its RPC can
+        // time out while the node restarts (seen once on 23.01 in CI: "Failed
+        // RPC connection to the node ...: timeout") though the join goes on:
+        // what counts is list_cluster below; the refusal is said if it never
+        // lists both.
+        let joined = self.nodes[i].ctl(&["join_cluster", &seed]);
+        // Wait until it is in the cluster and listens again.
         let deadline = Instant::now() + STARTUP;
         loop {
             let members = self.nodes[i].ctl(&["list_cluster"]).unwrap_or_default();
@@ -316,6 +319,9 @@ impl Ejabberd {
                 break;
             }
             if Instant::now() > deadline {
+                if let Err(e) = joined {
+                    return Err(e);
+                }
                 return Err(EjabberdError::Startup(format!(
                     "node {} did not join {seed} within {STARTUP:?} (list_cluster: {members:?})\n{}",
                     self.nodes[i].name,
