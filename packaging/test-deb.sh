@@ -25,6 +25,7 @@ fi
 getent passwd pubpresence >/dev/null && fail "user pubpresence exists already: refusing (purge would remove it)"
 getent group pubpresence >/dev/null && fail "group pubpresence exists already: refusing (purge would remove it)"
 [ -e /etc/pubpresence ] && fail "/etc/pubpresence exists already: refusing (purge would remove it)"
+[ -e /var/lib/pubpresence ] && fail "/var/lib/pubpresence exists already: refusing (purge would remove it)"
 
 work=$(mktemp -d)
 cleanup() {
@@ -81,6 +82,8 @@ if [ -d /run/systemd/system ] && systemctl is-active --quiet pubpresence; then
 fi
 [ "$(stat -c %U:%G:%a /etc/pubpresence/pubpresence.toml)" = root:pubpresence:640 ] \
     || fail "config owner/mode: $(stat -c %U:%G:%a /etc/pubpresence/pubpresence.toml)"
+[ "$(stat -c %U:%G:%a /var/lib/pubpresence)" = pubpresence:pubpresence:700 ] \
+    || fail "state_dir owner/mode: $(stat -c %U:%G:%a /var/lib/pubpresence)"
 
 step "check-config on the sample config"
 if env -u PUBPRESENCE_SECRET pubpresence check-config /etc/pubpresence/pubpresence.toml >/dev/null 2>&1; then
@@ -117,7 +120,7 @@ while IFS= read -r f; do
     if [ -e "$f" ] && ! [ -d "$f" ]; then left+=("$f"); fi
 done <<<"$installed"
 [ ${#left[@]} -eq 0 ] || fail "left after purge: ${left[*]}"
-for d in /etc/pubpresence /usr/share/doc/pubpresence; do
+for d in /etc/pubpresence /usr/share/doc/pubpresence /var/lib/pubpresence; do
     [ -e "$d" ] && fail "$d left after purge"
 done
 getent passwd pubpresence >/dev/null && fail "user pubpresence left after purge"

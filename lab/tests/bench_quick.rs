@@ -42,15 +42,23 @@ async fn quick_bench_reports_sane_figures() {
     assert!(rf.users >= n / 10 && rf.seconds > 0.0, "{rf:?}");
     assert!(st.restart_over_floor > 0.0);
     assert!(
-        st.phases.contains("listing") && st.phases.contains("probes"),
-        "the component's steps: {:?}",
+        st.phases.contains("listing")
+            && st.phases.contains("probes")
+            && st.phases.contains("active (beside them)"),
+        "the component's steps, copy removed: {:?}",
         st.phases
     );
+    // The restart before it used the copy of active its clean stop saved.
+    assert!(
+        st.saved.phases.contains("active (saved copy)"),
+        "the component's steps, copy kept: {:?}",
+        st.saved.phases
+    );
+    assert!(st.saved.seconds > 0.0 && st.saved_over_floor > 0.0);
     // The start-up with active empty, and its floor publishing the same items.
     assert!(st.cold_seconds > 0.0);
     let pf = &st.publish_floor;
     assert_eq!(pf.items, st.active_items, "{pf:?}");
-    assert_eq!(pf.in_flight, 256);
     assert!(pf.pairs_s > 0.0 && pf.single_s > 0.0, "{pf:?}");
     assert!(st.cold_over_floor > 0.0);
 
@@ -77,7 +85,15 @@ async fn quick_bench_reports_sane_figures() {
         assert!(r.floor.p99_ms > 0.0 && r.p99_over_floor > 0.0, "{r:?}");
         assert!(r.server_cpu_s > 0.0, "{r:?}");
         assert!(r.component_cpu_s >= 0.0, "{r:?}");
+        // The mirror replayed the churn (same seed, users and rate; the
+        // windows' ends may cut one tick apart) and every mirrored change
+        // reached the watcher on the live-like node.
+        let m = r.mirror.as_ref().expect("a mirror pass at every rate");
+        assert!(m.changes.abs_diff(r.changes) <= 2 + r.changes / 20, "{r:?}");
+        assert_eq!(m.latency.samples, m.changes, "mirrored changes lost: {r:?}");
+        assert!(m.server_cpu_s > 0.0 && r.p99_over_mirror > 0.0, "{r:?}");
     }
+    assert!(report.knee.mirror > 0.0, "{:?}", report.knee);
 
     // The JSON object carries the same figures.
     let j = report.to_json();

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 /// strings inline) rather than as a spawned task waiting for a permit
 /// (some 2 KB each): after 10,000 logins the server was still working
 /// through 10,000 live publications, which as tasks held 22 MB.
-const IN_FLIGHT: usize = 256;
+pub const IN_FLIGHT: usize = 256;
 
 /// An action waiting in `Dispatch`, its strings inline (see
 /// `small`): after a burst of logins there is one per connection, each

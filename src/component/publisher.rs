@@ -123,25 +123,28 @@ impl Publisher {
         let fields = self.status_fields(&self.access_model);
         self.configure_or_create(&self.nodes.status, &fields, &self.access_model)
             .await
+            .map(|_created| ())
     }
 
     /// Configures `node`, creating it (with that configuration) if missing.
+    /// True when it was missing.
     async fn configure_or_create(
         &self,
         node: &str,
         fields: &[(&'static str, String)],
         access_model: &str,
-    ) -> Result<(), SetupError> {
+    ) -> Result<bool, SetupError> {
         let config = pubsub::config_form(fields);
         match self
             .pubsub_iq("set", pubsub::configure(node, config.clone()))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(false),
             Err(e) if e.condition() == Some("item-not-found") => {
                 tracing::info!(node = %node, "creating node");
                 self.create(node, config)
                     .await
+                    .map(|()| true)
                     .map_err(|e| self.refused("creating", node, access_model, e))
             }
             Err(e) => Err(self.refused("configuring", node, access_model, e)),
@@ -159,11 +162,21 @@ impl Publisher {
         st: ServiceStatus,
         instance: Option<&str>,
     ) -> Result<(), IqError> {
+        self.publish_status_saved(st, instance, None).await
+    }
+
+    /// `publish_status`, naming the copy of active saved with it (`saved`).
+    pub async fn publish_status_saved(
+        &self,
+        st: ServiceStatus,
+        instance: Option<&str>,
+        saved: Option<&str>,
+    ) -> Result<(), IqError> {
         let payload = || {
             pubsub::publish(
                 &self.nodes.status,
                 Some("current"),
-                status::to_element(st, instance),
+                status::with_saved(st, instance, saved),
             )
         };
         match self.pubsub_iq("set", payload()).await {
@@ -241,15 +254,19 @@ impl Publisher {
     /// Creates live and active if missing and configures them (start-up has
     /// set up the status node already, with `ensure_status_node`, before
     /// publishing `init`), and applies the whitelist members to all three.
+    /// True when active was missing (it is empty now).
     pub async fn setup_nodes(
         &self,
         access_model: &str,
         members: &[String],
-    ) -> Result<(), SetupError> {
+    ) -> Result<bool, SetupError> {
+        let mut active_created = false;
         for (node, fields) in self.plan(access_model) {
             if *node != self.nodes.status {
-                self.configure_or_create(node, &fields, access_model)
+                let created = self
+                    .configure_or_create(node, &fields, access_model)
                     .await?;
+                active_created |= created && *node == self.nodes.active;
             }
             if access_model == "whitelist" {
                 self.apply_members(node, members)
@@ -257,7 +274,7 @@ impl Publisher {
                     .map_err(|e| self.refused("setting members", node, access_model, e))?;
             }
         }
-        Ok(())
+        Ok(active_created)
     }
 
     /// The audit's look at the nodes (README, "Audit: active heals itself"): each node's configuration
@@ -356,6 +373,22 @@ impl Publisher {
         Ok(pubsub::parse_items(&res)
             .into_iter()
             .filter_map(|(_, p)| p.as_ref().and_then(status::from_element))
+            .next_back())
+    }
+
+    /// The status node's current item: (status, the saved copy's token).
+    pub async fn status_and_saved(
+        &self,
+    ) -> Result<Option<(ServiceStatus, Option<String>)>, IqError> {
+        let res = self
+            .pubsub_iq("get", pubsub::items(&self.nodes.status))
+            .await?;
+        Ok(pubsub::parse_items(&res)
+            .into_iter()
+            .filter_map(|(_, p)| {
+                let p = p.as_ref()?;
+                Some((status::from_element(p)?.0, status::saved(p)))
+            })
             .next_back())
     }
 

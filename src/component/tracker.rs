@@ -279,6 +279,9 @@ pub struct Tracker {
     conns: HashMap<JidStr, Conn>,
     reconciling: HashSet<JidStr>,
     reconcile_reported: bool,
+    /// A write to active failed or went unanswered: what it holds for that
+    /// connection is not known for sure (`exact_copy`).
+    doubt: bool,
 }
 
 impl Default for Tracker {
@@ -295,6 +298,7 @@ impl Tracker {
             conns: HashMap::new(),
             reconciling: HashSet::new(),
             reconcile_reported: false,
+            doubt: false,
         }
     }
 
@@ -314,6 +318,26 @@ impl Tracker {
             .iter()
             .filter_map(|(j, c)| c.active.as_ref().map(|a| (j.to_string(), a.item(j))))
             .collect()
+    }
+
+    /// Exactly what active holds, when this tracker knows it for sure:
+    /// running, no write to active under way, none failed. For the copy
+    /// saved at a clean stop (`saved`).
+    pub fn exact_copy(&self) -> Option<Vec<UserItem>> {
+        let writing = self.conns.values().any(|c| {
+            c.more
+                .as_ref()
+                .is_some_and(|m| matches!(m.stage, Stage::WritingActive(..)))
+        });
+        if self.mode != Mode::Running || self.doubt || writing {
+            return None;
+        }
+        Some(
+            self.conns
+                .iter()
+                .filter_map(|(j, c)| c.active_item(j))
+                .collect(),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -578,6 +602,7 @@ impl Tracker {
             Some(m) => std::mem::take(&mut m.stage),
             None => Stage::Idle,
         };
+        let failed_on_active = matches!(stage, Stage::WritingActive(..)) && !ok;
         match stage {
             Stage::WritingActive(t, item) if ok => {
                 let live = match (&t, item) {
@@ -617,6 +642,7 @@ impl Tracker {
                 // go on with the next change either way.
             }
         }
+        self.doubt |= failed_on_active;
         actions.extend(self.finish_op(fulljid));
         actions
     }
@@ -859,6 +885,29 @@ mod tests {
         tr.presence(A, "alice@l", Change::Available(Status::Away), t("02"));
         let away = item(A, Status::Away, "127.0.0.2", t("02"));
         assert_eq!(tr.done(A, false), vec![Action::SetActive { item: away }]);
+    }
+
+    #[test]
+    fn the_exact_copy_is_given_only_when_nothing_is_in_doubt() {
+        let starting = Tracker::new();
+        assert_eq!(starting.exact_copy(), None, "before reconciliation");
+        let mut tr = running();
+        assert_eq!(tr.exact_copy(), Some(vec![]));
+        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
+        tr.ip_learned(A, "127.0.0.2".into());
+        assert_eq!(tr.exact_copy(), None, "a write to active under way");
+        let online = item(A, Status::Online, "127.0.0.2", t("01"));
+        tr.done(A, true);
+        assert_eq!(
+            tr.exact_copy(),
+            Some(vec![online.clone()]),
+            "live under way"
+        );
+        tr.done(A, true);
+        assert_eq!(tr.exact_copy(), Some(vec![online]));
+        tr.presence(A, "alice@l", Change::Available(Status::Away), t("02"));
+        tr.done(A, false);
+        assert_eq!(tr.exact_copy(), None, "a failed write to active");
     }
 
     #[test]

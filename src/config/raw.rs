@@ -64,6 +64,10 @@ pub struct Config {
     /// day per user (README, "Checking the set-up: `pubpresence doctor`").
     #[serde(default)]
     pub subscribe_unseen: bool,
+    /// Where a clean stop saves its copy of active for the next start
+    /// (README, "Fast restarts: `state_dir`"). Unset: every start fetches
+    /// active.
+    pub state_dir: Option<PathBuf>,
     /// A tracing filter such as `info` or `pubpresence=debug`.
     pub log: Option<String>,
     #[serde(default)]

@@ -90,7 +90,7 @@ impl fmt::Display for SecretSource {
 }
 
 impl Config {
-    fn resolve_path(&self, path: &Path) -> PathBuf {
+    pub(super) fn resolve_path(&self, path: &Path) -> PathBuf {
         match &self.base_dir {
             Some(base) if path.is_relative() => base.join(path),
             _ => path.to_path_buf(),

@@ -4,6 +4,7 @@
 //! default instance name, nothing here reads the file or the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use xmpp_parsers::jid::BareJid;
@@ -65,6 +66,8 @@ pub struct ComponentSettings {
     pub standby: Option<StandbySettings>,
     /// `[metrics] listen`: serve `GET /metrics` (Prometheus) there.
     pub metrics: Option<SocketAddr>,
+    /// `state_dir`, resolved and checked to take a file.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ComponentSettings {

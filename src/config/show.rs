@@ -76,6 +76,13 @@ impl Config {
         ));
         out.push(format!("probe_timeout = {}", dur(self.probe_timeout)));
         out.push(format!("iq_timeout = {}", dur(self.iq_timeout)));
+        out.push(match &self.state_dir {
+            Some(d) => format!(
+                "state_dir = {} (a clean stop saves active's content there for the next start)",
+                q(&d.display().to_string())
+            ),
+            None => "state_dir = (not set: every start fetches active)".into(),
+        });
         out.push(match &self.instance {
             Some(i) => format!("instance = {}", q(i)),
             None => "instance = (default: host name and process id)".into(),

@@ -5,6 +5,9 @@ use xmpp_parsers::minidom::Element;
 
 pub const STATUS_VAR: &str = "pubpresence#status";
 pub const INSTANCE_VAR: &str = "pubpresence#instance";
+/// On `offline` only: the copy of active the stopping instance saved
+/// (docs/protocol.md, "Status"). Readers ignore it.
+pub const SAVED_VAR: &str = "pubpresence#saved";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceStatus {
@@ -37,11 +40,27 @@ impl ServiceStatus {
 
 /// The status form, with the instance field where one is configured.
 pub fn to_element(status: ServiceStatus, instance: Option<&str>) -> Element {
+    with_saved(status, instance, None)
+}
+
+/// The status form with, where a copy of active was saved, its token.
+pub fn with_saved(status: ServiceStatus, instance: Option<&str>, saved: Option<&str>) -> Element {
     let mut fields = vec![(STATUS_VAR, vec![status.as_str().to_string()])];
     if let Some(i) = instance {
         fields.push((INSTANCE_VAR, vec![i.to_string()]));
     }
+    if let Some(t) = saved {
+        fields.push((SAVED_VAR, vec![t.to_string()]));
+    }
     forms::build("result", None, &fields)
+}
+
+/// The saved copy's token of a status item payload, if it names one.
+pub fn saved(el: &Element) -> Option<String> {
+    if !el.is("x", ns::DATA) {
+        return None;
+    }
+    forms::value(el, SAVED_VAR)
 }
 
 /// Reads a status item payload: (status, instance).
@@ -70,5 +89,19 @@ mod tests {
             from_element(&el),
             Some((ServiceStatus::Online, Some("a".into())))
         );
+        assert_eq!(saved(&el), None);
+    }
+
+    #[test]
+    fn offline_with_a_saved_copy() {
+        let el = with_saved(ServiceStatus::Offline, None, Some("t-1"));
+        assert_eq!(
+            String::from(&el),
+            "<x xmlns='jabber:x:data' type='result'><field var='pubpresence#status'>\
+             <value>offline</value></field><field var='pubpresence#saved'><value>t-1</value>\
+             </field></x>"
+        );
+        assert_eq!(from_element(&el), Some((ServiceStatus::Offline, None)));
+        assert_eq!(saved(&el).as_deref(), Some("t-1"));
     }
 }

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// The component's requests in flight at once (its dispatcher's bound).
-pub(crate) const IN_FLIGHT: usize = 256;
+pub(crate) const IN_FLIGHT: usize = pubpresence::component::WRITES_IN_FLIGHT;
 
 /// The start-up floor's figures.
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -13,6 +13,7 @@ mod doctor;
 mod error;
 mod floors;
 mod measure;
+mod mirror;
 mod output;
 pub mod prosody;
 pub mod resume;

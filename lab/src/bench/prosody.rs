@@ -18,6 +18,7 @@ use super::client::{client_iq, client_iq_id, read_status, ACTIVE, IQ_TIMEOUT, LI
 use super::error::{setup, BenchError};
 use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
 use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
+use super::mirror;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::{LabError, Prosody, ProsodyOptions};
 use pubpresence::component::service::{self, ServiceConfig};
@@ -89,7 +90,13 @@ pub struct Knee {
     pub floor: f64,
     /// pubpresence / floor.
     pub ratio: f64,
-    /// The sweep went past both (else the knee may lie above it).
+    /// The mirror's knee (`mirror`; 0 without mirror passes).
+    pub mirror: f64,
+    /// pubpresence / mirror.
+    pub mirror_ratio: f64,
+    /// The sweep went past pubpresence's knee and its floor's: the
+    /// mirror's where it ran, else the latency floor's (else the knee may
+    /// lie above it).
     pub found: bool,
 }
 
@@ -107,11 +114,24 @@ impl Knee {
         };
         let (pp, pp_found) = upto(&|p| p.latency.p99_ms);
         let (fl, fl_found) = upto(&|p| p.floor.p99_ms);
+        let mirrored = points.iter().any(|p| p.mirror.is_some());
+        let (mi, mi_found) = if mirrored {
+            upto(&|p| {
+                p.mirror
+                    .as_ref()
+                    .map_or(f64::INFINITY, |m| m.latency.p99_ms)
+            })
+        } else {
+            (0.0, false)
+        };
+        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         Knee {
             pubpresence: pp,
             floor: fl,
-            ratio: if fl > 0.0 { pp / fl } else { 0.0 },
-            found: pp_found && fl_found,
+            ratio: div(pp, fl),
+            mirror: mi,
+            mirror_ratio: div(pp, mi),
+            found: pp_found && if mirrored { mi_found } else { fl_found },
         }
     }
 }
@@ -170,6 +190,43 @@ pub struct RatePoint {
     pub component_cpu_s: f64,
     /// component CPU / server CPU.
     pub cpu_ratio: f64,
+    /// The same churn with the component stopped and its writes mirrored
+    /// by a plain client (`mirror`): the knee's floor.
+    pub mirror: Option<MirrorPoint>,
+    /// p99 latency / the mirror's p99.
+    pub p99_over_mirror: f64,
+}
+
+/// The mirror pass of a rate (`mirror`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirrorPoint {
+    /// Changes sent per second over the window.
+    pub achieved_rate: f64,
+    pub changes: usize,
+    /// From each change sent to its live-like notification.
+    pub latency: Latency,
+    pub cpu_window_s: f64,
+    pub server_cpu_s: f64,
+}
+
+impl RatePoint {
+    /// Takes the mirror pass's figures (a `RatePoint` measured without the
+    /// component) as this rate's knee floor.
+    fn with_mirror(mut self, m: RatePoint) -> RatePoint {
+        self.p99_over_mirror = if m.latency.p99_ms > 0.0 {
+            self.latency.p99_ms / m.latency.p99_ms
+        } else {
+            0.0
+        };
+        self.mirror = Some(MirrorPoint {
+            achieved_rate: m.achieved_rate,
+            changes: m.changes,
+            latency: m.latency,
+            cpu_window_s: m.cpu_window_s,
+            server_cpu_s: m.server_cpu_s,
+        });
+        self
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -188,6 +245,11 @@ pub struct Startup {
     pub restart_over_floor: f64,
     /// The server's CPU seconds during the restart.
     pub server_cpu_s: f64,
+    /// The same restart using the copy of active saved at the clean stop
+    /// (`state_dir`): active not fetched.
+    pub saved: Restart,
+    /// saved.seconds / restart floor.
+    pub saved_over_floor: f64,
     /// Start-up with active empty (deleted while the component was
     /// stopped) and the same sessions connected, to `online`.
     pub cold_seconds: f64,
@@ -258,6 +320,11 @@ impl Report {
             st.restart_over_floor,
         ));
         s.push_str(&format!(
+            "restart with the copy of active saved at the clean stop (state_dir), to online: {:.3} s (server CPU {:.2} s) -> {:.2}x the floor above\n  \
+             component's steps: {}\n",
+            st.saved.seconds, st.saved.server_cpu_s, st.saved_over_floor, st.saved.phases,
+        ));
+        s.push_str(&format!(
             "start-up, active empty, to online: {:.3} s (server CPU {:.2} s)\n  \
              floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s (server CPU {:.2} s) -> {:.2}x (one node only: {:.3} s)\n",
             st.cold_seconds, st.cold_server_cpu_s, pf.items, pf.in_flight, pf.pairs_s, pf.pairs_server_cpu_s, st.cold_over_floor, pf.single_s,
@@ -289,10 +356,31 @@ impl Report {
                 r.cpu_ratio * 100.0,
             ));
         }
+        s.push_str(
+            "\nthe mirror (component stopped, its writes for the same churn by a plain client):\n\
+             rate/s  sent/s  changes   p50 ms   p99 ms  pubpresence p99/mirror p99  server CPU s (with pubpresence)\n",
+        );
+        for r in &self.rates {
+            if let Some(m) = &r.mirror {
+                s.push_str(&format!(
+                    "{:>6.0}  {:>6.0}  {:>7}  {:>7.2}  {:>7.2}  {:>26.2}  {:>8.2} ({:.2})\n",
+                    r.target_rate,
+                    m.achieved_rate,
+                    m.changes,
+                    m.latency.p50_ms,
+                    m.latency.p99_ms,
+                    r.p99_over_mirror,
+                    m.server_cpu_s,
+                    r.server_cpu_s,
+                ));
+            }
+        }
         let k = &self.knee;
         s.push_str(&format!(
-            "knee (highest rate with p99 <= {KNEE_P99_MS} ms): pubpresence {:.0}/s, floor {:.0}/s -> {:.2}x{}\n",
+            "knee (highest rate with p99 <= {KNEE_P99_MS} ms): pubpresence {:.0}/s, mirror {:.0}/s -> {:.2}x; latency floor {:.0}/s -> {:.2}x{}\n",
             k.pubpresence,
+            k.mirror,
+            k.mirror_ratio,
             k.floor,
             k.ratio,
             if k.found { "" } else { " (the sweep did not pass both: the knee may lie higher)" },
@@ -648,7 +736,20 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
     let pubsub_jid = prosody.pubsub_jid.clone();
     let watcher_jid = format!("{WATCHER}@{}", prosody.domain);
     let config = prosody.dir.path().join("bench.toml");
-    std::fs::write(&config, prosody.config_toml(&[&watcher_jid])).map_err(setup)?;
+    // With `state_dir`, as the README advises: the first restart uses the
+    // copy of active its clean stop saved, the second one (copy removed)
+    // fetches active.
+    let state = prosody.dir.path().join("state");
+    std::fs::create_dir_all(&state).map_err(setup)?;
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n{}",
+            state.display().to_string(),
+            prosody.config_toml(&[&watcher_jid])
+        ),
+    )
+    .map_err(setup)?;
 
     // The watcher and the floor publisher (admin, who creates bench/floor).
     let (watcher, w_in) = login(prosody, WATCHER, "bench").await?;
@@ -779,31 +880,17 @@ async fn measured(
         tokio::time::sleep(Duration::from_secs(1)).await;
         let loaded_kib = rss_kib(comp.pid()).unwrap_or(0);
 
-        // Restart with the N sessions connected: start-up.
-        tracing::info!("restarting the component with {n} sessions connected");
-        comp.stop().await;
-        let _ = wait_status(
+        // Restarts with the N sessions connected: first with the copy of
+        // active the clean stop saved, then without one (fetching active).
+        let rs = Restarts {
+            prosody,
             watcher,
-            &pubsub_jid,
-            ServiceStatus::Offline,
-            Duration::from_secs(15),
-            None,
-        )
-        .await;
-        let t0 = Instant::now();
-        let cpu = cpu_seconds(server_pid);
-        comp = Component::start(bin, &config, prosody.dir.path())?;
-        wait_status(
-            watcher,
-            &pubsub_jid,
-            ServiceStatus::Online,
-            Duration::from_secs(120),
-            Some(&mut comp),
-        )
-        .await?;
-        let startup_s = t0.elapsed().as_secs_f64();
-        let restart_cpu = floors::cpu_since(server_pid, cpu);
-        let phases = last_phases(&prosody.dir.path().join("component.log"));
+            bin,
+            config: &config,
+            server_pid,
+        };
+        let saved = rs.restart(&mut comp, true).await?;
+        let fetched = rs.restart(&mut comp, false).await?;
         let active_items = active_items(watcher, &pubsub_jid).await;
         // The node may have been recreated: subscribe again.
         subscribe(watcher, &pubsub_jid, LIVE).await?;
@@ -815,10 +902,49 @@ async fn measured(
         let mut rates: Vec<RatePoint> = Vec::new();
         for (i, &rate) in opts.rates.iter().enumerate() {
             let point = phase(
-                prosody, opts, watcher, admin, seen, &comp, server_pid, i, rate,
+                prosody,
+                opts,
+                watcher,
+                admin,
+                seen,
+                Some(&comp),
+                server_pid,
+                i,
+                rate,
             )
             .await?;
-            let past_both = point.latency.p99_ms > KNEE_P99_MS && point.floor.p99_ms > KNEE_P99_MS;
+            // The same churn again with the component stopped, its writes
+            // mirrored by a plain client: the knee's floor.
+            tracing::info!("{rate} changes/s: the mirror pass, component stopped");
+            comp.stop().await;
+            let mirrored = phase(
+                prosody, opts, watcher, admin, seen, None, server_pid, i, rate,
+            )
+            .await;
+            // The mirror wrote on active behind the component's back: the
+            // copy its stop saved no longer stands (README, "Fast restarts:
+            // `state_dir`"), so the start must fetch active.
+            let copy = prosody
+                .dir
+                .path()
+                .join("state")
+                .join(pubpresence::component::saved::FILE);
+            let _ = std::fs::remove_file(copy);
+            comp = Component::start(bin, &config, prosody.dir.path())?;
+            wait_status(
+                watcher,
+                &pubsub_jid,
+                ServiceStatus::Online,
+                Duration::from_secs(120),
+                Some(&mut comp),
+            )
+            .await?;
+            let point = point.with_mirror(mirrored?);
+            let past_both = point.latency.p99_ms > KNEE_P99_MS
+                && point
+                    .mirror
+                    .as_ref()
+                    .is_some_and(|m| m.latency.p99_ms > KNEE_P99_MS);
             rates.push(point);
             if opts.knee && past_both {
                 tracing::info!("past the knee of both pubpresence and its floor at {rate}/s");
@@ -829,10 +955,12 @@ async fn measured(
         Ok::<_, BenchError>((
             Startup {
                 sessions: n,
-                seconds: startup_s,
-                phases,
-                restart_over_floor: ratio(startup_s, restart_floor.seconds),
-                server_cpu_s: restart_cpu,
+                seconds: fetched.seconds,
+                phases: fetched.phases,
+                restart_over_floor: ratio(fetched.seconds, restart_floor.seconds),
+                server_cpu_s: fetched.server_cpu_s,
+                saved_over_floor: ratio(saved.seconds, restart_floor.seconds),
+                saved,
                 cold_server_cpu_s: cold_cpu,
                 restart_floor,
                 cold_seconds: cold_s,
@@ -904,6 +1032,71 @@ fn last_phases(log: &Path) -> String {
             )
         })
         .unwrap_or_default()
+}
+
+/// One restart with nothing changed, as measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restart {
+    /// From the component's start (spawn) to `online` on the status node.
+    pub seconds: f64,
+    /// The server's CPU seconds meanwhile.
+    pub server_cpu_s: f64,
+    /// The component's own account of its steps (`last_phases`).
+    pub phases: String,
+}
+
+/// What a restart of the component needs.
+struct Restarts<'a> {
+    prosody: &'a Prosody,
+    watcher: &'a C2s,
+    bin: Option<&'a Path>,
+    config: &'a Path,
+    server_pid: u32,
+}
+
+impl Restarts<'_> {
+    /// A clean stop and a start; `keep_copy` false removes the copy of
+    /// active the stop saved, so the start fetches active.
+    async fn restart(&self, comp: &mut Component, keep_copy: bool) -> Result<Restart, BenchError> {
+        let pubsub_jid = &self.prosody.pubsub_jid;
+        let dir = self.prosody.dir.path();
+        tracing::info!(keep_copy, "restarting the component");
+        comp.stop().await;
+        let _ = wait_status(
+            self.watcher,
+            pubsub_jid,
+            ServiceStatus::Offline,
+            Duration::from_secs(15),
+            None,
+        )
+        .await;
+        let copy = dir.join("state").join(pubpresence::component::saved::FILE);
+        if !copy.exists() {
+            return Err(setup(format!(
+                "the clean stop saved no copy of active in {}",
+                copy.display()
+            )));
+        }
+        if !keep_copy {
+            std::fs::remove_file(&copy).map_err(setup)?;
+        }
+        let t0 = Instant::now();
+        let cpu = cpu_seconds(self.server_pid);
+        *comp = Component::start(self.bin, self.config, dir)?;
+        wait_status(
+            self.watcher,
+            pubsub_jid,
+            ServiceStatus::Online,
+            Duration::from_secs(120),
+            Some(comp),
+        )
+        .await?;
+        Ok(Restart {
+            seconds: t0.elapsed().as_secs_f64(),
+            server_cpu_s: floors::cpu_since(self.server_pid, cpu),
+            phases: last_phases(&dir.join("component.log")),
+        })
+    }
 }
 
 /// With the component stopped: the restart floor; then active deleted and
@@ -998,12 +1191,15 @@ async fn phase(
     watcher: &C2s,
     admin: &C2s,
     seen: &Log<Seen>,
-    comp: &Component,
+    comp: Option<&Component>,
     server_pid: u32,
     index: usize,
     rate: f64,
 ) -> Result<RatePoint, BenchError> {
     let _ = watcher;
+    // No component: the mirror pass (`mirror`), the same churn (same seed)
+    // with its writes done by a plain client.
+    let mirror = comp.is_none();
     let conns = load_connections(rate);
     let mut o = SimOptions::numbered(
         prosody.c2s_addr().to_string(),
@@ -1023,7 +1219,16 @@ async fn phase(
     let (ctl, rx) = watch::channel(SimControl::Hold);
     let events: Log<SimEvent> = Arc::default();
     let (tx, erx) = mpsc::unbounded_channel();
-    spawn_sim_reader(erx, events.clone());
+    if mirror {
+        let nodes = mirror::Nodes {
+            pubsub: prosody.pubsub_jid.clone(),
+            active: ACTIVE,
+            live: LIVE,
+        };
+        mirror::spawn_mirroring_reader(erx, events.clone(), admin.clone(), nodes);
+    } else {
+        spawn_sim_reader(erx, events.clone());
+    }
     let task = tokio::spawn(sim::run(o, rx, Some(tx)));
     let ready = wait_for("load users logged in", Duration::from_secs(60), || {
         lock(&events)
@@ -1039,15 +1244,20 @@ async fn phase(
     // Their logins' live events pass before the window opens.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let cpu0 = (cpu_seconds(server_pid), cpu_seconds(comp.pid()));
+    let comp_cpu = || comp.and_then(|c| cpu_seconds(c.pid()));
+    let cpu0 = (cpu_seconds(server_pid), comp_cpu());
     let start = Instant::now();
     let _ = ctl.send(SimControl::Run);
+    if mirror {
+        // The mirror publishes as the changes come; nothing else to send.
+        tokio::time::sleep(opts.duration).await;
+    }
     // The floor: admin publishes equivalent items to bench/floor meanwhile.
     let mut floor_sent: HashMap<String, Instant> = HashMap::new();
     let interval = Duration::from_secs_f64(1.0 / opts.floor_rate.max(0.1));
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
-    while start.elapsed() < opts.duration {
+    while !mirror && start.elapsed() < opts.duration {
         tick.tick().await;
         seq += 1;
         let id = format!("f{index}-{seq}");
@@ -1130,7 +1340,7 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cpu1 = (cpu_seconds(server_pid), cpu_seconds(comp.pid()));
+    let cpu1 = (cpu_seconds(server_pid), comp_cpu());
     let cpu_window_s = start.elapsed().as_secs_f64();
     let changes = changes_of(&events);
     let _ = ctl.send(SimControl::Stop);
@@ -1167,6 +1377,8 @@ async fn phase(
         } else {
             0.0
         },
+        mirror: None,
+        p99_over_mirror: 0.0,
     })
 }
 
@@ -1195,7 +1407,31 @@ mod tests {
             server_cpu_s: 1.0,
             component_cpu_s: 0.1,
             cpu_ratio: 0.1,
+            mirror: None,
+            p99_over_mirror: 0.0,
         }
+    }
+
+    fn mirrored(sent: f64, p99: f64, mirror_p99: f64) -> RatePoint {
+        let m = point(sent, mirror_p99, 0.0);
+        point(sent, p99, 1.0).with_mirror(m)
+    }
+
+    #[test]
+    fn the_knee_floor_is_the_mirror_where_one_ran() {
+        let sweep = [
+            mirrored(99.0, 20.0, 15.0),
+            mirrored(198.0, 120.0, 60.0),
+            mirrored(297.0, 150.0, 101.0),
+        ];
+        let k = Knee::of(&sweep);
+        assert_eq!((k.pubpresence, k.mirror), (99.0, 198.0));
+        assert!((k.mirror_ratio - 0.5).abs() < 1e-9);
+        assert!(k.found);
+        assert!((sweep[1].p99_over_mirror - 2.0).abs() < 1e-9);
+        // Without mirror passes the floor's knee decides whether it was found.
+        let k = Knee::of(&sweep[..2]);
+        assert!(!k.found, "the mirror never passed 100 ms");
     }
 
     #[test]

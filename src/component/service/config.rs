@@ -6,6 +6,7 @@ use super::super::publisher::NodeNames;
 use super::super::standby;
 use crate::config::{ComponentSettings, StandbySettings};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What the service needs to run (built from the config file by the CLI).
@@ -39,6 +40,8 @@ pub struct ServiceConfig {
     pub metrics: Option<SocketAddr>,
     /// What the service counts: a no-op until [`run`] serves `metrics`.
     pub telemetry: Metrics,
+    /// Where a clean stop saves its copy of active (`saved`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -63,6 +66,7 @@ impl ServiceConfig {
             standby: s.standby.clone(),
             metrics: s.metrics,
             telemetry: Metrics::disabled(),
+            state_dir: s.state_dir.clone(),
             privacy: Privacy {
                 ip: s.privacy.ip,
                 hide: s.privacy.hide.iter().map(|h| h.to_string()).collect(),
@@ -130,6 +134,7 @@ pub(super) mod tests {
             standby: None,
             metrics: None,
             telemetry: Metrics::disabled(),
+            state_dir: None,
         }
     }
 

@@ -6,6 +6,7 @@ use super::cluster::attach_nodes;
 use super::session::run_session;
 use super::{LoopEnd, RunError, ServiceConfig};
 use crate::component::metrics::ErrorKind;
+use crate::component::saved;
 use crate::component::tracker::Memory;
 use crate::wire::status::ServiceStatus;
 use crate::xmpp::{connect_component, ConnectError, Disconnect};
@@ -53,6 +54,9 @@ pub async fn component_loop(
     let mut conflict_until: Option<Instant> = None;
     // What active held when the last session ended (`run_session`).
     let mut memory = Memory::new();
+    // The copy of active a clean stop saved, for the first start-up only
+    // (README, "Fast restarts: `state_dir`").
+    let mut saved = cfg.state_dir.as_deref().and_then(saved::take);
     loop {
         if *shutdown.borrow() {
             return Ok(LoopEnd::Shutdown);
@@ -108,6 +112,7 @@ pub async fn component_loop(
                     step_down.as_mut(),
                     nodes,
                     &mut memory,
+                    saved.take(),
                 )
                 .await;
                 for k in keepers {

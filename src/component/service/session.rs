@@ -12,6 +12,7 @@ use crate::component::ips::IpLookup;
 use crate::component::metrics::Node;
 use crate::component::publisher::{self, Publisher};
 use crate::component::replaced::Recent;
+use crate::component::saved::{self, Saved};
 use crate::component::small::JidStr;
 use crate::component::tracker::{Memory, Tracker};
 use crate::component::trim::{release_free_memory, Trim};
@@ -56,6 +57,9 @@ pub(super) struct Session<'a> {
     /// What active held at the end of this process's previous session
     /// (see [`run_session`]), until the start-up's reconcile has used it.
     pub(super) remembered: Memory,
+    /// The copy of active saved at the last clean stop, until the start-up
+    /// has looked at it (`startup::discover`).
+    pub(super) saved: Option<Saved>,
     pub(super) reconciled: bool,
     pub(super) status: ServiceStatus,
     /// Users who receive our presence (they have us in their roster).
@@ -141,6 +145,7 @@ impl<'a> Session<'a> {
                 check_until: None,
                 trim: Trim::new(),
                 remembered: Memory::new(),
+                saved: None,
                 reconciled: false,
             },
             done_rx,
@@ -165,9 +170,11 @@ pub(super) async fn run_session(
     step_down: Option<&mut watch::Receiver<bool>>,
     nodes: Option<mpsc::UnboundedReceiver<NodeEvent>>,
     memory: &mut Memory,
+    saved: Option<Saved>,
 ) -> Outcome {
     let (mut s, done_rx) = Session::new(cfg, conn);
     s.remembered = std::mem::take(memory);
+    s.saved = saved;
     let outcome = drive(&mut s, done_rx, inbound, task, shutdown, step_down, nodes).await;
     *memory = if s.reconciled {
         s.tracker.on_active()
@@ -456,13 +463,21 @@ impl Session<'_> {
     /// and when": the clean stop).
     async fn shutdown(&mut self) {
         tracing::info!("shutting down: publishing offline");
+        let token = self.save_active();
         let r = tokio::time::timeout(
             Duration::from_secs(3),
-            self.publisher
-                .publish_status(ServiceStatus::Offline, self.cfg.instance.as_deref()),
+            self.publisher.publish_status_saved(
+                ServiceStatus::Offline,
+                self.cfg.instance.as_deref(),
+                token.as_deref(),
+            ),
         )
         .await;
         let published = matches!(r, Ok(Ok(())));
+        if let (Some(dir), false) = (&self.cfg.state_dir, published) {
+            // No `offline` names it: it could never be used.
+            let _ = std::fs::remove_file(dir.join(saved::FILE));
+        }
         self.cfg
             .telemetry
             .publish_done(Node::Status, None, published);
@@ -474,5 +489,44 @@ impl Session<'_> {
             self.send(presence::build(&self.cfg.jid, c, Some("unavailable"), None));
         }
         self.conn.close().await;
+    }
+
+    /// With `state_dir`: saves what active holds, when it is known exactly,
+    /// for the next start; the token goes on the `offline` item (README,
+    /// "Fast restarts: `state_dir`").
+    fn save_active(&self) -> Option<String> {
+        let dir = self.cfg.state_dir.as_ref()?;
+        let exact = match self.status {
+            ServiceStatus::Online => self.tracker.exact_copy(),
+            _ => None,
+        };
+        let Some(items) = exact else {
+            tracing::info!(
+                "active's content not saved: writes to it were under way or failed, or the \
+                 start-up was not over; the next start fetches it"
+            );
+            let _ = std::fs::remove_file(dir.join(saved::FILE));
+            return None;
+        };
+        let copy = Saved {
+            token: saved::new_token(),
+            pubsub: self.cfg.pubsub.clone(),
+            node: self.cfg.nodes.active.clone(),
+            items,
+        };
+        match saved::save(dir, &copy) {
+            Ok(()) => {
+                tracing::info!(
+                    "saved active's content ({} items) in {} for the next start",
+                    copy.items.len(),
+                    dir.display()
+                );
+                Some(copy.token)
+            }
+            Err(e) => {
+                tracing::warn!("active's content not saved ({e}): the next start fetches it");
+                None
+            }
+        }
     }
 }

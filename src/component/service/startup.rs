@@ -7,6 +7,7 @@ use super::worker::count_retract;
 use super::{inbound::truncate, ServiceConfig};
 use crate::component::metrics::{ErrorKind, Node};
 use crate::component::publisher::{self, Publisher, SetupError};
+use crate::component::saved::{self, Saved};
 use crate::component::tracker::Change;
 use crate::wire::presence;
 use crate::wire::privilege::Permissions;
@@ -153,6 +154,7 @@ async fn discover(
     cfg: &ServiceConfig,
     publisher: &Publisher,
     listing: &publisher::Listing,
+    saved: Option<Saved>,
 ) -> Result<Discovery, StartupError> {
     let iq_err = |what: &str| {
         let what = what.to_string();
@@ -167,16 +169,33 @@ async fn discover(
         .await
         .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
+    // Before `init` replaces the item that tells whether the copy holds.
+    let saved = match saved {
+        Some(copy) => still_exact(cfg, publisher, copy).await,
+        None => None,
+    };
     let r = publisher
         .publish_status(ServiceStatus::Init, cfg.instance.as_deref())
         .await;
     m.publish_done(Node::Status, None, r.is_ok());
     r.map_err(iq_err("publishing init on the status node"))?;
-    publisher
+    let active_created = publisher
         .setup_nodes(&cfg.access_model, &cfg.members)
         .await
         .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
+    let saved = match saved {
+        Some(_) if active_created => {
+            tracing::info!("active was missing and is created empty: its saved copy is not used");
+            None
+        }
+        s => s,
+    };
+    let active_step = if saved.is_some() {
+        "active (saved copy)"
+    } else {
+        "active (beside them)"
+    };
     phases.lap("nodes");
     // Who is connected and what active holds are independent questions:
     // asked together, the server's time on the listing and the probes
@@ -184,7 +203,10 @@ async fn discover(
     // changed waits for the longer of the two rather than their sum.
     let begun = tokio::time::Instant::now();
     let (who, fetched) = tokio::join!(connected(cfg, publisher, listing), async {
-        let r = active(cfg, publisher).await;
+        let r = match saved {
+            Some(copy) => Ok((copy.items, publisher.active_capacity().await)),
+            None => active(cfg, publisher).await,
+        };
         (r, begun.elapsed())
     });
     let Connected {
@@ -198,7 +220,7 @@ async fn discover(
     let ((active, capacity), active_in) = (fetched.0?, fetched.1);
     phases.push("listing", listed_in);
     phases.push("probes", probed_in);
-    phases.push("active (beside them)", active_in);
+    phases.push(active_step, active_in);
     Ok(Discovery {
         phases,
         active,
@@ -213,6 +235,32 @@ async fn discover(
             .collect(),
         answered,
     })
+}
+
+/// The copy of active saved at the last clean stop, if the status node
+/// shows that nothing wrote since: its current item is the `offline` that
+/// was published with the copy (every start publishes `init` before it
+/// writes active). Otherwise None, said in the log.
+async fn still_exact(cfg: &ServiceConfig, publisher: &Publisher, copy: Saved) -> Option<Saved> {
+    let why = match publisher.status_and_saved().await {
+        Ok(status) => saved::mismatch(&copy, &cfg.pubsub, &cfg.nodes.active, status),
+        Err(e) => Some(format!("reading the status node failed: {e}")),
+    };
+    match why {
+        None => {
+            tracing::info!(
+                "active is as the last clean stop left it ({} items, saved in state_dir): not fetching it",
+                copy.items.len()
+            );
+            Some(copy)
+        }
+        Some(why) => {
+            tracing::info!(
+                "not using the copy of active saved at the last stop ({why}): fetching active"
+            );
+            None
+        }
+    }
 }
 
 /// Who is connected, as the listing and the probes found it.
@@ -316,7 +364,7 @@ async fn active(
 impl Session<'_> {
     /// Steps 2–4 of docs/protocol.md, "What the component publishes, and
     /// when", in a task; the result comes back as `Done::Discovered`.
-    pub(super) fn start_discovery(&self) {
+    pub(super) fn start_discovery(&mut self) {
         // The server names itself in the start-up log (XEP-0092), beside
         // the discovery, never delaying it.
         let conn = self.conn.clone();
@@ -332,8 +380,9 @@ impl Session<'_> {
         let publisher = self.publisher.clone();
         let listing = self.listing.clone();
         let tx = self.done_tx.clone();
+        let saved = self.saved.take();
         tokio::spawn(async move {
-            let r = discover(&cfg, &publisher, &listing).await;
+            let r = discover(&cfg, &publisher, &listing, saved).await;
             let _ = tx.send(Done::Discovered(r));
         });
     }

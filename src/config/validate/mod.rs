@@ -134,7 +134,38 @@ impl Config {
             privacy: self.privacy_settings().map_err(with_file)?,
             standby: self.standby_settings(env)?,
             metrics: self.metrics_listen().map_err(with_file)?,
+            state_dir: self.state_dir().map_err(with_file)?,
         })
+    }
+
+    /// `state_dir`, resolved against the config file's directory and
+    /// checked to take a file: a wrong one is said at start, not at the
+    /// clean stop that would write there.
+    pub fn state_dir(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(None);
+        };
+        if dir.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "state_dir",
+                "is empty; remove the key to turn it off",
+            ));
+        }
+        let dir = self.resolve_path(dir);
+        let probe = dir.join(".pubpresence-write-check");
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                ConfigError::new(
+                    "state_dir",
+                    format!(
+                        "{}: cannot write there ({e}): create it, owned by the user pubpresence \
+                         runs as (the Debian package uses /var/lib/pubpresence), or remove the key",
+                        dir.display()
+                    ),
+                )
+            })?;
+        Ok(Some(dir))
     }
 
     /// `privileged_as`, checked: a bare JID with a local part, at `domain`
@@ -277,6 +308,38 @@ mod tests {
     use super::*;
     use crate::config::testing::{no_env, parse, parse_err, MINIMAL};
     use crate::config::{AccessModel, IpMode, SecretSource, ENV_WATCH_PASSWORD};
+
+    #[test]
+    fn state_dir_is_resolved_and_must_take_a_file() {
+        assert_eq!(
+            parse(MINIMAL).component(&no_env).expect("ok").state_dir,
+            None
+        );
+        let base = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(base.path().join("state")).expect("mkdir");
+        let file = format!("state_dir = \"state\"\n{MINIMAL}");
+        let c = Config::from_toml_str(&file, Some(base.path())).expect("parse");
+        let s = c.component(&no_env).expect("component");
+        assert_eq!(s.state_dir, Some(base.path().join("state")));
+        assert_eq!(
+            std::fs::read_dir(base.path().join("state"))
+                .expect("ls")
+                .count(),
+            0
+        );
+        let missing = format!("state_dir = \"/nonexistent/pubpresence\"\n{MINIMAL}");
+        let e = parse(&missing).component(&no_env).expect_err("no such dir");
+        assert_eq!(e.key(), Some("state_dir"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/nonexistent/pubpresence: cannot write there"),
+            "{msg}"
+        );
+        assert!(msg.contains("or remove the key"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        let e = parse(&format!("state_dir = \"\"\n{MINIMAL}")).component(&no_env);
+        assert_eq!(e.expect_err("empty").key(), Some("state_dir"));
+    }
 
     #[test]
     fn minimal_file_and_defaults() {

@@ -72,7 +72,15 @@ pub async fn run(args: &SoakArgs, seed: u64) -> anyhow::Result<Report> {
     let mut instances = Vec::new();
     for (name, port) in names.iter().zip(&metrics_ports) {
         let config = dir.join(format!("{name}.toml"));
-        let mut toml = format!("{component_toml}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+        // Each instance saves its copy of active at a clean stop and may
+        // start from it (README, "Fast restarts: `state_dir`"): the soak's
+        // clean stops, kills and takeovers put that to the test.
+        let state = dir.join(format!("{name}-state"));
+        std::fs::create_dir_all(&state)?;
+        let mut toml = format!(
+            "state_dir = {:?}\n{component_toml}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            state.display().to_string()
+        );
         if args.standby {
             toml = format!(
                 "instance = \"{name}\"\n{toml}\n[standby]\njid = \"{standby}\"\npassword = \"standby\"\n\

@@ -1,0 +1,165 @@
+//! A clean stop saves active's content in `state_dir`, and the next start
+//! uses it instead of fetching active, only while the status node shows
+//! that nothing wrote since (README, "Fast restarts: `state_dir`"). On
+//! Prosody and on ejabberd, real servers on loopback.
+
+mod common;
+
+use common::pp::*;
+use common::{loopback, Lab, Server};
+use pubpresence::wire::status::ServiceStatus;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const WATCHER: &str = "watcher";
+
+/// The config, with `state_dir` when given (a top-level key: before the
+/// tables).
+fn config(p: &Server, state_dir: Option<&Path>) -> String {
+    let base = p.config_toml(&[&format!("{WATCHER}@{}", p.domain())]);
+    match state_dir {
+        Some(d) => format!("state_dir = {:?}\n{base}", d.display().to_string()),
+        None => base,
+    }
+}
+
+/// Connects `user/r` from 127.0.0.`ip`, subscribed, and waits for its live
+/// event.
+async fn user(p: &Server, w: &mut Watcher, name: &str, ip: u8) -> User {
+    p.register(name, name);
+    let u = User::connect(p, name, "r", loopback(ip)).await;
+    u.subscribe_to(p.component_jid());
+    let jid = u.jid.clone();
+    w.wait_until(&format!("{jid} on live"), T, |s| {
+        s.live.iter().any(|i| i.fulljid == jid)
+    })
+    .await;
+    u
+}
+
+/// Active as (full JID → (status, ip)).
+async fn table(w: &Watcher) -> BTreeMap<String, (&'static str, String)> {
+    w.active()
+        .await
+        .into_values()
+        .map(|i| (i.fulljid.clone(), (st(&i), i.ip.clone())))
+        .collect()
+}
+
+fn want(rows: &[(&str, &'static str, &str)]) -> BTreeMap<String, (&'static str, String)> {
+    rows.iter()
+        .map(|(j, s, ip)| (j.to_string(), (*s, ip.to_string())))
+        .collect()
+}
+
+fn live_of(w: &Watcher, jid: &str) -> Vec<&'static str> {
+    w.seen()
+        .live
+        .iter()
+        .filter(|i| i.fulljid == jid)
+        .map(st)
+        .collect()
+}
+
+async fn restart_uses_the_saved_copy_only_while_nothing_wrote(p: Server) {
+    let d = p.domain().to_string();
+    let jid = |u: &str| format!("{u}@{d}/r");
+    let state = tempfile::tempdir().expect("state dir");
+    let copy = state.path().join("active.json");
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&config(&p, Some(state.path())));
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let kept = user(&p, &mut w, "kept", 41).await;
+    let changed = user(&p, &mut w, "changed", 42).await;
+    let gone = user(&p, &mut w, "gone", 43).await;
+    let before = w.active().await;
+
+    // A clean stop writes the copy, then `offline` naming it.
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    assert!(copy.exists(), "no copy saved; log:\n{}", pp.log_text());
+    assert!(
+        pp.log_text().contains("saved active's content (3 items)"),
+        "{}",
+        pp.log_text()
+    );
+    // While it is down: one session ends, one changes.
+    gone.close().await;
+    changed.show(Some("xa"));
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config(&p, Some(state.path())));
+    w.wait_status(ServiceStatus::Online).await;
+    let log = pp2.log_text();
+    assert!(
+        log.contains("active is as the last clean stop left it (3 items"),
+        "the copy was not used:\n{log}"
+    );
+    assert!(log.contains("active (saved copy)"), "{log}");
+    assert!(!copy.exists(), "a copy serves one start-up");
+    assert_eq!(
+        table(&w).await,
+        want(&[
+            (&jid("changed"), "xa", "127.0.0.42"),
+            (&jid("kept"), "online", "127.0.0.41"),
+        ]),
+        "active when status says online"
+    );
+    let seen = w.seen();
+    assert_eq!(seen.active_retracts, vec![jid("gone")]);
+    assert_eq!(live_of(&w, &jid("gone")), vec!["offline"]);
+    assert_eq!(live_of(&w, &jid("changed")), vec!["xa"]);
+    assert!(live_of(&w, &jid("kept")).is_empty(), "kept is unchanged");
+    assert_eq!(w.active().await[&jid("kept")], before[&jid("kept")]);
+
+    // The copy pp2 saves goes stale: another start (without state_dir)
+    // publishes a newcomer and stops cleanly, and the newcomer leaves while
+    // nothing runs. The stale copy does not know that item: used, it would
+    // leave it on active for good.
+    let mut pp2 = pp2;
+    assert!(pp2.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    assert!(copy.exists());
+    w.clear();
+    let mut other = Pubpresence::start(&config(&p, None));
+    w.wait_status(ServiceStatus::Online).await;
+    let newcomer = user(&p, &mut w, "newcomer", 44).await;
+    assert!(other.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    newcomer.close().await;
+    w.clear();
+
+    let pp3 = Pubpresence::start(&config(&p, Some(state.path())));
+    w.wait_status(ServiceStatus::Online).await;
+    assert_eq!(
+        table(&w).await,
+        want(&[
+            (&jid("changed"), "xa", "127.0.0.42"),
+            (&jid("kept"), "online", "127.0.0.41"),
+        ])
+    );
+    assert_eq!(w.seen().active_retracts, vec![jid("newcomer")]);
+    assert_eq!(live_of(&w, &jid("newcomer")), vec!["offline"]);
+    let log = pp3.log_text();
+    assert!(
+        log.contains(
+            "not using the copy of active saved at the last stop (the status node's `offline` is \
+             not the one published with it): fetching active"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("active (beside them)"), "{log}");
+    drop((pp3, changed, kept));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_uses_the_saved_copy_only_while_nothing_wrote_on_prosody() {
+    restart_uses_the_saved_copy_only_while_nothing_wrote(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_uses_the_saved_copy_only_while_nothing_wrote_on_ejabberd() {
+    restart_uses_the_saved_copy_only_while_nothing_wrote(Server::ejabberd()).await;
+}
