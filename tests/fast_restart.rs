@@ -151,7 +151,49 @@ async fn restart_uses_the_saved_copy_only_while_nothing_wrote(p: Server) {
         "{log}"
     );
     assert!(log.contains("active (beside them)"), "{log}");
-    drop((pp3, changed, kept));
+
+    // A copy saved, then active deleted while nothing runs (by its owner,
+    // as the component): the start creates it empty and must not take the
+    // copy's word that the two items are there.
+    let mut pp3 = pp3;
+    assert!(pp3.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    assert!(copy.exists());
+    delete_active(&p).await;
+    w.clear();
+    let pp4 = Pubpresence::start(&config(&p, Some(state.path())));
+    w.wait_status(ServiceStatus::Online).await;
+    assert_eq!(
+        table(&w).await,
+        want(&[
+            (&jid("changed"), "xa", "127.0.0.42"),
+            (&jid("kept"), "online", "127.0.0.41"),
+        ]),
+        "active rebuilt"
+    );
+    let log = pp4.log_text();
+    assert!(
+        log.contains("active was missing and is created empty: its saved copy is not used"),
+        "{log}"
+    );
+    drop((pp4, changed, kept));
+}
+
+/// Deletes active as its owner (a stream as the component), while
+/// pubpresence is down.
+async fn delete_active(p: &Server) {
+    let (conn, _rx, _task) =
+        pubpresence::xmpp::connect_component(&p.component_addr(), p.component_jid(), p.secret(), T)
+            .await
+            .expect("component login");
+    conn.iq(
+        "set",
+        p.pubsub_jid(),
+        pubpresence::wire::pubsub::delete(ACTIVE),
+    )
+    .await
+    .expect("the owner may delete active");
+    conn.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
