@@ -367,28 +367,28 @@ impl Publisher {
 
     /// The status node's current item: (status, instance).
     pub async fn current_status(&self) -> Result<Option<(ServiceStatus, Option<String>)>, IqError> {
-        let res = self
-            .pubsub_iq("get", pubsub::items(&self.nodes.status))
-            .await?;
-        Ok(pubsub::parse_items(&res)
-            .into_iter()
-            .filter_map(|(_, p)| p.as_ref().and_then(status::from_element))
-            .next_back())
+        self.status_item(status::from_element).await
     }
 
     /// The status node's current item: (status, the saved copy's token).
     pub async fn status_and_saved(
         &self,
     ) -> Result<Option<(ServiceStatus, Option<String>)>, IqError> {
+        self.status_item(|p| Some((status::from_element(p)?.0, status::saved(p))))
+            .await
+    }
+
+    /// The status node's last readable item, read with `read`.
+    async fn status_item<T>(
+        &self,
+        read: impl Fn(&Element) -> Option<T>,
+    ) -> Result<Option<T>, IqError> {
         let res = self
             .pubsub_iq("get", pubsub::items(&self.nodes.status))
             .await?;
         Ok(pubsub::parse_items(&res)
             .into_iter()
-            .filter_map(|(_, p)| {
-                let p = p.as_ref()?;
-                Some((status::from_element(p)?.0, status::saved(p)))
-            })
+            .filter_map(|(_, p)| p.as_ref().and_then(&read))
             .next_back())
     }
 
