@@ -4,6 +4,14 @@
 //! ejabberd 24.10 and later"). No I/O: the service applies the decision.
 
 use crate::wire::privilege::{Permissions, Version, NEEDED};
+use std::time::Duration;
+
+/// How long to wait for the server's permission message when it matters:
+/// a component with `privileged_as` waits this long before its first
+/// request, and doctor this long on ejabberd when the version answer came
+/// first. Both servers send the message right after the handshake, but
+/// ejabberd hands it to another process, so an early answer can overtake it.
+pub const PERMISSIONS_WAIT: Duration = Duration::from_secs(3);
 
 /// How to go on after a permission message.
 #[derive(Debug, Clone, PartialEq, Eq)]

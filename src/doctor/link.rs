@@ -4,7 +4,7 @@
 use super::fixes::{self, Names, Software};
 use super::report::Check;
 use super::{Ctx, DoctorError};
-use crate::component::privileges::{self, Decision};
+use crate::component::privileges::{self, Decision, PERMISSIONS_WAIT};
 use crate::component::publisher;
 use crate::config::ComponentSettings;
 use crate::wire::privilege::Permissions;
@@ -122,15 +122,7 @@ pub async fn identify(
             }
         }
     };
-    let decision = permissions
-        .as_ref()
-        .map(|p| privileges::decide(p, s.privileged_as.as_ref().map(|j| j.as_str()), &domain));
-    let blocked = matches!(decision, Some(Decision::Fatal(_)));
-    if let Some(Decision::Wrap { user, .. }) = &decision {
-        if let Some(p) = &permissions {
-            conn.wrapping().enable(user, p.clone());
-        }
-    }
+    let (mut decision, mut blocked) = settle(s, conn, permissions.as_ref());
     let version = match version {
         Some(v) => v,
         None if blocked => {
@@ -178,6 +170,13 @@ pub async fn identify(
             Software::Unknown,
         ),
     };
+    if permissions.is_none() && matches!(software, Software::Ejabberd { .. }) {
+        // ejabberd sends the permission message from another process than
+        // the one that answers the version, so the answer can come first:
+        // wait for it as the component would before saying none came.
+        permissions = late_permissions(inbound, &mut early).await;
+        (decision, blocked) = settle(s, conn, permissions.as_ref());
+    }
     First {
         server,
         software,
@@ -185,6 +184,50 @@ pub async fn identify(
         decision,
         blocked,
         early,
+    }
+}
+
+/// What the permissions mean for this configuration, and whether every
+/// request would be dropped. A `Wrap` decision turns wrapping on.
+fn settle(
+    s: &ComponentSettings,
+    conn: &Connection,
+    permissions: Option<&Permissions>,
+) -> (Option<Decision>, bool) {
+    let Some(p) = permissions else {
+        return (None, false);
+    };
+    let decision = privileges::decide(
+        p,
+        s.privileged_as.as_ref().map(|j| j.as_str()),
+        &s.domain.to_string(),
+    );
+    if let Decision::Wrap { user, .. } = &decision {
+        conn.wrapping().enable(user, p.clone());
+    }
+    let blocked = matches!(decision, Decision::Fatal(_));
+    (Some(decision), blocked)
+}
+
+/// A permission message that arrives within [`PERMISSIONS_WAIT`]; other
+/// stanzas meanwhile go to `early`.
+async fn late_permissions(
+    inbound: &mut mpsc::UnboundedReceiver<Element>,
+    early: &mut Vec<Element>,
+) -> Option<Permissions> {
+    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            el = inbound.recv() => match el {
+                Some(el) => match Permissions::parse(&el) {
+                    Some(p) => return Some(p),
+                    None => early.push(el),
+                },
+                None => return None,
+            },
+            _ = &mut deadline => return None,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use super::session::{Done, Session};
 use super::worker::count_retract;
 use super::{inbound::truncate, ServiceConfig};
 use crate::component::metrics::{ErrorKind, Node};
+use crate::component::privileges::PERMISSIONS_WAIT;
 use crate::component::publisher::{self, Publisher, SetupError};
 use crate::component::saved::{self, Saved};
 use crate::component::tracker::Change;
@@ -111,13 +112,8 @@ pub(super) enum StartupError {
     Iq { what: String, err: IqError },
 }
 
-/// How long a component with `privileged_as` waits for the server's
-/// permission message before its first request (ejabberd and Prosody send it
-/// right after the handshake).
-const PERMISSIONS_WAIT: Duration = Duration::from_secs(3);
-
 /// The stanzas that arrived up to and including the permission message, or
-/// within `PERMISSIONS_WAIT` when none came.
+/// within [`PERMISSIONS_WAIT`] when none came.
 pub(super) async fn await_permissions(
     inbound: &mut mpsc::UnboundedReceiver<Element>,
 ) -> Vec<Element> {
