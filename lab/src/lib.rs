@@ -20,6 +20,16 @@ pub use prosody::{LabError, Prosody, ProsodyOptions};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m` even when poisoned, for every lock of the lab. Poisoning only
+/// says that a thread panicked while holding the lock, and that panic is
+/// reported where it happened; a benchmark or a soak would rather read what
+/// the lock guards (event logs, counters, tables) and report on it than
+/// panic a second time over the same fault.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The shipped `pubpresence` binary, which cargo builds into the same
 /// directory as this one (`cargo build --workspace`).
@@ -68,11 +78,10 @@ pub fn loopback(n: u8) -> IpAddr {
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     use std::collections::HashSet;
     use std::net::TcpListener;
-    use std::sync::Mutex;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut given = lock(&GIVEN);
     let given = given.get_or_insert_with(HashSet::new);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -10,7 +10,7 @@ use super::args::BenchArgs;
 use super::client::{client_iq, ACTIVE, IQ_TIMEOUT};
 use super::error::{setup, BenchError};
 use super::measure::{storage, Machine};
-use super::prosody::start_prosody;
+use super::server::start_prosody;
 use crate::process;
 use crate::sim::{self, SimControl, SimOptions};
 use pubpresence::wire::pubsub;

@@ -13,6 +13,7 @@
 //! different connections independently.
 
 use super::client::{client_iq, IQ_TIMEOUT};
+use crate::lock;
 use crate::sim::SimEvent;
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
@@ -29,10 +30,6 @@ pub(crate) struct Nodes {
     pub active: &'static str,
     /// Live, followed by the watcher.
     pub live: &'static str,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads the load's events into `log` (as the bench's plain reader does)

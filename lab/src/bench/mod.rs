@@ -3,8 +3,10 @@
 //! feed's consumers (`web`), what consumers reconnecting at once cost with
 //! and without resuming (`resume`), and how long `pubpresence doctor` takes
 //! (`doctor`). This module only dispatches the command line; they share
-//! `args`, `measure`, `client`, `error` and `output`, and never import each
-//! other but for `web` and `doctor` starting Prosody as `prosody` does.
+//! `args`, `measure`, `client`, `error`, `output` and `server` (the
+//! benchmarks' Prosody, which the soak starts too), and never import each
+//! other. `prosody` is in parts: `rate` (one rate's load), `report` (its
+//! figures), `floors` and `mirror` (what its figures are compared with).
 
 mod args;
 mod client;
@@ -16,13 +18,17 @@ mod measure;
 mod mirror;
 mod output;
 pub mod prosody;
+mod rate;
+mod report;
 pub mod resume;
+mod server;
 pub mod web;
 
 pub use args::{parse_secs, BenchArgs};
 pub use error::BenchError;
 pub use measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
 pub use prosody::{run, BenchOptions, Report};
+pub(crate) use server::start_prosody;
 
 /// Runs the benchmark and prints the table (stderr progress, stdout figures).
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {

@@ -13,43 +13,45 @@
 //! Latency: from [`SimEvent::Change`]'s `at` (just before the presence is
 //! sent) to the watcher reading the live notification; the floor: from just
 //! before the publish IQ is sent to the watcher reading its notification.
+//!
+//! Here: the options, that flow (`run`, `bench`, `measured`), the restarts
+//! and the start-up with active empty, and the component it starts and
+//! stops. One rate's load and its figures are in `rate`, the report's types
+//! and table in `report`, the server and its plain clients in `server`.
 
-use super::client::{client_iq, client_iq_id, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
+use super::client::{client_iq, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
 use super::error::{setup, BenchError};
 use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
-use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
-use super::mirror;
+use super::measure::{cpu_seconds, rss_kib, storage, Machine};
+use super::rate::{
+    self, mirror_phase, phase, spawn_sim_reader, spawn_watcher_reader, Log, Rig, Seen, FLOOR,
+    FLOOR_ACTIVE,
+};
+use super::server::{active_items, login, start_prosody, subscribe};
+use crate::lock;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
-use crate::{LabError, Prosody, ProsodyOptions};
+use crate::Prosody;
 use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::Config;
-use pubpresence::jid::Jid;
-use pubpresence::minidom::Element;
+use pubpresence::wire::pubsub;
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence::wire::user::{Status, UserItem};
-use pubpresence::wire::{ns, pubsub};
-use pubpresence::xmpp::c2s::{self, C2s, C2sOptions};
-use std::collections::{HashMap, HashSet};
+use pubpresence::xmpp::c2s::C2s;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// The latency floor's two nodes: a client publishing to active and then
-/// to live, as the component does.
-const FLOOR: &str = "bench/floor";
-const FLOOR_ACTIVE: &str = "bench/floor-active-latency";
+pub use super::report::{
+    Knee, Memory, MirrorPoint, RatePoint, Report, Restart, Startup, KNEE_P99_MS,
+};
+
 const WATCHER: &str = "watcher";
 /// Connections per base account (fewer accounts: fewer prosodyctl calls).
 const PER_ACCOUNT: usize = 10;
-/// Connections per load account. Few: every presence change of a resource
-/// is also sent to the account's other resources, so 60 resources per
-/// account would make the server send 60 stanzas per change.
-const LOAD_RESOURCES: usize = 4;
-/// Changes per second of one load connection (the rest is more connections).
-const PER_CONNECTION_RATE: f64 = 4.0;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -75,65 +77,6 @@ pub struct BenchOptions {
     /// The rates are a sweep for the knee: stop once both pubpresence's
     /// p99 and its floor's are past `KNEE_P99_MS`.
     pub knee: bool,
-}
-
-/// The sustained-rate knee: the highest rate whose p99 (and every lower
-/// rate's) stays within this.
-pub const KNEE_P99_MS: f64 = 100.0;
-
-/// The knees of a sweep, for pubpresence and for its floor.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Knee {
-    /// Changes/s actually sent at the highest rate within `KNEE_P99_MS`
-    /// (0: not even the lowest).
-    pub pubpresence: f64,
-    pub floor: f64,
-    /// pubpresence / floor.
-    pub ratio: f64,
-    /// The mirror's knee (`mirror`; 0 without mirror passes).
-    pub mirror: f64,
-    /// pubpresence / mirror.
-    pub mirror_ratio: f64,
-    /// The sweep went past pubpresence's knee and its floor's: the
-    /// mirror's where it ran, else the latency floor's (else the knee may
-    /// lie above it).
-    pub found: bool,
-}
-
-impl Knee {
-    pub fn of(points: &[RatePoint]) -> Knee {
-        let upto = |p99: &dyn Fn(&RatePoint) -> f64| -> (f64, bool) {
-            let mut best = 0.0;
-            for p in points {
-                if p99(p) > KNEE_P99_MS {
-                    return (best, true);
-                }
-                best = p.achieved_rate;
-            }
-            (best, false)
-        };
-        let (pp, pp_found) = upto(&|p| p.latency.p99_ms);
-        let (fl, fl_found) = upto(&|p| p.floor.p99_ms);
-        let mirrored = points.iter().any(|p| p.mirror.is_some());
-        let (mi, mi_found) = if mirrored {
-            upto(&|p| {
-                p.mirror
-                    .as_ref()
-                    .map_or(f64::INFINITY, |m| m.latency.p99_ms)
-            })
-        } else {
-            (0.0, false)
-        };
-        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        Knee {
-            pubpresence: pp,
-            floor: fl,
-            ratio: div(pp, fl),
-            mirror: mi,
-            mirror_ratio: div(pp, mi),
-            found: pp_found && if mirrored { mi_found } else { fl_found },
-        }
-    }
 }
 
 impl BenchOptions {
@@ -166,241 +109,6 @@ impl BenchOptions {
             knee: false,
         }
     }
-}
-
-/// One steady-rate phase.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RatePoint {
-    pub target_rate: f64,
-    pub load_connections: usize,
-    /// Changes sent per second over the window.
-    pub achieved_rate: f64,
-    pub changes: usize,
-    /// Changes whose live event the watcher received.
-    pub received: usize,
-    pub latency: Latency,
-    pub floor_sent: usize,
-    pub floor: Latency,
-    /// p99 latency / floor p99.
-    pub p99_over_floor: f64,
-    /// The CPU window: the rate window plus the time for the last events
-    /// to arrive (at most 10 s more).
-    pub cpu_window_s: f64,
-    pub server_cpu_s: f64,
-    pub component_cpu_s: f64,
-    /// component CPU / server CPU.
-    pub cpu_ratio: f64,
-    /// The same churn with the component stopped and its writes mirrored
-    /// by a plain client (`mirror`): the knee's floor.
-    pub mirror: Option<MirrorPoint>,
-    /// p99 latency / the mirror's p99.
-    pub p99_over_mirror: f64,
-}
-
-/// The mirror pass of a rate (`mirror`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MirrorPoint {
-    /// Changes sent per second over the window.
-    pub achieved_rate: f64,
-    pub changes: usize,
-    /// From each change sent to its live-like notification.
-    pub latency: Latency,
-    pub cpu_window_s: f64,
-    pub server_cpu_s: f64,
-}
-
-impl RatePoint {
-    /// Takes the mirror pass's figures (a `RatePoint` measured without the
-    /// component) as this rate's knee floor.
-    fn with_mirror(mut self, m: RatePoint) -> RatePoint {
-        self.p99_over_mirror = if m.latency.p99_ms > 0.0 {
-            self.latency.p99_ms / m.latency.p99_ms
-        } else {
-            0.0
-        };
-        self.mirror = Some(MirrorPoint {
-            achieved_rate: m.achieved_rate,
-            changes: m.changes,
-            latency: m.latency,
-            cpu_window_s: m.cpu_window_s,
-            server_cpu_s: m.server_cpu_s,
-        });
-        self
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Startup {
-    /// Sessions connected when the component started.
-    pub sessions: usize,
-    /// Restart with nothing changed (active already right): from the
-    /// component's start (spawn) to `online` on the status node.
-    pub seconds: f64,
-    /// The component's own account of that restart's steps (its log line
-    /// "start-up discovery done": `nodes 12ms, listing 3ms, ...`).
-    pub phases: String,
-    /// Its floor: listing, probes and one fetch of active (`floors`).
-    pub restart_floor: RestartFloor,
-    /// seconds / restart floor.
-    pub restart_over_floor: f64,
-    /// The server's CPU seconds during the restart.
-    pub server_cpu_s: f64,
-    /// The same restart using the copy of active saved at the clean stop
-    /// (`state_dir`): active not fetched.
-    pub saved: Restart,
-    /// saved.seconds / restart floor.
-    pub saved_over_floor: f64,
-    /// Start-up with active empty (deleted while the component was
-    /// stopped) and the same sessions connected, to `online`.
-    pub cold_seconds: f64,
-    /// Its floor: the same items published by a plain client (`floors`).
-    pub publish_floor: PublishFloor,
-    /// cold_seconds / the floor's pairs.
-    pub cold_over_floor: f64,
-    /// The server's CPU seconds during the start-up with active empty.
-    pub cold_server_cpu_s: f64,
-    /// Items of `presence/active` once online.
-    pub active_items: usize,
-    /// Start-up with no session connected, for comparison.
-    pub idle_seconds: f64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Memory {
-    /// VmRSS once online, no session tracked.
-    pub idle_kib: u64,
-    /// VmRSS with `connections` sessions tracked.
-    pub loaded_kib: u64,
-    pub connections: usize,
-    /// (loaded - idle) / connections.
-    pub per_connection_bytes: f64,
-    /// VmRSS after the restart with `connections` sessions.
-    pub restarted_kib: u64,
-    /// Base sessions whose login the watcher saw on live (all of them
-    /// unless the server was too slow for the component's writes).
-    pub seen_on_live: usize,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    pub mode: &'static str,
-    pub machine: Machine,
-    pub storage: String,
-    /// "child process" or "in-process (includes the load generator)".
-    pub component_process: &'static str,
-    pub connections: usize,
-    pub duration_s: f64,
-    pub startup: Startup,
-    pub memory: Memory,
-    pub rates: Vec<RatePoint>,
-    pub knee: Knee,
-}
-
-impl Report {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// A readable table.
-    pub fn table(&self) -> String {
-        let mut s = String::new();
-        let m = &self.machine;
-        s.push_str(&format!(
-            "pubpresence bench ({} mode) on {} CPUs, {}\nserver: {}; component: {}\n\n",
-            self.mode, m.nproc, m.model, self.storage, self.component_process
-        ));
-        let st = &self.startup;
-        let (rf, pf) = (&st.restart_floor, &st.publish_floor);
-        s.push_str(&format!(
-            "restart, nothing changed, to online: {:.3} s (server CPU {:.2} s) with {} sessions connected ({:.3} s with none); active holds {} items\n  \
-             component's steps: {}\n  \
-             floor (connect, listing + probes beside one fetch of active): {:.3} s (server CPU {:.2} s; handshake {:.3}, listing {:.3}, probes {:.3}, active {:.3}; {} sessions of {} users, {} items) -> {:.2}x\n",
-            st.seconds, st.server_cpu_s, st.sessions, st.idle_seconds, st.active_items, st.phases,
-            rf.seconds, rf.server_cpu_s, rf.handshake_s, rf.listing_s, rf.probes_s, rf.active_s, rf.sessions, rf.users, rf.active_items,
-            st.restart_over_floor,
-        ));
-        s.push_str(&format!(
-            "restart with the copy of active saved at the clean stop (state_dir), to online: {:.3} s (server CPU {:.2} s) -> {:.2}x the floor above\n  \
-             component's steps: {}\n",
-            st.saved.seconds, st.saved.server_cpu_s, st.saved_over_floor, st.saved.phases,
-        ));
-        s.push_str(&format!(
-            "start-up, active empty, to online: {:.3} s (server CPU {:.2} s)\n  \
-             floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s (server CPU {:.2} s) -> {:.2}x (one node only: {:.3} s)\n",
-            st.cold_seconds, st.cold_server_cpu_s, pf.items, pf.in_flight, pf.pairs_s, pf.pairs_server_cpu_s, st.cold_over_floor, pf.single_s,
-        ));
-        let mem = &self.memory;
-        s.push_str(&format!(
-            "component RSS: {} KiB idle, {} KiB with {} sessions tracked ({:.0} B per connection), {} KiB after the restart\n\n",
-            mem.idle_kib, mem.loaded_kib, mem.connections, mem.per_connection_bytes, mem.restarted_kib
-        ));
-        s.push_str(
-            "rate/s  sent/s  conns  changes  recv   p50 ms   p99 ms  floor p50  floor p99  p99/floor  window s  server CPU s  comp CPU s  comp/server\n",
-        );
-        for r in &self.rates {
-            s.push_str(&format!(
-                "{:>6.0}  {:>6.0}  {:>5}  {:>7}  {:>5}  {:>7.2}  {:>7.2}  {:>9.2}  {:>9.2}  {:>9.2}  {:>8.1}  {:>12.2}  {:>10.2}  {:>10.1}%\n",
-                r.target_rate,
-                r.achieved_rate,
-                r.load_connections,
-                r.changes,
-                r.received,
-                r.latency.p50_ms,
-                r.latency.p99_ms,
-                r.floor.p50_ms,
-                r.floor.p99_ms,
-                r.p99_over_floor,
-                r.cpu_window_s,
-                r.server_cpu_s,
-                r.component_cpu_s,
-                r.cpu_ratio * 100.0,
-            ));
-        }
-        s.push_str(
-            "\nthe mirror (component stopped, its writes for the same churn by a plain client):\n\
-             rate/s  sent/s  changes   p50 ms   p99 ms  pubpresence p99/mirror p99  server CPU s (with pubpresence)\n",
-        );
-        for r in &self.rates {
-            if let Some(m) = &r.mirror {
-                s.push_str(&format!(
-                    "{:>6.0}  {:>6.0}  {:>7}  {:>7.2}  {:>7.2}  {:>26.2}  {:>8.2} ({:.2})\n",
-                    r.target_rate,
-                    m.achieved_rate,
-                    m.changes,
-                    m.latency.p50_ms,
-                    m.latency.p99_ms,
-                    r.p99_over_mirror,
-                    m.server_cpu_s,
-                    r.server_cpu_s,
-                ));
-            }
-        }
-        let k = &self.knee;
-        s.push_str(&format!(
-            "knee (highest rate with p99 <= {KNEE_P99_MS} ms): pubpresence {:.0}/s, mirror {:.0}/s -> {:.2}x; latency floor {:.0}/s -> {:.2}x{}\n",
-            k.pubpresence,
-            k.mirror,
-            k.mirror_ratio,
-            k.floor,
-            k.ratio,
-            if k.found { "" } else { " (the sweep did not pass both: the knee may lie higher)" },
-        ));
-        s.push_str(&format!("(all figures: {})\n", self.storage));
-        s
-    }
-}
-
-/// What the watcher read, with when.
-#[derive(Debug, Clone)]
-enum Seen {
-    Live(Instant, UserItem),
-    Floor(Instant, String),
-}
-
-type Log<T> = Arc<Mutex<Vec<T>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The component, as a child process or a task.
@@ -473,47 +181,6 @@ impl Component {
     }
 }
 
-async fn login(
-    prosody: &Prosody,
-    user: &str,
-    resource: &str,
-) -> Result<(C2s, mpsc::Receiver<Element>), BenchError> {
-    let jid = format!("{user}@{}/{resource}", prosody.domain);
-    let opts = C2sOptions {
-        jid: Jid::new(&jid).map_err(setup)?,
-        password: user.to_string(),
-        server: Some(prosody.c2s_addr().to_string()),
-        bind_ip: Some(crate::loopback(1)),
-        allow_plaintext: true,
-    };
-    let (c, rx) = c2s::connect(&opts).await?;
-    c.send(Element::builder("presence", ns::CLIENT).build())?;
-    Ok((c, rx))
-}
-
-/// Reads the watcher's stanzas into `log`, stamped on arrival.
-fn spawn_watcher_reader(mut inbound: mpsc::Receiver<Element>, log: Log<Seen>) {
-    tokio::spawn(async move {
-        while let Some(el) = inbound.recv().await {
-            let now = Instant::now();
-            for ev in pubsub::parse_event(&el) {
-                if let pubsub::Event::Items { node, items, .. } = ev {
-                    let mut l = lock(&log);
-                    for (id, payload) in items {
-                        if node == LIVE {
-                            if let Some(u) = payload.as_ref().and_then(UserItem::from_element) {
-                                l.push(Seen::Live(now, u));
-                            }
-                        } else if node == FLOOR {
-                            l.push(Seen::Floor(now, id));
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
 /// Polls the status node until `want` (every 10 ms), bounded.
 async fn wait_status(
     c: &C2s,
@@ -540,171 +207,6 @@ async fn wait_status(
     }
 }
 
-/// The number of items on `presence/active` (0 when unreadable).
-async fn active_items(c: &C2s, pubsub_jid: &str) -> usize {
-    c.iq(
-        client_iq("get", pubsub_jid, pubsub::items(ACTIVE)),
-        IQ_TIMEOUT,
-    )
-    .await
-    .map(|r| pubsub::parse_items(&r).len())
-    .unwrap_or(0)
-}
-
-/// Subscribes the watcher to `node`, retrying while the component sets it up.
-async fn subscribe(c: &C2s, pubsub_jid: &str, node: &str) -> Result<(), BenchError> {
-    let me = c.jid().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match c
-            .iq(
-                client_iq("set", pubsub_jid, pubsub::subscribe(node, &me)),
-                IQ_TIMEOUT,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(BenchError::Setup(format!("subscribing to {node}: {e}")))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Drains the sim's events into `log`.
-fn spawn_sim_reader(mut rx: mpsc::UnboundedReceiver<SimEvent>, log: Log<SimEvent>) {
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            lock(&log).push(ev);
-        }
-    });
-}
-
-async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, f: F) -> Result<(), BenchError> {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout(what.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
-type Change = (String, Status, Instant);
-
-/// Latencies (ms) of the changes and of the floor items that arrived: each
-/// change is matched to the next live item of that connection with its
-/// status, received after it.
-fn matched(
-    seen: &[Seen],
-    start: Instant,
-    changes: &[Change],
-    floor_sent: &HashMap<String, Instant>,
-) -> (Vec<f64>, Vec<f64>) {
-    let mut live: HashMap<&str, Vec<(Instant, Status)>> = HashMap::new();
-    let mut floor_recv: HashMap<&str, Instant> = HashMap::new();
-    for s in seen {
-        match s {
-            Seen::Live(t, u) if *t >= start => live
-                .entry(u.fulljid.as_str())
-                .or_default()
-                .push((*t, u.status)),
-            Seen::Floor(t, id) => {
-                floor_recv.entry(id.as_str()).or_insert(*t);
-            }
-            _ => {}
-        }
-    }
-    let mut by_conn: HashMap<&str, Vec<(Status, Instant)>> = HashMap::new();
-    for (j, s, at) in changes {
-        by_conn.entry(j.as_str()).or_default().push((*s, *at));
-    }
-    let mut lat = Vec::new();
-    for (j, list) in &by_conn {
-        let got = live.get(j).map(Vec::as_slice).unwrap_or(&[]);
-        let mut k = 0;
-        for (s, at) in list {
-            while k < got.len() && !(got[k].1 == *s && got[k].0 >= *at) {
-                k += 1;
-            }
-            if k < got.len() {
-                lat.push((got[k].0 - *at).as_secs_f64() * 1000.0);
-                k += 1;
-            } else {
-                // Usually a change sent at the window's very end.
-                tracing::debug!(
-                    "change not seen on live: {j} {} sent {:?} into the window",
-                    s.as_str(),
-                    *at - start
-                );
-            }
-        }
-    }
-    let floor_lat = floor_sent
-        .iter()
-        .filter_map(|(id, at)| {
-            floor_recv
-                .get(id.as_str())
-                .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    (lat, floor_lat)
-}
-
-/// Load connections for a rate: each changes about 4 times a second.
-fn load_connections(rate: f64) -> usize {
-    ((rate / PER_CONNECTION_RATE).ceil() as usize).clamp(LOAD_RESOURCES, 2000)
-}
-
-/// Registers accounts (password = name), a few prosodyctl at a time.
-fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
-    for chunk in names.chunks(16) {
-        let results: Vec<Result<(), LabError>> = std::thread::scope(|s| {
-            let hs: Vec<_> = chunk
-                .iter()
-                .map(|n| s.spawn(move || prosody.register(n, n)))
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(LabError::Startup("prosodyctl thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
-    }
-    Ok(())
-}
-
-/// The benchmarks' Prosody: the lab's, logging at info instead of debug
-/// (the lab logs every stanza, a cost no deployment pays), optionally with
-/// TCP_NODELAY, and `names` registered (password = name).
-pub(crate) async fn start_prosody(
-    names: Vec<String>,
-    nodelay: bool,
-    memory_storage: bool,
-) -> Result<Prosody, BenchError> {
-    tracing::info!("starting Prosody and registering {} accounts", names.len());
-    tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
-        let p = Prosody::start_with(ProsodyOptions {
-            quiet_log: true,
-            no_nagle: nodelay,
-            memory_storage,
-            ..ProsodyOptions::default()
-        })?;
-        register_all(&p, &names)?;
-        Ok(p)
-    })
-    .await
-    .map_err(setup)?
-    .map_err(Into::into)
-}
-
 /// Runs the benchmark.
 pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     if opts.connections == 0 || opts.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
@@ -716,7 +218,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     let load_accounts = opts
         .rates
         .iter()
-        .map(|r| load_connections(*r).div_ceil(LOAD_RESOURCES))
+        .map(|r| rate::load_accounts(*r))
         .max()
         .unwrap_or(1);
     names.extend((1..=load_accounts).map(|i| format!("load{i}")));
@@ -739,7 +241,7 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
     // With `state_dir`, as the README advises: the first restart uses the
     // copy of active its clean stop saved, the second one (copy removed)
     // fetches active.
-    let state = prosody.dir.path().join("state");
+    let state = state_dir(prosody.dir.path());
     std::fs::create_dir_all(&state).map_err(setup)?;
     std::fs::write(
         &config,
@@ -899,37 +401,26 @@ async fn measured(
         let (restart_floor, (cold_s, cold_cpu), publish_floor) =
             cold_start(prosody, opts, watcher, admin, &mut comp, server_pid).await?;
 
+        let rig = Rig {
+            prosody,
+            admin,
+            seen,
+            server_pid,
+            duration: opts.duration,
+            floor_rate: opts.floor_rate,
+        };
         let mut rates: Vec<RatePoint> = Vec::new();
         for (i, &rate) in opts.rates.iter().enumerate() {
-            let point = phase(
-                prosody,
-                opts,
-                watcher,
-                admin,
-                seen,
-                Some(&comp),
-                server_pid,
-                i,
-                rate,
-            )
-            .await?;
+            let point = phase(&rig, comp.pid(), i, rate).await?;
             // The same churn again with the component stopped, its writes
             // mirrored by a plain client: the knee's floor.
             tracing::info!("{rate} changes/s: the mirror pass, component stopped");
             comp.stop().await;
-            let mirrored = phase(
-                prosody, opts, watcher, admin, seen, None, server_pid, i, rate,
-            )
-            .await;
+            let mirrored = mirror_phase(&rig, i, rate).await;
             // The mirror wrote on active behind the component's back: the
             // copy its stop saved no longer stands (README, "Fast restarts:
             // `state_dir`"), so the start must fetch active.
-            let copy = prosody
-                .dir
-                .path()
-                .join("state")
-                .join(pubpresence::component::saved::FILE);
-            let _ = std::fs::remove_file(copy);
+            let _ = std::fs::remove_file(saved_copy(prosody.dir.path()));
             comp = Component::start(bin, &config, prosody.dir.path())?;
             wait_status(
                 watcher,
@@ -1004,6 +495,16 @@ async fn measured(
     })
 }
 
+/// The component's `state_dir` in the lab's directory.
+fn state_dir(lab: &Path) -> PathBuf {
+    lab.join("state")
+}
+
+/// The copy of active the component's clean stop saves in its `state_dir`.
+fn saved_copy(lab: &Path) -> PathBuf {
+    state_dir(lab).join(pubpresence::component::saved::FILE)
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
@@ -1034,17 +535,6 @@ fn last_phases(log: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// One restart with nothing changed, as measured.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Restart {
-    /// From the component's start (spawn) to `online` on the status node.
-    pub seconds: f64,
-    /// The server's CPU seconds meanwhile.
-    pub server_cpu_s: f64,
-    /// The component's own account of its steps (`last_phases`).
-    pub phases: String,
-}
-
 /// What a restart of the component needs.
 struct Restarts<'a> {
     prosody: &'a Prosody,
@@ -1070,7 +560,7 @@ impl Restarts<'_> {
             None,
         )
         .await;
-        let copy = dir.join("state").join(pubpresence::component::saved::FILE);
+        let copy = saved_copy(dir);
         if !copy.exists() {
             return Err(setup(format!(
                 "the clean stop saved no copy of active in {}",
@@ -1182,257 +672,9 @@ async fn cold_start(
     Ok((restart_floor, cold, publish_floor))
 }
 
-/// One steady-rate phase: load users changing status, the floor publisher,
-/// CPU of both processes over the window.
-#[allow(clippy::too_many_arguments)]
-async fn phase(
-    prosody: &Prosody,
-    opts: &BenchOptions,
-    watcher: &C2s,
-    admin: &C2s,
-    seen: &Log<Seen>,
-    comp: Option<&Component>,
-    server_pid: u32,
-    index: usize,
-    rate: f64,
-) -> Result<RatePoint, BenchError> {
-    let _ = watcher;
-    // No component: the mirror pass (`mirror`), the same churn (same seed)
-    // with its writes done by a plain client.
-    let mirror = comp.is_none();
-    let conns = load_connections(rate);
-    let mut o = SimOptions::numbered(
-        prosody.c2s_addr().to_string(),
-        prosody.domain.clone(),
-        prosody.component_jid.clone(),
-        "load",
-        conns.div_ceil(LOAD_RESOURCES),
-        LOAD_RESOURCES,
-    );
-    let conns = o.connections();
-    o.rate = rate;
-    o.disconnect_share = 0.0;
-    o.first_ip = Ipv4Addr::new(127, 1, 0, 1);
-    o.seed = 7 + index as u64;
-    o.login_concurrency = 32;
-    tracing::info!("{rate} changes/s: logging in {conns} load connections");
-    let (ctl, rx) = watch::channel(SimControl::Hold);
-    let events: Log<SimEvent> = Arc::default();
-    let (tx, erx) = mpsc::unbounded_channel();
-    if mirror {
-        let nodes = mirror::Nodes {
-            pubsub: prosody.pubsub_jid.clone(),
-            active: ACTIVE,
-            live: LIVE,
-        };
-        mirror::spawn_mirroring_reader(erx, events.clone(), admin.clone(), nodes);
-    } else {
-        spawn_sim_reader(erx, events.clone());
-    }
-    let task = tokio::spawn(sim::run(o, rx, Some(tx)));
-    let ready = wait_for("load users logged in", Duration::from_secs(60), || {
-        lock(&events)
-            .iter()
-            .any(|e| matches!(e, SimEvent::Ready { .. }))
-    })
-    .await;
-    if let Err(e) = ready {
-        let _ = ctl.send(SimControl::Stop);
-        let _ = task.await;
-        return Err(e);
-    }
-    // Their logins' live events pass before the window opens.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let comp_cpu = || comp.and_then(|c| cpu_seconds(c.pid()));
-    let cpu0 = (cpu_seconds(server_pid), comp_cpu());
-    let start = Instant::now();
-    let _ = ctl.send(SimControl::Run);
-    if mirror {
-        // The mirror publishes as the changes come; nothing else to send.
-        tokio::time::sleep(opts.duration).await;
-    }
-    // The floor: admin publishes equivalent items to bench/floor meanwhile.
-    let mut floor_sent: HashMap<String, Instant> = HashMap::new();
-    let interval = Duration::from_secs_f64(1.0 / opts.floor_rate.max(0.1));
-    let mut tick = tokio::time::interval(interval);
-    let mut seq = 0u64;
-    while !mirror && start.elapsed() < opts.duration {
-        tick.tick().await;
-        seq += 1;
-        let id = format!("f{index}-{seq}");
-        let item = UserItem {
-            fulljid: format!("floor@{}/bench", prosody.domain),
-            name: format!("floor@{}", prosody.domain),
-            status: if seq % 2 == 0 {
-                Status::Away
-            } else {
-                Status::Online
-            },
-            ip: "127.0.0.1".into(),
-            since: chrono::Utc::now(),
-        };
-        // Fire and forget, but with an id: an IQ needs one.
-        let el = client_iq_id(
-            &format!("bench-{id}"),
-            "set",
-            &prosody.pubsub_jid,
-            pubsub::publish(FLOOR, Some(&id), item.to_element()),
-        );
-        // As the component does: the item on an active-like node, and once
-        // the server confirmed it, on the live-like node the watcher follows.
-        let on_active = client_iq(
-            "set",
-            &prosody.pubsub_jid,
-            pubsub::publish(
-                FLOOR_ACTIVE,
-                Some(&format!("floor{}", seq % 100)),
-                item.to_element(),
-            ),
-        );
-        let at = Instant::now();
-        let a = admin.clone();
-        tokio::spawn(async move {
-            if a.iq(on_active, IQ_TIMEOUT).await.is_ok() {
-                let _ = a.send(el);
-            }
-        });
-        floor_sent.insert(id, at);
-    }
-    let _ = ctl.send(SimControl::Hold);
-    let window = start.elapsed();
-    // Let what was sent arrive (bounded), then the CPU window closes.
-    let changes_of = |events: &Log<SimEvent>| {
-        lock(events)
-            .iter()
-            .filter_map(|e| match e {
-                SimEvent::Change {
-                    fulljid,
-                    status,
-                    at,
-                    ..
-                } if *at >= start => Some((fulljid.clone(), *status, *at)),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    // Until every change and floor item has its notification, or nothing
-    // arrives for 5 s, or 30 s.
-    let sent_changes = changes_of(&events);
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = (usize::MAX, Instant::now());
-    loop {
-        let (total, done) = {
-            let l = lock(seen);
-            let (lat, fl) = matched(&l, start, &sent_changes, &floor_sent);
-            (
-                l.len(),
-                lat.len() >= sent_changes.len() && fl.len() >= floor_sent.len(),
-            )
-        };
-        if done || Instant::now() > drain_deadline {
-            break;
-        }
-        if total != last.0 {
-            last = (total, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(5) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cpu1 = (cpu_seconds(server_pid), comp_cpu());
-    let cpu_window_s = start.elapsed().as_secs_f64();
-    let changes = changes_of(&events);
-    let _ = ctl.send(SimControl::Stop);
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-
-    let (lat, floor_lat) = matched(&lock(seen), start, &changes, &floor_sent);
-    let latency = Latency::of(lat);
-    let floor = Latency::of(floor_lat);
-    let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => b - a,
-        _ => 0.0,
-    };
-    let server_cpu_s = d(cpu0.0, cpu1.0);
-    let component_cpu_s = d(cpu0.1, cpu1.1);
-    Ok(RatePoint {
-        target_rate: rate,
-        load_connections: conns,
-        achieved_rate: changes.len() as f64 / window.as_secs_f64(),
-        changes: changes.len(),
-        received: latency.samples,
-        p99_over_floor: if floor.p99_ms > 0.0 {
-            latency.p99_ms / floor.p99_ms
-        } else {
-            0.0
-        },
-        latency,
-        floor_sent: floor_sent.len(),
-        floor,
-        cpu_window_s,
-        server_cpu_s,
-        component_cpu_s,
-        cpu_ratio: if server_cpu_s > 0.0 {
-            component_cpu_s / server_cpu_s
-        } else {
-            0.0
-        },
-        mirror: None,
-        p99_over_mirror: 0.0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn point(sent: f64, p99: f64, floor_p99: f64) -> RatePoint {
-        let lat = |p99_ms| Latency {
-            samples: 1,
-            p50_ms: 1.0,
-            p99_ms,
-            max_ms: p99_ms,
-        };
-        RatePoint {
-            target_rate: sent,
-            load_connections: 1,
-            achieved_rate: sent,
-            changes: 1,
-            received: 1,
-            latency: lat(p99),
-            floor_sent: 1,
-            floor: lat(floor_p99),
-            p99_over_floor: 1.0,
-            cpu_window_s: 1.0,
-            server_cpu_s: 1.0,
-            component_cpu_s: 0.1,
-            cpu_ratio: 0.1,
-            mirror: None,
-            p99_over_mirror: 0.0,
-        }
-    }
-
-    fn mirrored(sent: f64, p99: f64, mirror_p99: f64) -> RatePoint {
-        let m = point(sent, mirror_p99, 0.0);
-        point(sent, p99, 1.0).with_mirror(m)
-    }
-
-    #[test]
-    fn the_knee_floor_is_the_mirror_where_one_ran() {
-        let sweep = [
-            mirrored(99.0, 20.0, 15.0),
-            mirrored(198.0, 120.0, 60.0),
-            mirrored(297.0, 150.0, 101.0),
-        ];
-        let k = Knee::of(&sweep);
-        assert_eq!((k.pubpresence, k.mirror), (99.0, 198.0));
-        assert!((k.mirror_ratio - 0.5).abs() < 1e-9);
-        assert!(k.found);
-        assert!((sweep[1].p99_over_mirror - 2.0).abs() < 1e-9);
-        // Without mirror passes the floor's knee decides whether it was found.
-        let k = Knee::of(&sweep[..2]);
-        assert!(!k.found, "the mirror never passed 100 ms");
-    }
 
     #[test]
     fn the_start_up_steps_are_read_from_the_components_last_log_line() {
@@ -1450,23 +692,5 @@ mod tests {
             "nodes 7ms, listing 17ms, probes 5ms, active (beside them) 23ms"
         );
         assert_eq!(last_phases(&dir.path().join("missing.log")), "");
-    }
-
-    #[test]
-    fn the_knee_is_the_last_rate_before_the_first_p99_past_100_ms() {
-        let sweep = [
-            point(99.0, 20.0, 15.0),
-            point(198.0, 60.0, 30.0),
-            // A lucky rate past the first miss does not count: p99 must stay.
-            point(297.0, 140.0, 80.0),
-            point(396.0, 90.0, 120.0),
-        ];
-        let k = Knee::of(&sweep);
-        assert_eq!((k.pubpresence, k.floor), (198.0, 297.0));
-        assert!((k.ratio - 198.0 / 297.0).abs() < 1e-9);
-        assert!(k.found);
-        let k = Knee::of(&sweep[..2]);
-        assert_eq!((k.pubpresence, k.floor, k.found), (198.0, 198.0, false));
-        assert_eq!(Knee::of(&[point(99.0, 101.0, 101.0)]).pubpresence, 0.0);
     }
 }

@@ -39,6 +39,7 @@ use super::args::BenchArgs;
 use super::error::BenchError;
 use super::measure::{cpu_seconds, rss_kib, storage, Latency, Machine};
 use super::output;
+use crate::lock;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::Prosody;
 use pubpresence::client::follow::WatchEvent;
@@ -258,10 +259,6 @@ impl WebReport {
 
 fn setup(e: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(e.to_string())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// CLOCK_REALTIME in microseconds: the one clock both processes read.
@@ -862,7 +859,7 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
     let prosody =
-        super::prosody::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
+        super::server::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
     let outcome = with_prosody(&prosody, &opts, conns, limit).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());

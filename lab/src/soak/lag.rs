@@ -11,6 +11,7 @@
 //! kept, as TCP keeps it. A side that closes or fails is closed on the other
 //! side too: a cut of the server's side (`ss -K`) reaches the component.
 
+use crate::lock;
 use crate::sim::Rng;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -140,7 +141,7 @@ async fn pump(
             let Impair { delay, loss } = *impair.borrow();
             let mut hold = delay;
             if loss > 0.0 {
-                let mut r = rng.lock().unwrap_or_else(|e| e.into_inner());
+                let mut r = lock(&rng);
                 if (r.next() % 10_000) as f64 / 10_000.0 < loss {
                     hold += Duration::from_millis(200 + r.next() % 801);
                 }

@@ -5,6 +5,7 @@
 //! the truth and active with.
 
 use super::check::{self, Row, Seen, Table};
+use crate::lock;
 use pubpresence::minidom::Element;
 use pubpresence::wire::ns;
 use pubpresence::wire::user::UserItem;
@@ -22,10 +23,6 @@ use tokio::sync::watch;
 pub const ACTIVE: &str = "presence/active";
 pub const LIVE: &str = "presence/live";
 const IQ_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 pub(super) fn io(what: &str) -> impl Fn(std::io::Error) -> anyhow::Error + '_ {
     move |e| anyhow::anyhow!("{what}: {e}")
