@@ -7,6 +7,10 @@
 //! benchmarks' Prosody, which the soak starts too), and never import each
 //! other. `prosody` is in parts: `rate` (one rate's load), `report` (its
 //! figures), `floors` and `mirror` (what its figures are compared with).
+//! `web` and `cluster` keep their parts in folders of their own: `web/`
+//! holds `feed` (the feed child), `consumer`, `window` and `report`;
+//! `cluster/` holds `probe` (what is counted), `component`, `windows` (the
+//! measured windows) and `report`.
 
 mod args;
 mod client;

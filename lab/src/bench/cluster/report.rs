@@ -1,0 +1,291 @@
+//! What the cluster bench reports: what a window cost (`Cost`), the two
+//! start-ups and the audit with the windows around it, as a table and as
+//! JSON.
+
+use super::probe::Sample;
+use crate::bench::measure::Machine;
+
+/// What one window cost. Bytes are `f64` because the background is scaled.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Cost {
+    pub window_s: f64,
+    pub component_cpu_s: f64,
+    /// One per ejabberd node, node 0 first: its Erlang VM (beam.smp), all
+    /// threads.
+    pub node_cpu_s: Vec<f64>,
+    /// Payload bytes the component received from the nodes (TCP_INFO).
+    pub read_bytes: f64,
+    /// Payload bytes the component sent to the nodes (TCP_INFO).
+    pub written_bytes: f64,
+    /// The benchmark process itself (the client sessions, the watcher).
+    pub clients_cpu_s: f64,
+}
+
+impl Cost {
+    pub(super) fn between(a: &Sample, b: &Sample) -> Cost {
+        let d = |x: f64, y: f64| (y - x).max(0.0);
+        Cost {
+            window_s: b.at.saturating_duration_since(a.at).as_secs_f64(),
+            component_cpu_s: d(a.component_cpu, b.component_cpu),
+            node_cpu_s: a
+                .nodes_cpu
+                .iter()
+                .zip(&b.nodes_cpu)
+                .map(|(x, y)| d(*x, *y))
+                .collect(),
+            read_bytes: d(a.received as f64, b.received as f64),
+            written_bytes: d(a.sent as f64, b.sent as f64),
+            clients_cpu_s: d(a.clients_cpu, b.clients_cpu),
+        }
+    }
+
+    /// The same rates over `window_s`.
+    pub(super) fn scaled_to(&self, window_s: f64) -> Cost {
+        let f = if self.window_s > 0.0 {
+            window_s / self.window_s
+        } else {
+            0.0
+        };
+        Cost {
+            window_s,
+            component_cpu_s: self.component_cpu_s * f,
+            node_cpu_s: self.node_cpu_s.iter().map(|c| c * f).collect(),
+            read_bytes: self.read_bytes * f,
+            written_bytes: self.written_bytes * f,
+            clients_cpu_s: self.clients_cpu_s * f,
+        }
+    }
+
+    /// `self - other`, figure by figure (may be negative: noise).
+    pub(super) fn minus(&self, other: &Cost) -> Cost {
+        Cost {
+            window_s: self.window_s,
+            component_cpu_s: self.component_cpu_s - other.component_cpu_s,
+            node_cpu_s: self
+                .node_cpu_s
+                .iter()
+                .zip(&other.node_cpu_s)
+                .map(|(a, b)| a - b)
+                .collect(),
+            read_bytes: self.read_bytes - other.read_bytes,
+            written_bytes: self.written_bytes - other.written_bytes,
+            clients_cpu_s: self.clients_cpu_s - other.clients_cpu_s,
+        }
+    }
+
+    pub fn nodes_cpu_s(&self) -> f64 {
+        self.node_cpu_s.iter().sum()
+    }
+}
+
+/// One start-up of the component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Startup {
+    /// From the spawn to `online` (its log line).
+    pub seconds: f64,
+    /// Over the same time.
+    pub cost: Cost,
+    /// `connections` of the online log line.
+    pub tracked: usize,
+    /// Items of `presence/active` once online.
+    pub active_items: usize,
+    /// Of those, items with an IP address.
+    pub active_with_ip: usize,
+    /// Of those, items with status `unknown` (sessions that sent no
+    /// presence since the component started: ejabberd replays none).
+    pub active_unknown: usize,
+    /// The component's VmRSS once online.
+    pub rss_kib: u64,
+    /// Warnings the component logged before `online` (with 10,000
+    /// sessions: publishes the server did not answer within `iq_timeout`).
+    pub warnings: usize,
+    /// Of those, publishes unanswered within `iq_timeout` ("no answer
+    /// within"), which the component takes as done.
+    pub unanswered_publishes: usize,
+}
+
+/// One audit and the background next to it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Audit {
+    pub audit_interval_s: u64,
+    /// The audit's log line.
+    pub line: String,
+    pub checked: usize,
+    pub on_active: usize,
+    pub added: usize,
+    pub probed: usize,
+    pub removed: usize,
+    /// From when it was due (T after the spawn) to its log line.
+    pub seconds_after_due: f64,
+    /// From `PRE_AUDIT` before it was due to its log line.
+    pub window: Cost,
+    /// A window as long as `window`, a whole number of session-check
+    /// periods (5 s) later, without an audit: the same phase of the 5-s
+    /// session checks, so it holds one of them exactly when `window` does.
+    pub equal_window: Cost,
+    /// `window - equal_window`: the audit's own cost.
+    pub net: Cost,
+    /// Whether a session check (its listing) fell inside both windows: more
+    /// than half a check's bytes read in `equal_window`.
+    pub check_in_window: bool,
+    /// A window of `background` without an audit (2 s after the equal one).
+    pub background: Cost,
+    /// `background` scaled to the audit window's length (a cross-check of
+    /// `equal_window`, smoothing the 5-s checks).
+    pub background_same_length: Cost,
+    /// The same sessions with the component stopped, a window as long as
+    /// `background` (the nodes' own background: the clients' keepalive
+    /// pings, Mnesia).
+    pub without_component: Cost,
+    /// `background - without_component`, per 5-s session check: what the
+    /// component's checks cost (all of the component's background is them).
+    pub per_session_check: Cost,
+    /// Audits logged outside the measured window (none expected).
+    pub unplanned_audits: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterReport {
+    pub mode: &'static str,
+    pub machine: Machine,
+    pub server: String,
+    pub connections: usize,
+    /// Sessions on node 0 and node 1.
+    pub per_node: Vec<usize>,
+    /// In-band registration of the accounts.
+    pub register_s: f64,
+    /// Logging in every session (both nodes at once).
+    pub login_s: f64,
+    /// Active empty, audits off.
+    pub cold_startup: Startup,
+    /// Restart with active full.
+    pub warm_startup: Startup,
+    pub audit: Audit,
+}
+
+impl ClusterReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn table(&self) -> String {
+        let m = &self.machine;
+        let a = &self.audit;
+        let mut s = format!(
+            "pubpresence bench --ejabberd-cluster on {} CPUs, {}\nserver: {}\n\
+             {} sessions ({} on node 0, {} on node 1), each from its own loopback address\n\
+             setup: {:.1} s to register the accounts, {:.1} s to log the sessions in\n\n",
+            m.nproc,
+            m.model,
+            self.server,
+            self.connections,
+            self.per_node.first().copied().unwrap_or(0),
+            self.per_node.get(1).copied().unwrap_or(0),
+            self.register_s,
+            self.login_s,
+        );
+        s.push_str(
+            "                                   window s  comp CPU s  node0 CPU s  node1 CPU s  comp read kB  comp written kB\n",
+        );
+        let row = |s: &mut String, name: &str, c: &Cost| {
+            s.push_str(&format!(
+                "{name:<34} {:>8.2}  {:>10.3}  {:>11.3}  {:>11.3}  {:>12.1}  {:>15.1}\n",
+                c.window_s,
+                c.component_cpu_s,
+                c.node_cpu_s.first().copied().unwrap_or(0.0),
+                c.node_cpu_s.get(1).copied().unwrap_or(0.0),
+                c.read_bytes / 1000.0,
+                c.written_bytes / 1000.0,
+            ));
+        };
+        row(
+            &mut s,
+            "cold start-up (active empty)",
+            &self.cold_startup.cost,
+        );
+        row(
+            &mut s,
+            "warm start-up (active full)",
+            &self.warm_startup.cost,
+        );
+        row(&mut s, "audit window", &a.window);
+        row(&mut s, "equal window, no audit", &a.equal_window);
+        row(&mut s, "audit, net of the equal window", &a.net);
+        row(&mut s, "background window (no audit)", &a.background);
+        row(
+            &mut s,
+            "  scaled to the audit window",
+            &a.background_same_length,
+        );
+        row(
+            &mut s,
+            "same sessions, component stopped",
+            &a.without_component,
+        );
+        row(
+            &mut s,
+            "per 5-s session check (difference)",
+            &a.per_session_check,
+        );
+        for (name, st) in [("cold", &self.cold_startup), ("warm", &self.warm_startup)] {
+            s.push_str(&format!(
+                "\n{name} start-up to online: {:.2} s; tracked {}; active holds {} items ({} with an IP, {} `unknown`); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
+                st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.rss_kib, st.warnings, st.unanswered_publishes
+            ));
+        }
+        s.push_str(&format!(
+            "\naudit (audit_interval = {} s): {:.2} s from due to its log line: {}\n",
+            a.audit_interval_s, a.seconds_after_due, a.line
+        ));
+        if a.check_in_window {
+            s.push_str(
+                "a 5-s session check fell inside the audit window (and so inside the equal one)\n",
+            );
+        }
+        if !a.unplanned_audits.is_empty() {
+            s.push_str(&format!(
+                "WARNING: audits outside the window: {:?}\n",
+                a.unplanned_audits
+            ));
+        }
+        s.push_str(
+            "(bytes: TCP payload of the component's connections to both nodes, from TCP_INFO (ss -tin); CPU: utime+stime from /proc/PID/stat)\n",
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_is_scaled_and_subtracted() {
+        let bg = Cost {
+            window_s: 30.0,
+            component_cpu_s: 0.6,
+            node_cpu_s: vec![3.0, 1.5],
+            read_bytes: 6000.0,
+            written_bytes: 600.0,
+            clients_cpu_s: 0.3,
+        };
+        let same = bg.scaled_to(2.0);
+        assert!((same.component_cpu_s - 0.04).abs() < 1e-9);
+        assert!((same.node_cpu_s[0] - 0.2).abs() < 1e-9);
+        assert!((same.read_bytes - 400.0).abs() < 1e-9);
+        let window = Cost {
+            window_s: 2.0,
+            component_cpu_s: 0.5,
+            node_cpu_s: vec![1.0, 0.3],
+            read_bytes: 3400.0,
+            written_bytes: 140.0,
+            clients_cpu_s: 0.02,
+        };
+        let net = window.minus(&same);
+        assert!((net.component_cpu_s - 0.46).abs() < 1e-9);
+        assert!((net.node_cpu_s[1] - 0.2).abs() < 1e-9);
+        assert!((net.read_bytes - 3000.0).abs() < 1e-9);
+        assert!((net.written_bytes - 100.0).abs() < 1e-9);
+        assert!((net.nodes_cpu_s() - 1.0).abs() < 1e-9);
+    }
+}
