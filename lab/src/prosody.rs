@@ -207,11 +207,15 @@ impl Prosody {
     }
 
     fn lua_config(&self) -> String {
+        // docs/benchmarks.md, "Profiling Prosody": the module reads the
+        // directory from the environment Prosody inherits.
+        let profiling =
+            || std::env::var_os("PUBPRESENCE_LAB_PROSODY_PROFILE").is_some_and(|d| !d.is_empty());
         let dir = self.dir.path().display();
         let o = &self.options;
         format!(
             r#"-- written by pubpresence::lab (lab/src/prosody.rs)
-run_as_root = true
+run_as_root = true{profile_path}
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 log = {{ {level} = "{dir}/prosody.log" }}{network}
@@ -230,7 +234,7 @@ authentication = "internal_plain"
 admins = {{ {admins} }}
 modules_enabled = {{
     "roster"; "saslauth"; "disco"; "ping"; "posix";
-    "adhoc"; "admin_adhoc"; "version"; "time";{privilege_module}
+    "adhoc"; "admin_adhoc"; "version"; "time";{privilege_module}{profile_module}
 }}
 modules_disabled = {{ "s2s"; "tls" }}
 
@@ -250,6 +254,15 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
+            profile_path = if profiling() {
+                format!(
+                    "\nplugin_paths = {{ \"{}/prosody-plugins\" }}",
+                    env!("CARGO_MANIFEST_DIR")
+                )
+            } else {
+                String::new()
+            },
+            profile_module = if profiling() { " \"lab_profile\";" } else { "" },
             level = if o.quiet_log { "info" } else { "debug" },
             network = if o.no_nagle {
                 "\nnetwork_settings = { nagle = false }"
@@ -480,6 +493,9 @@ mod tests {
         assert!(plain
             .contains("    storage = \"sql\"\n    sql = { driver = \"SQLite3\", database = \""));
         assert!(!plain.contains("privilege"), "{plain}");
+        if std::env::var_os("PUBPRESENCE_LAB_PROSODY_PROFILE").is_none() {
+            assert!(!plain.contains("lab_profile"), "{plain}");
+        }
 
         let bench = config(ProsodyOptions {
             quiet_log: true,
