@@ -8,8 +8,11 @@ mod common;
 use common::pp::*;
 use common::{loopback, Lab, Server};
 use pubpresence::wire::status::ServiceStatus;
+use pubpresence_lab::process::Sig;
+use pubpresence_lab::soak::lag::{Impair, Lag};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 const WATCHER: &str = "watcher";
 
@@ -194,4 +197,79 @@ async fn restart_uses_the_saved_copy_only_while_nothing_wrote_on_prosody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_uses_the_saved_copy_only_while_nothing_wrote_on_ejabberd() {
     restart_uses_the_saved_copy_only_while_nothing_wrote(Server::ejabberd()).await;
+}
+
+/// A clean stop while a change is being written: the stop lets the writes
+/// under way finish (a bounded wait, no new presence taken) and still saves
+/// the copy, which the next start uses.
+async fn a_stop_during_writes_finishes_them_and_saves(p: Server) {
+    let d = p.domain().to_string();
+    let busy = format!("busy@{d}/r");
+    let state = tempfile::tempdir().expect("state dir");
+    // The component reaches the server through a relay, which is made to
+    // hold everything 400 ms each way: a write then stays under way for
+    // 0.8 s at least, long enough to stop the component in the middle.
+    let upstream = p.component_addr();
+    let lag = Lag::start(&[upstream.parse().expect("component address")], 1)
+        .await
+        .expect("relay");
+    let relay = lag.relay_of(&upstream).expect("a relay for the component");
+    let cfg = config(&p, Some(state.path())).replace(&upstream, &relay);
+    assert!(cfg.contains(&relay), "{cfg}");
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&cfg);
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let u = user(&p, &mut w, "busy", 45).await;
+    w.clear();
+
+    lag.set(Impair {
+        delay: Duration::from_millis(400),
+        loss: 0.0,
+    });
+    let mentions = pp.log_text().matches(&busy).count();
+    u.show(Some("dnd"));
+    // The component logs the presence as it takes it: its write to active
+    // is then on its way through the relay.
+    pp.wait_log_count(&busy, mentions + 1, T, "the presence reached the component")
+        .await;
+    pp.signal(Sig::Term);
+    let exit = pp.wait(Duration::from_secs(15)).expect("stopped");
+    assert!(exit.success(), "{}", pp.log_text());
+    let log = pp.log_text();
+    assert!(
+        log.contains("stopping: letting 1 writes under way finish first"),
+        "the stop did not find the write under way:\n{log}"
+    );
+    assert!(
+        log.contains("saved active's content (1 items)"),
+        "no copy saved:\n{log}"
+    );
+    lag.set(Impair::default());
+    w.wait_status(ServiceStatus::Offline).await;
+    // Finished means on active and on live, as any change.
+    assert_eq!(live_of(&w, &busy), vec!["dnd"]);
+    let remaining = want(&[(&busy, "dnd", "127.0.0.45")]);
+    assert_eq!(table(&w).await, remaining);
+
+    let pp2 = Pubpresence::start(&config(&p, Some(state.path())));
+    w.wait_status(ServiceStatus::Online).await;
+    let log = pp2.log_text();
+    assert!(
+        log.contains("active is as the last clean stop left it (1 items"),
+        "the copy was not used:\n{log}"
+    );
+    assert_eq!(table(&w).await, remaining);
+    drop((pp2, u));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_writes_finishes_them_and_saves_on_prosody() {
+    a_stop_during_writes_finishes_them_and_saves(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_writes_finishes_them_and_saves_on_ejabberd() {
+    a_stop_during_writes_finishes_them_and_saves(Server::ejabberd()).await;
 }

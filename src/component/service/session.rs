@@ -304,6 +304,7 @@ async fn drive(
                 return task_ended(r);
             }
             _ = shutdown.changed() => {
+                finish_writes(s, &mut done_rx).await;
                 s.shutdown().await;
                 task.abort();
                 return Outcome::Shutdown;
@@ -338,6 +339,38 @@ async fn drive(
                     return outcome;
                 }
             }
+        }
+    }
+}
+
+/// How long a clean stop waits for the writes under way (`finish_writes`).
+const FINISH_WRITES: Duration = Duration::from_secs(3);
+
+/// A clean stop with `state_dir` first lets the writes under way finish,
+/// taking no new presence meanwhile, for at most `FINISH_WRITES`: under
+/// steady churn some write is nearly always in flight, and active's content
+/// is only saved when it is known exactly (README, "Fast restarts:
+/// `state_dir`"). The presences left unread are what the next start's
+/// listing and probes find anyway.
+async fn finish_writes(s: &mut Session<'_>, done_rx: &mut mpsc::UnboundedReceiver<Done>) {
+    if s.cfg.state_dir.is_none() || s.status != ServiceStatus::Online || s.in_flight == 0 {
+        return;
+    }
+    tracing::info!(
+        "stopping: letting {} writes under way finish first (at most {FINISH_WRITES:?})",
+        s.in_flight
+    );
+    let deadline = tokio::time::sleep(FINISH_WRITES);
+    tokio::pin!(deadline);
+    while s.in_flight > 0 {
+        tokio::select! {
+            done = done_rx.recv() => match done {
+                // A node gone or a lost start-up: nothing exact to save;
+                // `save_active` and the next start's checks see to that.
+                Some(done) => if s.handle_done(done).is_some() { return },
+                None => return,
+            },
+            _ = &mut deadline => return,
         }
     }
 }
