@@ -273,7 +273,17 @@ mod tests {
 
     #[test]
     fn tokens_differ() {
-        assert_ne!(new_token(), new_token());
+        // Taken back to back, as two quick restarts would: the clock alone
+        // could repeat; the hash's random keys differ per token.
+        let tokens: Vec<String> = (0..1000).map(|_| new_token()).collect();
+        let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+        assert_eq!(distinct.len(), tokens.len());
+        for t in &tokens {
+            let (time, hash) = t.split_once('-').expect("time-hash");
+            assert!(u128::from_str_radix(time, 16).is_ok(), "{t}");
+            assert_eq!(hash.len(), 16, "{t}");
+            assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{t}");
+        }
     }
 
     #[test]
