@@ -310,12 +310,21 @@ async fn connected(
     let listed_in = t.elapsed();
     // A round trip behind the probes: Prosody answers a component's stanzas
     // in order, so once this returns every probe answer has been received.
-    // ejabberd answers the ping before the probes (seen): there the session
-    // waits for the listed sessions' answers instead, bounded by
-    // probe_timeout (see `Session::discovered`).
+    // There it is waited for as any answer (`iq_timeout`): a late barrier
+    // means a busy server, whose probe answers come late too, not never (at
+    // 19,000 sessions on Prosody 13 it waited behind the fetch of active for
+    // 8 s; cut off at `probe_timeout`, some 2,000 live sessions went off
+    // active and came back). ejabberd answers the ping before the probes
+    // (seen): there the session waits for the listed sessions' answers
+    // instead, bounded by probe_timeout (see `Session::discovered`).
     let barrier = Element::builder("ping", ns::PING).build();
+    let wait = if listing.ordered() {
+        cfg.iq_timeout.max(cfg.probe_timeout)
+    } else {
+        cfg.probe_timeout
+    };
     let answered = match conn
-        .iq_with_timeout("get", &cfg.domain, barrier, cfg.probe_timeout)
+        .iq_with_timeout("get", &cfg.domain, barrier, wait)
         .await
     {
         Ok(_) => listing.ordered(),
