@@ -3,6 +3,7 @@
 use crate::sim;
 use crate::LabError;
 use pubpresence::xmpp::c2s;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -22,4 +23,21 @@ pub enum BenchError {
 
 pub(crate) fn setup(e: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(e.to_string())
+}
+
+/// Polls `f` every 20 ms until it holds, or fails with a `Timeout` naming
+/// `what` after `limit`.
+pub(crate) async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(what.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }

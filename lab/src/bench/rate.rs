@@ -6,7 +6,7 @@
 //! client: `mirror`).
 
 use super::client::{client_iq, client_iq_id, ACTIVE, IQ_TIMEOUT, LIVE};
-use super::error::BenchError;
+use super::error::{wait_until, BenchError};
 use super::measure::{cpu_seconds, Latency};
 use super::mirror;
 use super::report::{MirrorPoint, RatePoint};
@@ -237,7 +237,7 @@ impl Load {
         let (tx, erx) = mpsc::unbounded_channel();
         reader(erx, events.clone());
         let task = tokio::spawn(sim::run(o, rx, Some(tx)));
-        let ready = wait_for("load users logged in", Duration::from_secs(60), || {
+        let ready = wait_until("load users logged in", Duration::from_secs(60), || {
             lock(&events)
                 .iter()
                 .any(|e| matches!(e, SimEvent::Ready { .. }))
@@ -490,15 +490,4 @@ pub(super) fn spawn_sim_reader(mut rx: mpsc::UnboundedReceiver<SimEvent>, log: L
             lock(&log).push(ev);
         }
     });
-}
-
-async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, f: F) -> Result<(), BenchError> {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout(what.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }

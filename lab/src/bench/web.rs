@@ -51,7 +51,7 @@ pub use feed::{feed_child, FeedSource, Synthetic};
 pub use report::WebReport;
 
 use super::args::BenchArgs;
-use super::error::{setup, BenchError};
+use super::error::{setup, wait_until, BenchError};
 use super::measure::storage;
 use super::output;
 use crate::lock;
@@ -64,7 +64,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch as wch};
 use window::{window, Load};
 
@@ -307,21 +307,6 @@ fn check_fd_limit(sockets: usize) -> Result<u64, BenchError> {
         )));
     }
     Ok(limit)
-}
-
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> bool,
-) -> Result<(), BenchError> {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout(what.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 /// Everything once the children run; stops the simulated users and the
