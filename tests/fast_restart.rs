@@ -6,10 +6,10 @@
 mod common;
 
 use common::pp::*;
-use common::{loopback, Lab, Server};
+use common::{loopback, through_relay, Lab, Server};
 use pubpresence::wire::status::ServiceStatus;
 use pubpresence_lab::process::Sig;
-use pubpresence_lab::soak::lag::{Impair, Lag};
+use pubpresence_lab::soak::lag::Impair;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -209,13 +209,7 @@ async fn a_stop_during_writes_finishes_them_and_saves(p: Server) {
     // The component reaches the server through a relay, which is made to
     // hold everything 400 ms each way: a write then stays under way for
     // 0.8 s at least, long enough to stop the component in the middle.
-    let upstream = p.component_addr();
-    let lag = Lag::start(&[upstream.parse().expect("component address")], 1)
-        .await
-        .expect("relay");
-    let relay = lag.relay_of(&upstream).expect("a relay for the component");
-    let cfg = config(&p, Some(state.path())).replace(&upstream, &relay);
-    assert!(cfg.contains(&relay), "{cfg}");
+    let (lag, cfg) = through_relay(&p, &config(&p, Some(state.path()))).await;
     p.register(WATCHER, WATCHER);
     let mut pp = Pubpresence::start(&cfg);
     let mut w = Watcher::connect(&p, WATCHER).await;

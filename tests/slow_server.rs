@@ -9,9 +9,9 @@
 mod common;
 
 use common::pp::*;
-use common::{loopback, Lab, Server};
+use common::{loopback, through_relay, Lab, Server};
 use pubpresence::wire::status::ServiceStatus;
-use pubpresence_lab::soak::lag::{Impair, Lag};
+use pubpresence_lab::soak::lag::Impair;
 use std::time::Duration;
 
 const WATCHER: &str = "watcher";
@@ -19,19 +19,13 @@ const WATCHER: &str = "watcher";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_server_keeps_every_session_on_active_across_a_restart() {
     let p = Server::prosody();
-    let upstream = p.component_addr();
-    let lag = Lag::start(&[upstream.parse().expect("component address")], 1)
-        .await
-        .expect("relay");
-    let relay = lag.relay_of(&upstream).expect("a relay for the component");
     // probe_timeout well below the relay's round trip: every answer comes
     // after it, as on a server busy for longer than probe_timeout.
     let cfg = p
         .config_toml(&[&format!("{WATCHER}@{}", p.domain())])
-        .replace(&upstream, &relay)
         .replace("probe_timeout = \"2s\"", "probe_timeout = \"300ms\"");
-    assert!(cfg.contains(&relay), "{cfg}");
     assert!(cfg.contains("probe_timeout = \"300ms\""), "{cfg}");
+    let (lag, cfg) = through_relay(&p, &cfg).await;
     p.register(WATCHER, WATCHER);
     let mut pp = Pubpresence::start(&cfg);
     let mut w = Watcher::connect(&p, WATCHER).await;

@@ -210,7 +210,12 @@ impl Prosody {
         // docs/benchmarks.md, "Profiling Prosody": the module reads the
         // directory from the environment Prosody inherits.
         let profiling =
-            || std::env::var_os("PUBPRESENCE_LAB_PROSODY_PROFILE").is_some_and(|d| !d.is_empty());
+            std::env::var_os("PUBPRESENCE_LAB_PROSODY_PROFILE").is_some_and(|d| !d.is_empty());
+        self.lua_config_with(profiling)
+    }
+
+    /// The config, loading the Lua profiler when `profiling`.
+    fn lua_config_with(&self, profiling: bool) -> String {
         let dir = self.dir.path().display();
         let o = &self.options;
         format!(
@@ -254,7 +259,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
-            profile_path = if profiling() {
+            profile_path = if profiling {
                 format!(
                     "\nplugin_paths = {{ \"{}/prosody-plugins\" }}",
                     env!("CARGO_MANIFEST_DIR")
@@ -262,7 +267,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 String::new()
             },
-            profile_module = if profiling() { " \"lab_profile\";" } else { "" },
+            profile_module = if profiling { " \"lab_profile\";" } else { "" },
             level = if o.quiet_log { "info" } else { "debug" },
             network = if o.no_nagle {
                 "\nnetwork_settings = { nagle = false }"
@@ -466,6 +471,10 @@ mod tests {
     use super::*;
 
     fn config(options: ProsodyOptions) -> String {
+        config_with(options, false)
+    }
+
+    fn config_with(options: ProsodyOptions, profiling: bool) -> String {
         let p = Prosody {
             dir: super::super::LabDir::new("pubpresence-config-test-").expect("temp dir"),
             c2s_port: 1,
@@ -482,7 +491,7 @@ mod tests {
             child: None,
             options,
         };
-        p.lua_config()
+        p.lua_config_with(profiling)
     }
 
     #[test]
@@ -493,9 +502,20 @@ mod tests {
         assert!(plain
             .contains("    storage = \"sql\"\n    sql = { driver = \"SQLite3\", database = \""));
         assert!(!plain.contains("privilege"), "{plain}");
-        if std::env::var_os("PUBPRESENCE_LAB_PROSODY_PROFILE").is_none() {
-            assert!(!plain.contains("lab_profile"), "{plain}");
-        }
+        assert!(!plain.contains("lab_profile"), "{plain}");
+        assert!(!plain.contains("plugin_paths"), "{plain}");
+        let profiled = config_with(ProsodyOptions::default(), true);
+        assert!(
+            profiled.contains(&format!(
+                "\nplugin_paths = {{ \"{}/prosody-plugins\" }}\n",
+                env!("CARGO_MANIFEST_DIR")
+            )),
+            "{profiled}"
+        );
+        assert!(
+            profiled.contains("\"time\"; \"lab_profile\";\n"),
+            "{profiled}"
+        );
 
         let bench = config(ProsodyOptions {
             quiet_log: true,

@@ -1,10 +1,14 @@
 //! What the component does with the XEP-0356 permissions a server grants:
 //! track every user's presence, send its requests plain or as privileged
 //! IQs, or stop with the one line the operator needs (README, "XEP-0356 on
-//! ejabberd 24.10 and later"). No I/O: the service applies the decision.
+//! ejabberd 24.10 and later"). No I/O: the service applies the decision;
+//! `await_permissions` only reads the stanzas the connection already
+//! received.
 
 use crate::wire::privilege::{Permissions, Version, NEEDED};
 use std::time::Duration;
+use tokio::sync::mpsc;
+use xmpp_parsers::minidom::Element;
 
 /// How long to wait for the server's permission message when it matters:
 /// a component with `privileged_as` waits this long before its first
@@ -12,6 +16,32 @@ use std::time::Duration;
 /// first. Both servers send the message right after the handshake, but
 /// ejabberd hands it to another process, so an early answer can overtake it.
 pub const PERMISSIONS_WAIT: Duration = Duration::from_secs(3);
+
+/// The stanzas received up to and including the permission message, with
+/// the permissions it grants; or those received within [`PERMISSIONS_WAIT`]
+/// (or until the connection ended) when none came.
+pub async fn await_permissions(
+    inbound: &mut mpsc::UnboundedReceiver<Element>,
+) -> (Vec<Element>, Option<Permissions>) {
+    let mut received = Vec::new();
+    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            el = inbound.recv() => match el {
+                Some(el) => {
+                    let perms = Permissions::parse(&el);
+                    received.push(el);
+                    if perms.is_some() {
+                        return (received, perms);
+                    }
+                }
+                None => return (received, None),
+            },
+            _ = &mut deadline => return (received, None),
+        }
+    }
+}
 
 /// How to go on after a permission message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +116,38 @@ fn host(p: &Permissions) -> &str {
 mod tests {
     use super::*;
     use crate::wire::privilege::IqGrant;
+
+    fn stanza(xml: &str) -> Element {
+        xml.parse().expect("stanza")
+    }
+
+    #[tokio::test]
+    async fn awaiting_permissions_stops_at_the_message_and_keeps_what_came_before() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let presence = stanza(
+            "<presence xmlns='jabber:component:accept' from='a@localhost/r' to='pubpresence.localhost'/>",
+        );
+        let message = stanza(
+            "<message xmlns='jabber:component:accept' from='localhost' to='pubpresence.localhost'>\
+             <privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='managed_entity'/>\
+             </privilege></message>",
+        );
+        let after = stanza("<presence xmlns='jabber:component:accept' from='b@localhost/r'/>");
+        for el in [&presence, &message, &after] {
+            tx.send(el.clone()).expect("send");
+        }
+        let (received, perms) = await_permissions(&mut rx).await;
+        assert_eq!(received, vec![presence.clone(), message]);
+        let perms = perms.expect("the permissions");
+        assert_eq!(perms.presence.as_deref(), Some("managed_entity"));
+        // What came after is left for the session.
+        assert_eq!(rx.try_recv().ok(), Some(after));
+
+        // A connection that ends first: what came, and no permissions.
+        tx.send(presence.clone()).expect("send");
+        drop(tx);
+        assert_eq!(await_permissions(&mut rx).await, (vec![presence], None));
+    }
 
     fn perms(version: Version, iq_advertised: bool, iq: &[(&str, IqGrant)]) -> Permissions {
         Permissions {

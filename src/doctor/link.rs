@@ -4,7 +4,7 @@
 use super::fixes::{self, Names, Software};
 use super::report::Check;
 use super::{Ctx, DoctorError};
-use crate::component::privileges::{self, Decision, PERMISSIONS_WAIT};
+use crate::component::privileges::{self, Decision};
 use crate::component::publisher;
 use crate::config::ComponentSettings;
 use crate::wire::privilege::Permissions;
@@ -174,7 +174,11 @@ pub async fn identify(
         // ejabberd sends the permission message from another process than
         // the one that answers the version, so the answer can come first:
         // wait for it as the component would before saying none came.
-        permissions = late_permissions(inbound, &mut early).await;
+        let (received, late) = privileges::await_permissions(inbound).await;
+        // The message itself among them is harmless: `early` is read for
+        // presences only.
+        early.extend(received);
+        permissions = late;
         (decision, blocked) = settle(s, conn, permissions.as_ref());
     }
     First {
@@ -207,28 +211,6 @@ fn settle(
     }
     let blocked = matches!(decision, Decision::Fatal(_));
     (Some(decision), blocked)
-}
-
-/// A permission message that arrives within [`PERMISSIONS_WAIT`]; other
-/// stanzas meanwhile go to `early`.
-async fn late_permissions(
-    inbound: &mut mpsc::UnboundedReceiver<Element>,
-    early: &mut Vec<Element>,
-) -> Option<Permissions> {
-    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            el = inbound.recv() => match el {
-                Some(el) => match Permissions::parse(&el) {
-                    Some(p) => return Some(p),
-                    None => early.push(el),
-                },
-                None => return None,
-            },
-            _ = &mut deadline => return None,
-        }
-    }
 }
 
 /// Check 11: every other listed server (a cluster node) takes the

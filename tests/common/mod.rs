@@ -187,6 +187,20 @@ impl Server {
     }
 }
 
+/// `cfg` (the component's config for `p`) rewritten to reach the server
+/// through a relay of the lab's, which holds the component's traffic as
+/// `Lag::set` says; the relay runs as long as the returned `Lag` lives.
+pub async fn through_relay(p: &Server, cfg: &str) -> (lab::soak::lag::Lag, String) {
+    let upstream = p.component_addr();
+    let lag = lab::soak::lag::Lag::start(&[upstream.parse().expect("component address")], 1)
+        .await
+        .expect("relay");
+    let relay = lag.relay_of(&upstream).expect("a relay for the component");
+    let cfg = cfg.replace(&upstream, &relay);
+    assert!(cfg.contains(&relay), "{cfg}");
+    (lag, cfg)
+}
+
 impl Lab for Server {
     fn c2s_addr(&self) -> std::net::SocketAddr {
         match self {

@@ -7,13 +7,11 @@
 //! stopped and doctor runs, as an operator would run it.
 
 use super::args::BenchArgs;
-use super::client::{client_iq, ACTIVE, IQ_TIMEOUT};
 use super::error::{setup, BenchError};
 use super::measure::{storage, Machine};
-use super::server::start_prosody;
+use super::server::{active_items, start_prosody};
 use crate::process;
 use crate::sim::{self, SimControl, SimOptions};
-use pubpresence::wire::pubsub;
 use pubpresence::xmpp::c2s;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -172,14 +170,7 @@ async fn wait_tracked(prosody: &crate::Prosody, n: usize) -> Result<(), BenchErr
         // at 10,000 items): wait twice as long as it took before the next,
         // so that polling takes at most a third of the server.
         let asked = Instant::now();
-        let held = watcher
-            .iq(
-                client_iq("get", &prosody.pubsub_jid, pubsub::items(ACTIVE)),
-                IQ_TIMEOUT,
-            )
-            .await
-            .map(|r| pubsub::parse_items(&r).len())
-            .unwrap_or(0);
+        let held = active_items(&watcher, &prosody.pubsub_jid).await;
         if held >= n {
             break;
         }

@@ -5,11 +5,12 @@
 use super::audit::SESSION_CHECK;
 use super::cluster::{node_event, NodeEvent};
 use super::reconnect::{task_ended, Outcome};
-use super::startup::{await_permissions, Discovery, StartupError, Waiting};
+use super::startup::{Discovery, StartupError, Waiting};
 use super::{RunError, ServiceConfig};
 use crate::component::dispatch::Dispatch;
 use crate::component::ips::IpLookup;
 use crate::component::metrics::Node;
+use crate::component::privileges::{self, PERMISSIONS_WAIT};
 use crate::component::publisher::{self, Publisher};
 use crate::component::replaced::Recent;
 use crate::component::saved::{self, Saved};
@@ -199,7 +200,14 @@ async fn drive(
     s.audit_when_online = step_down.is_some();
     if cfg.privileged_as.is_some() {
         // The first request must already go the way the server wants it.
-        for el in await_permissions(&mut inbound).await {
+        let (received, permissions) = privileges::await_permissions(&mut inbound).await;
+        if permissions.is_none() {
+            tracing::warn!(
+                "privileged_as is set but the server sent no XEP-0356 permissions within \
+                 {PERMISSIONS_WAIT:?}: sending plain requests"
+            );
+        }
+        for el in received {
             if let Some(outcome) = s.handle_stanza(el) {
                 task.abort();
                 return outcome;

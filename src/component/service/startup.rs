@@ -6,19 +6,16 @@ use super::session::{Done, Session};
 use super::worker::count_retract;
 use super::{inbound::truncate, ServiceConfig};
 use crate::component::metrics::{ErrorKind, Node};
-use crate::component::privileges::PERMISSIONS_WAIT;
 use crate::component::publisher::{self, Publisher, SetupError};
 use crate::component::saved::{self, Saved};
 use crate::component::tracker::Change;
 use crate::wire::presence;
-use crate::wire::privilege::Permissions;
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::{Status, UserItem};
 use crate::wire::{ns, time};
 use crate::xmpp::IqError;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use xmpp_parsers::minidom::Element;
 
 /// Start-up waiting for probe answers where no barrier proves they all
@@ -110,37 +107,6 @@ pub(super) enum StartupError {
     Setup(SetupError),
     #[error("{what}: {err}")]
     Iq { what: String, err: IqError },
-}
-
-/// The stanzas that arrived up to and including the permission message, or
-/// within [`PERMISSIONS_WAIT`] when none came.
-pub(super) async fn await_permissions(
-    inbound: &mut mpsc::UnboundedReceiver<Element>,
-) -> Vec<Element> {
-    let mut early = Vec::new();
-    let deadline = tokio::time::sleep(PERMISSIONS_WAIT);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            el = inbound.recv() => match el {
-                Some(el) => {
-                    let done = Permissions::parse(&el).is_some();
-                    early.push(el);
-                    if done {
-                        return early;
-                    }
-                }
-                None => return early,
-            },
-            _ = &mut deadline => {
-                tracing::warn!(
-                    "privileged_as is set but the server sent no XEP-0356 permissions within \
-                     {PERMISSIONS_WAIT:?}: sending plain requests"
-                );
-                return early;
-            }
-        }
-    }
 }
 
 /// docs/protocol.md, "What the component publishes, and when", steps 2–4:
