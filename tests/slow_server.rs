@@ -1,24 +1,26 @@
-//! A server that answers slowly at the component's start-up (a busy Prosody
-//! working through a large fetch of active): the start-up waits for the
-//! proof that every probe answer is in rather than cutting the wait at
-//! `probe_timeout` and taking live sessions off active (docs/protocol.md,
-//! "What the component publishes, and when", step 5). Real Prosody on
-//! loopback; the component reaches it through a relay that holds every
-//! chunk 700 ms each way.
+//! A server that answers slowly at the component's start-up (a busy server
+//! working through a large fetch of active): live sessions stay on active
+//! (docs/protocol.md, "What the component publishes, and when", step 5).
+//! On Prosody the start-up waits for the proof that every probe answer is
+//! in rather than cutting the wait at `probe_timeout`; on ejabberd, which
+//! gives no such proof, the sessions on active whose answers are late keep
+//! their items until the answers come, and one that never answers is taken
+//! off later. Real servers on loopback; the component reaches them through
+//! a relay that holds every chunk 700 ms each way.
 
 mod common;
 
 use common::pp::*;
 use common::{loopback, through_relay, Lab, Server};
+use pubpresence::minidom::Element;
 use pubpresence::wire::status::ServiceStatus;
+use pubpresence::wire::Attr;
 use pubpresence_lab::soak::lag::Impair;
 use std::time::Duration;
 
 const WATCHER: &str = "watcher";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_server_keeps_every_session_on_active_across_a_restart() {
-    let p = Server::prosody();
+async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server) {
     // probe_timeout well below the relay's round trip: every answer comes
     // after it, as on a server busy for longer than probe_timeout.
     let cfg = p
@@ -55,11 +57,141 @@ async fn a_slow_server_keeps_every_session_on_active_across_a_restart() {
     w.clear();
     let pp2 = Pubpresence::start(&cfg);
     w.wait_status(ServiceStatus::Online).await;
+    if !p.is_prosody() {
+        // No proof that every answer is in (docs/protocol.md, step 5): the
+        // two are kept on active until their answers come.
+        pp2.wait_log(
+            "2 listed sessions on active have not answered",
+            T,
+            "the late sessions kept",
+        )
+        .await;
+        pp2.wait_log(
+            "every listed session on active answered",
+            T,
+            "the late answers",
+        )
+        .await;
+    }
     let log = pp2.log_text();
-    assert!(!log.contains("not tracked"), "sessions dropped:\n{log}");
+    for dropped in ["ann@", "bob@"] {
+        assert!(
+            !log.lines()
+                .any(|l| l.contains(dropped) && l.contains("no presence")),
+            "{dropped} dropped:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("taken off active"),
+        "sessions dropped:\n{log}"
+    );
     // Nothing changed: no live event, active exactly as before.
     assert!(w.seen().live.is_empty(), "{:#?}\n{log}", w.seen().live);
     assert!(w.seen().active_retracts.is_empty(), "{log}");
     assert_eq!(w.active().await, before, "{log}");
     drop((pp2, users, lag));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_keeps_every_session_on_active_across_a_restart_on_prosody() {
+    a_slow_server_keeps_every_session_on_active_across_a_restart(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_keeps_every_session_on_active_across_a_restart_on_ejabberd() {
+    a_slow_server_keeps_every_session_on_active_across_a_restart(Server::ejabberd()).await;
+}
+
+/// A user who removed the component from their roster while it was down
+/// never answers its probe. On Prosody the proof behind the probes says so
+/// at once; on ejabberd the session is kept on active as late, then taken
+/// off once `iq_timeout` has passed since the probes. Either way it leaves
+/// active with `offline` on live, and nobody else moves.
+async fn a_session_that_never_answers_leaves_active(p: Server) {
+    let cfg = p
+        .config_toml(&[&format!("{WATCHER}@{}", p.domain())])
+        .replace(
+            "probe_timeout = \"2s\"",
+            "probe_timeout = \"1s\"\niq_timeout = \"3s\"",
+        );
+    assert!(cfg.contains("iq_timeout = \"3s\""), "{cfg}");
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&cfg);
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let mut users = Vec::new();
+    for (name, ip) in [("ann", 53), ("cy", 54)] {
+        p.register(name, name);
+        let u = User::connect(&p, name, "r", loopback(ip)).await;
+        u.subscribe_to(p.component_jid());
+        let jid = u.jid.clone();
+        w.wait_until(&format!("{jid} on live"), T, |s| {
+            s.live.iter().any(|i| i.fulljid == jid)
+        })
+        .await;
+        users.push(u);
+    }
+    let (ann, cy) = (users[0].jid.clone(), users[1].jid.clone());
+    let before = w.active().await;
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+
+    // While it is down, cy removes the component from the roster.
+    let bare = cy.split('/').next().unwrap_or_default().to_string();
+    let remove = Element::builder("query", "jabber:iq:roster")
+        .append(
+            Element::builder("item", "jabber:iq:roster")
+                .a("jid", p.component_jid().to_string())
+                .a("subscription", "remove")
+                .build(),
+        )
+        .build();
+    users[1]
+        .c2s
+        .iq(iq_set(&bare, remove), T)
+        .await
+        .expect("roster removal");
+    w.clear();
+    let pp2 = Pubpresence::start(&cfg);
+    w.wait_status(ServiceStatus::Online).await;
+    w.wait_until("cy off active, then offline on live", T, |s| {
+        s.active_retracts.contains(&cy) && s.live.iter().any(|i| i.fulljid == cy)
+    })
+    .await;
+    let log = pp2.log_text();
+    if !p.is_prosody() {
+        assert!(
+            log.contains("1 listed sessions on active have not answered"),
+            "{log}"
+        );
+        assert!(
+            log.contains("1 listed sessions on active sent no presence within"),
+            "{log}"
+        );
+        assert!(log.contains("taken off active"), "{log}");
+    }
+    let seen = w.seen();
+    assert_eq!(seen.active_retracts, vec![cy.clone()], "{log}");
+    let live: Vec<(&str, &str)> = seen
+        .live
+        .iter()
+        .map(|i| (i.fulljid.as_str(), st(i)))
+        .collect();
+    assert_eq!(live, vec![(cy.as_str(), "offline")], "{log}");
+    let after = w.active().await;
+    assert_eq!(after.keys().collect::<Vec<_>>(), vec![&ann], "{log}");
+    assert_eq!(after[&ann], before[&ann], "{log}");
+    drop((pp2, users));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_answers_leaves_active_on_prosody() {
+    a_session_that_never_answers_leaves_active(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_answers_leaves_active_on_ejabberd() {
+    a_session_that_never_answers_leaves_active(Server::ejabberd()).await;
 }

@@ -60,8 +60,19 @@ async fn cluster_bench_reports_every_figure() {
     assert_eq!(a.per_session_check.node_cpu_s.len(), 2, "{a:?}");
     assert!((a.background_same_length.window_s - a.window.window_s).abs() < 1e-9);
 
+    // The floors: every item published again, every session listed, active
+    // read whole.
+    let (pf, rf) = (&r.publish_floor, &r.restart_floor);
+    assert_eq!(pf.items, n + 1, "{pf:?}");
+    assert!(pf.pairs_s > 0.0 && pf.single_s > 0.0, "{pf:?}");
+    assert_eq!(rf.sessions, n + 1, "{rf:?}");
+    assert_eq!(rf.users, n + 1, "{rf:?}");
+    assert_eq!(rf.active_items, n + 1, "{rf:?}");
+    assert!(rf.seconds >= rf.handshake_s && rf.seconds > 0.0, "{rf:?}");
     let j = r.to_json();
     for path in [
+        "/publish_floor/pairs_s",
+        "/restart_floor/seconds",
         "/cold_startup/seconds",
         "/warm_startup/seconds",
         "/audit/window/component_cpu_s",
@@ -78,5 +89,8 @@ async fn cluster_bench_reports_every_figure() {
             "{path}: {j}"
         );
     }
-    assert!(r.table().contains("audit, net of the equal window"));
+    let table = r.table();
+    assert!(table.contains("audit, net of the equal window"), "{table}");
+    assert!(table.contains("cold start-up / its floor: "), "{table}");
+    assert!(table.contains("warm start-up / its floor: "), "{table}");
 }

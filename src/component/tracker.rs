@@ -424,12 +424,16 @@ impl Tracker {
 
     /// Start-up is over: `active_items` is what active holds, `ips` the
     /// addresses the server reported (full JID → ip). Writes the difference.
+    /// Items of `late` (listed sessions whose presence has not come yet)
+    /// stay as they are: a later presence changes them as usual, and one
+    /// that repeats the item is no change.
     pub fn reconcile(
         &mut self,
         active_items: Vec<UserItem>,
         ips: &HashMap<String, String>,
         at: Timestamp,
         remembered: &Memory,
+        late: &HashSet<String>,
     ) -> Vec<Action> {
         self.mode = Mode::Running;
         self.reconcile_reported = false;
@@ -477,6 +481,7 @@ impl Tracker {
                     Some(Target::Online { status, since })
                 }
                 (Some(t @ Target::Online { .. }), _) => Some(t),
+                (None, Some(_)) if late.contains(&*jid) => None,
                 (_, Some(_)) => Some(Target::Offline { since: at }),
                 (_, None) => None,
             };
@@ -768,7 +773,13 @@ mod tests {
     fn running() -> Tracker {
         let mut tr = Tracker::new();
         assert_eq!(
-            tr.reconcile(vec![], &HashMap::new(), t("00"), &Memory::new()),
+            tr.reconcile(
+                vec![],
+                &HashMap::new(),
+                t("00"),
+                &Memory::new(),
+                &HashSet::new()
+            ),
             vec![Action::ReconcileDone]
         );
         tr
@@ -917,7 +928,13 @@ mod tests {
         let mut tr = Tracker::new();
         let kept = item(A, Status::Online, "127.0.0.2", t("00"));
         tr.presence(A, "alice@l", Change::Available(Status::Online), t("05"));
-        let acts = tr.reconcile(vec![kept.clone()], &HashMap::new(), t("06"), &Memory::new());
+        let acts = tr.reconcile(
+            vec![kept.clone()],
+            &HashMap::new(),
+            t("06"),
+            &Memory::new(),
+            &HashSet::new(),
+        );
         assert_eq!(
             acts,
             vec![Action::FetchIp {
@@ -930,6 +947,53 @@ mod tests {
             vec![Action::ReconcileDone]
         );
         assert_eq!(tr.active(A).as_ref(), Some(&kept), "kept as it was");
+    }
+
+    #[test]
+    fn a_late_session_keeps_its_item_until_its_presence_or_its_end() {
+        // Listed, on active, its probe answer not in yet (ejabberd under
+        // load): no retraction at reconciliation.
+        let mut tr = Tracker::new();
+        const B: &str = "bob@l/r";
+        let a = item(A, Status::Away, "127.0.0.2", t("00"));
+        let b = item(B, Status::Online, "127.0.0.3", t("00"));
+        let late: HashSet<String> = [A.to_string(), B.to_string()].into();
+        let acts = tr.reconcile(
+            vec![a.clone(), b.clone()],
+            &HashMap::new(),
+            t("06"),
+            &Memory::new(),
+            &late,
+        );
+        assert_eq!(acts, vec![Action::ReconcileDone]);
+        assert_eq!(tr.active(A).as_ref(), Some(&a));
+        // Its answer repeats the item: nothing to write.
+        assert!(tr
+            .presence(A, "alice@l", Change::Available(Status::Away), t("07"))
+            .is_empty());
+        assert_eq!(tr.active(A).as_ref(), Some(&a), "since kept");
+        // No answer by the deadline: taken off as a session that ended.
+        assert_eq!(
+            tr.presence(B, "bob@l", Change::Unavailable, t("16")),
+            vec![Action::RetractActive { fulljid: B.into() }]
+        );
+        // Without `late` the same items are retracted at once.
+        let mut tr = Tracker::new();
+        let mut acts = tr.reconcile(
+            vec![a, b],
+            &HashMap::new(),
+            t("06"),
+            &Memory::new(),
+            &HashSet::new(),
+        );
+        acts.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            acts,
+            vec![
+                Action::RetractActive { fulljid: A.into() },
+                Action::RetractActive { fulljid: B.into() },
+            ]
+        );
     }
 
     #[test]
@@ -967,7 +1031,7 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered);
+        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered, &HashSet::new());
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
@@ -1139,6 +1203,7 @@ mod tests {
             &ips,
             t("20"),
             &Memory::new(),
+            &HashSet::new(),
         );
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(

@@ -51,7 +51,9 @@ mod windows;
 pub use report::{Audit, ClusterReport, Cost, Startup};
 
 use super::args::BenchArgs;
+use super::client::ACTIVE;
 use super::error::{setup, BenchError};
+use super::floors::{self, AsComponent, FloorListing};
 use super::measure::Machine;
 use super::output;
 use crate::ejabberd::{self, Ejabberd, EjabberdOptions};
@@ -368,6 +370,23 @@ async fn bench(
     comp.stop().await;
     let cold = cold.0;
 
+    // Its floor: the same items published by a plain client (an admin of
+    // node 0) to fresh nodes, as many in flight (lab/src/bench/floors.rs).
+    let items = floors::items_of(&watcher, &e.pubsub_jid, ACTIVE).await?;
+    tracing::info!("the start-up floor: {} items published", items.len());
+    let (admin, a_rx) = c2s::connect_as(
+        &format!("admin@{}/floor", e.domain),
+        "admin",
+        c2s_addrs[0],
+        crate::loopback(4),
+    )
+    .await?;
+    drop(a_rx);
+    let publish_floor =
+        floors::publish_floor(&admin, &watcher, &e.pubsub_jid, &items, probe.nodes[0]).await?;
+    admin.close().await;
+    drop(items);
+
     // Warm: active full; the first audit comes T after the spawn.
     let t_audit = (cold.seconds * 1.5 + 15.0)
         .max(opts.background.as_secs_f64() + 20.0)
@@ -400,6 +419,22 @@ async fn bench(
     comp.stop().await;
     let mut audit = audit?;
 
+    // The restart's floor, with active full and the component stopped: its
+    // JID connects to node 0, lists, probes and fetches active.
+    tracing::info!("the restart floor");
+    let restart_floor = floors::restart_floor(&AsComponent {
+        addr: e.component_addr_of(0).map_err(setup)?,
+        jid: &e.component_jid,
+        secret: &e.secret,
+        domain: &e.domain,
+        pubsub: &e.pubsub_jid,
+        active: ACTIVE,
+        server_pid: probe.nodes[0],
+        listing: FloorListing::Disco,
+        privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
+    })
+    .await?;
+
     // The nodes' own background: the same sessions, no component.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let z0 = sample(None, &probe)?;
@@ -424,6 +459,8 @@ async fn bench(
         login_s,
         cold_startup: cold,
         warm_startup: warm,
+        publish_floor,
+        restart_floor,
         audit,
     })
 }

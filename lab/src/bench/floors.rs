@@ -20,10 +20,12 @@ use super::client::{client_iq, IQ_TIMEOUT};
 use super::error::{setup, BenchError};
 use super::measure::cpu_seconds;
 use futures::StreamExt;
+use pubpresence::component::privileges;
 use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
-use pubpresence::wire::{adhoc, ns, presence, pubsub};
+use pubpresence::wire::{adhoc, disco, ns, presence, pubsub};
 use pubpresence::xmpp::c2s::C2s;
+use pubpresence::xmpp::{Connection, IqError};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -112,6 +114,24 @@ async fn delete(c: &C2s, service: &str, node: &str) {
         .await;
 }
 
+/// The items of `node` (active) as `c` reads them: what the start-up floor
+/// publishes again.
+pub(crate) async fn items_of(
+    c: &C2s,
+    service: &str,
+    node: &str,
+) -> Result<Vec<UserItem>, BenchError> {
+    c.iq(client_iq("get", service, pubsub::items(node)), IQ_TIMEOUT)
+        .await
+        .map(|r| {
+            pubsub::parse_items(&r)
+                .into_iter()
+                .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
+                .collect()
+        })
+        .map_err(|e| setup(format!("reading {node} for the start-up floor: {e}")))
+}
+
 /// Publishes `items` as the component's start-up does (see the module
 /// comment), `IN_FLIGHT` at once, with `subscriber` (the bench's watcher)
 /// subscribed to the live-like node as it is to live. `c` must be allowed
@@ -193,6 +213,53 @@ pub(crate) struct AsComponent<'a> {
     pub pubsub: &'a str,
     pub active: &'a str,
     pub server_pid: u32,
+    /// How this server lists its sessions: Prosody's admin command, or
+    /// ejabberd's disco#items `online users` node (its command lists none).
+    pub listing: FloorListing,
+    /// ejabberd 24.10 and later with XEP-0356: requests go as privileged IQs
+    /// on behalf of this user, as the component's do (README, "XEP-0356 on
+    /// ejabberd 24.10 and later"); plain, they get no answer.
+    pub privileged_as: Option<&'a str>,
+}
+
+/// The one listing request the floor sends (the component remembers which
+/// one the server answers, so a restart sends only that one too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloorListing {
+    Command,
+    Disco,
+}
+
+/// Full JIDs of the server's sessions, with one request.
+async fn list(conn: &Connection, at: &AsComponent<'_>) -> Result<Vec<String>, IqError> {
+    Ok(match at.listing {
+        FloorListing::Command => {
+            let res = conn
+                .iq("set", at.domain, adhoc::online_users_submit(None))
+                .await?;
+            adhoc::reply(&res)
+                .and_then(|r| r.form)
+                .map(adhoc::parse_online_sessions)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(bare, sessions)| {
+                    sessions
+                        .into_iter()
+                        .map(move |(resource, _)| format!("{bare}/{resource}"))
+                })
+                .collect()
+        }
+        FloorListing::Disco => {
+            let res = conn
+                .iq(
+                    "get",
+                    at.domain,
+                    disco::items(Some(disco::ONLINE_USERS_NODE)),
+                )
+                .await?;
+            disco::parse_items(&res)
+        }
+    })
 }
 
 /// The restart floor (see the module comment). The component must be
@@ -204,6 +271,25 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
         pubpresence::xmpp::connect_component(&at.addr, at.jid, at.secret, Duration::from_secs(120))
             .await
             .map_err(|e| setup(format!("the restart floor's connection: {e}")))?;
+    if let Some(user) = at.privileged_as {
+        // The server's permission message comes first; until then a request
+        // might go the wrong way.
+        let (_, permissions) = privileges::await_permissions(&mut inbound).await;
+        match permissions {
+            Some(p) => {
+                if let privileges::Decision::Wrap { .. } =
+                    privileges::decide(&p, Some(user), at.domain)
+                {
+                    conn.wrapping().enable(user, p);
+                }
+            }
+            None => {
+                return Err(setup(
+                    "the restart floor: the server sent no XEP-0356 permissions",
+                ))
+            }
+        }
+    }
     // Presences (the probes' answers) are read and dropped, as fast as they come.
     tokio::spawn(async move { while inbound.recv().await.is_some() {} });
     let handshake_s = t0.elapsed().as_secs_f64();
@@ -213,17 +299,13 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
     };
     let who = async {
         let t = Instant::now();
-        let res = conn
-            .iq("set", at.domain, adhoc::online_users_submit(None))
-            .await
-            .map_err(iq_err("listing"))?;
-        let listed = adhoc::reply(&res)
-            .and_then(|r| r.form)
-            .map(adhoc::parse_online_sessions)
-            .unwrap_or_default();
+        let listed = list(&conn, at).await.map_err(iq_err("listing"))?;
         let listing_s = t.elapsed().as_secs_f64();
-        let sessions = listed.iter().map(|(_, s)| s.len()).sum::<usize>();
-        let users: HashSet<&str> = listed.iter().map(|(bare, _)| bare.as_str()).collect();
+        let sessions = listed.len();
+        let users: HashSet<&str> = listed
+            .iter()
+            .filter_map(|j| j.split_once('/').map(|(bare, _)| bare))
+            .collect();
         let t = Instant::now();
         for u in &users {
             conn.send(presence::build(at.jid, u, Some("probe"), None))

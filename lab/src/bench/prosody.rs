@@ -21,7 +21,7 @@
 
 use super::client::{client_iq, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
 use super::error::{setup, BenchError};
-use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
+use super::floors::{self, AsComponent, FloorListing, PublishFloor, RestartFloor};
 use super::measure::{cpu_seconds, rss_kib, storage, Machine};
 use super::rate::{
     self, mirror_phase, phase, spawn_sim_reader, spawn_watcher_reader, Log, Rig, Seen, FLOOR,
@@ -35,7 +35,7 @@ use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::Config;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::status::ServiceStatus;
-use pubpresence::wire::user::{Status, UserItem};
+use pubpresence::wire::user::Status;
 use pubpresence::xmpp::c2s::C2s;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -633,6 +633,8 @@ async fn cold_start(
         pubsub: pubsub_jid,
         active: ACTIVE,
         server_pid,
+        listing: FloorListing::Command,
+        privileged_as: None,
     })
     .await?;
     // The floor's stream is closed; Prosody takes the component's next
@@ -667,19 +669,7 @@ async fn cold_start(
         floors::cpu_since(server_pid, cpu),
     );
     subscribe(watcher, pubsub_jid, LIVE).await?;
-    let items: Vec<UserItem> = watcher
-        .iq(
-            client_iq("get", pubsub_jid, pubsub::items(ACTIVE)),
-            IQ_TIMEOUT,
-        )
-        .await
-        .map(|r| {
-            pubsub::parse_items(&r)
-                .into_iter()
-                .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
-                .collect()
-        })
-        .map_err(|e| setup(format!("reading active after the cold start-up: {e}")))?;
+    let items = floors::items_of(watcher, pubsub_jid, ACTIVE).await?;
     tracing::info!("the start-up floor: {} items published", items.len());
     let publish_floor =
         floors::publish_floor(admin, watcher, pubsub_jid, &items, server_pid).await?;

@@ -4,10 +4,11 @@
 //!
 //! Rooms: `config` (what the service needs), `reconnect` (the component
 //! loop, with `backoff`), `session` (one connection's event loop),
-//! `startup` (discovery and reconciliation), `inbound` (the stanzas the
-//! component answers, as pure functions), `worker` (the tracker's actions
-//! written to the server), `audit` (audits and session checks), `cluster`
-//! (the other nodes of a cluster). Standby (`super::standby`) is handed
+//! `startup` (discovery and reconciliation), `waiting` (the bounded wait
+//! for probe answers, and the sessions whose answer is late), `inbound`
+//! (the stanzas the component answers, as pure functions), `worker` (the
+//! tracker's actions written to the server), `audit` (audits and session
+//! checks), `cluster` (the other nodes of a cluster). Standby (`super::standby`) is handed
 //! the component loop; it does not import this module.
 
 mod audit;
@@ -19,6 +20,7 @@ mod reconnect;
 mod session;
 mod startup;
 mod unseen;
+mod waiting;
 mod worker;
 
 pub use super::standby::LoopEnd;

@@ -5,7 +5,8 @@
 use super::audit::SESSION_CHECK;
 use super::cluster::{node_event, NodeEvent};
 use super::reconnect::{task_ended, Outcome};
-use super::startup::{Discovery, StartupError, Waiting};
+use super::startup::{Discovery, StartupError};
+use super::waiting::{Late, Waiting};
 use super::{RunError, ServiceConfig};
 use crate::component::dispatch::Dispatch;
 use crate::component::ips::IpLookup;
@@ -91,6 +92,8 @@ pub(super) struct Session<'a> {
     pub(super) listing: publisher::Listing,
     /// Discovery done, waiting (bounded) for listed sessions' presences.
     pub(super) pending: Option<Waiting>,
+    /// Listed sessions on active whose probe answer is late (see `waiting`).
+    pub(super) late: Option<Late>,
     /// user-stats requests shared by a user's new connections.
     pub(super) ips: IpLookup,
     /// Runs the tracker's actions, at most `IN_FLIGHT` at once.
@@ -139,6 +142,7 @@ impl<'a> Session<'a> {
                 audit_follow_up: false,
                 listing: publisher::Listing::default(),
                 pending: None,
+                late: None,
                 ips: IpLookup::default(),
                 dispatch: Arc::default(),
                 privileged: false,
@@ -286,20 +290,8 @@ async fn drive(
                     release_free_memory();
                 }
             }
-            _ = until(s.pending.as_ref().map(Waiting::wake_at)) => {
-                if let Some(w) = s.pending.take() {
-                    if !s.privileged {
-                        // (With presence permission they are tracked all the
-                        // same: `reconcile` says how they are published.)
-                        tracing::info!(
-                            "{} listed sessions sent no presence within {:?}: not tracked",
-                            w.unanswered.len(),
-                            w.started.elapsed()
-                        );
-                    }
-                    s.reconcile(w.discovery);
-                }
-            }
+            _ = until(s.pending.as_ref().map(Waiting::wake_at)) => s.waited(),
+            _ = until(s.late.as_ref().map(|l| l.deadline)) => s.late_expired(),
             _ = fenced(&mut step_down) => {
                 // Drop the socket: whatever is still queued is never written.
                 task.abort();

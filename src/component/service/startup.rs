@@ -18,38 +18,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use xmpp_parsers::minidom::Element;
 
-/// Start-up waiting for probe answers where no barrier proves they all
-/// arrived (ejabberd answers the barrier before the probes). Users without a
-/// subscription never answer, so waiting for every listed session would
-/// always cost the whole `probe_timeout` (2 s of every takeover, seen on
-/// ejabberd). Sessions already on active are known to answer: once they
-/// all have, the wait ends as soon as answers stop coming for `SETTLE`,
-/// and never later than `probe_timeout`. A session whose answer comes later
-/// still is published the ordinary way when it arrives.
-pub(super) struct Waiting {
-    pub(super) discovery: Discovery,
-    /// Listed sessions not answered yet, and those of them on active.
-    pub(super) unanswered: HashSet<String>,
-    pub(super) on_active: HashSet<String>,
-    pub(super) started: tokio::time::Instant,
-    pub(super) deadline: tokio::time::Instant,
-    /// When the last answer came.
-    pub(super) progress: tokio::time::Instant,
-}
-
-/// How long the answers may pause before a settled wait ends.
-const SETTLE: Duration = Duration::from_millis(250);
-
-impl Waiting {
-    pub(super) fn wake_at(&self) -> tokio::time::Instant {
-        if self.on_active.is_empty() {
-            self.deadline.min(self.progress + SETTLE)
-        } else {
-            self.deadline
-        }
-    }
-}
-
 /// Durations of the start-up's steps, written as `nodes 12ms, listing 3ms, ...`.
 pub(super) struct Phases {
     last: tokio::time::Instant,
@@ -92,10 +60,10 @@ pub(super) struct Discovery {
     phases: Phases,
     sessions: usize,
     /// Full JIDs the server listed (hidden users left out).
-    listed: Vec<String>,
+    pub(super) listed: Vec<String>,
     /// The probe barrier proved every answer arrived (see `Listing::ordered`).
-    answered: bool,
-    active: Vec<UserItem>,
+    pub(super) answered: bool,
+    pub(super) active: Vec<UserItem>,
     capacity: Option<usize>,
     ips: HashMap<String, String>,
     users: usize,
@@ -358,73 +326,12 @@ impl Session<'_> {
         });
     }
 
-    /// Discovery is done: reconcile at once when every answer is in,
-    /// otherwise wait (bounded) for the listed sessions' presences.
-    pub(super) fn discovered(&mut self, d: Discovery) {
-        let unanswered: HashSet<String> = self.untracked(&d.listed);
-        if d.answered || unanswered.is_empty() {
-            self.reconcile(d);
-        } else {
-            tracing::info!(
-                "waiting up to {:?} for the presence of {} listed sessions",
-                self.cfg.probe_timeout,
-                unanswered.len()
-            );
-            let now = tokio::time::Instant::now();
-            // With presence permission ejabberd answers no probe for
-            // users without a subscription, on active or not: then
-            // only the pause in answers ends the wait.
-            let on_active = if self.privileged {
-                HashSet::new()
-            } else {
-                d.active
-                    .iter()
-                    .filter(|i| unanswered.contains(&i.fulljid))
-                    .map(|i| i.fulljid.clone())
-                    .collect()
-            };
-            self.pending = Some(Waiting {
-                unanswered,
-                on_active,
-                discovery: d,
-                started: now,
-                deadline: now + self.cfg.probe_timeout,
-                progress: now,
-            });
-        }
-    }
-
-    /// A presence from `from` arrived while waiting: once every listed
-    /// session answered, stop waiting (see `Waiting` for the rest).
-    pub(super) fn check_pending(&mut self, from: &str) {
-        let Some(w) = &mut self.pending else {
-            return;
-        };
-        if !self.tracker.knows(from) || !w.unanswered.remove(from) {
-            return;
-        }
-        w.on_active.remove(from);
-        w.progress = tokio::time::Instant::now();
-        if w.unanswered.is_empty() {
-            if let Some(w) = self.pending.take() {
-                self.reconcile(w.discovery);
-            }
-        }
-    }
-
-    /// The listed sessions the tracker has seen no presence of.
-    fn untracked<C: FromIterator<String>>(&self, listed: &[String]) -> C {
-        listed
-            .iter()
-            .filter(|j| !self.tracker.knows(j))
-            .cloned()
-            .collect()
-    }
-
     /// Step 6 of docs/protocol.md, "What the component publishes, and
     /// when", with what discovery found.
-    pub(super) fn reconcile(&mut self, d: Discovery) {
-        self.unseen(&d.listed, "start-up");
+    /// `late`: listed sessions on active whose probe answer has not come
+    /// yet; their items stay (see `waiting`).
+    pub(super) fn reconcile(&mut self, d: Discovery, late: HashSet<String>) {
+        self.unseen(d.listed.iter().filter(|j| !late.contains(*j)), "start-up");
         if self.privileged && !self.listing.ordered() {
             // With presence permission every session is tracked; one that
             // sent nothing by now is older than us on a server that replays
@@ -461,7 +368,7 @@ impl Session<'_> {
         let remembered = std::mem::take(&mut self.remembered);
         let acts = self
             .tracker
-            .reconcile(d.active, &d.ips, time::now(), &remembered);
+            .reconcile(d.active, &d.ips, time::now(), &remembered, &late);
         self.reconciled = true;
         self.execute(acts);
         self.check_capacity();

@@ -57,6 +57,12 @@ impl Session<'_> {
             .filter(|j| !self.tracker.knows(j))
             .map(String::as_str)
             .collect();
+        self.warn_unseen(unseen, when);
+    }
+
+    /// Names `unseen` (full JIDs whose presence never came) in one warning
+    /// and, with `subscribe_unseen`, asks their users for a subscription.
+    pub(super) fn warn_unseen(&mut self, unseen: BTreeSet<&str>, when: &str) {
         if unseen.is_empty() {
             return;
         }

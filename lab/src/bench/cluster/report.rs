@@ -3,6 +3,7 @@
 //! JSON.
 
 use super::probe::Sample;
+use crate::bench::floors::{PublishFloor, RestartFloor};
 use crate::bench::measure::Machine;
 
 /// What one window cost. Bytes are `f64` because the background is scaled.
@@ -160,7 +161,22 @@ pub struct ClusterReport {
     pub cold_startup: Startup,
     /// Restart with active full.
     pub warm_startup: Startup,
+    /// The cold start-up's floor: the same items published by a plain
+    /// client, as many in flight.
+    pub publish_floor: PublishFloor,
+    /// The warm start-up's floor: connect as the component, list, probe,
+    /// fetch active.
+    pub restart_floor: RestartFloor,
     pub audit: Audit,
+}
+
+/// `a / b`, 0 when `b` is 0.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }
 
 impl ClusterReport {
@@ -233,6 +249,29 @@ impl ClusterReport {
                 st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.rss_kib, st.warnings, st.unanswered_publishes
             ));
         }
+        let (pf, rf) = (&self.publish_floor, &self.restart_floor);
+        s.push_str(&format!(
+            "\n\nstart-up floor: a plain client on node 0 publishes the {} items to an active-like node, then (confirmed) to a live-like one, {} in flight: {:.2} s (node 0 CPU {:.2} s); once each to one node: {:.2} s\n\
+             cold start-up / its floor: {:.2}x\n\
+             restart floor: connect as the component (handshake {:.2} s), list ({:.2} s, {} sessions), probe {} users with a round trip behind ({:.2} s), fetch active beside them ({:.2} s, {} items): {:.2} s (node 0 CPU {:.2} s)\n\
+             warm start-up / its floor: {:.2}x",
+            pf.items,
+            pf.in_flight,
+            pf.pairs_s,
+            pf.pairs_server_cpu_s,
+            pf.single_s,
+            ratio(self.cold_startup.seconds, pf.pairs_s),
+            rf.handshake_s,
+            rf.listing_s,
+            rf.sessions,
+            rf.users,
+            rf.probes_s,
+            rf.active_s,
+            rf.active_items,
+            rf.seconds,
+            rf.server_cpu_s,
+            ratio(self.warm_startup.seconds, rf.seconds),
+        ));
         s.push_str(&format!(
             "\naudit (audit_interval = {} s): {:.2} s from due to its log line: {}\n",
             a.audit_interval_s, a.seconds_after_due, a.line

@@ -1,0 +1,206 @@
+//! Start-up's wait for the probe answers (docs/protocol.md, "What the
+//! component publishes, and when", step 5), and what comes after it for the
+//! sessions on active whose answer is late.
+//!
+//! On Prosody a round trip behind the probes proves every answer is in. On
+//! ejabberd nothing does: each session answers from its own process, after
+//! the ping. There the wait is bounded by `probe_timeout`, and a listed
+//! session that is on active but has not answered by then is most likely
+//! late (a busy server), not gone: the server lists it, and it answered
+//! before. Taking it off active and putting it back when its answer comes
+//! would show consumers an `offline` and an `online` that never happened.
+//! So its item stays as it is (`Late`) until its answer comes, or, if none
+//! has come within `iq_timeout` of the probes, it is taken off active then:
+//! a user who removed the component from their roster while it was down
+//! never answers.
+
+use super::session::Session;
+use super::startup::Discovery;
+use crate::component::tracker::Change;
+use crate::wire::time;
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+/// Start-up waiting for probe answers where no barrier proves they all
+/// arrived (ejabberd answers the barrier before the probes). Users without a
+/// subscription never answer, so waiting for every listed session would
+/// always cost the whole `probe_timeout` (2 s of every takeover, seen on
+/// ejabberd). Sessions already on active are known to answer: once they
+/// all have, the wait ends as soon as answers stop coming for `SETTLE`,
+/// and never later than `probe_timeout`. Those of them still silent then
+/// are kept on active for a while (`Late`).
+pub(super) struct Waiting {
+    pub(super) discovery: Discovery,
+    /// Listed sessions not answered yet, and those of them on active.
+    pub(super) unanswered: HashSet<String>,
+    pub(super) on_active: HashSet<String>,
+    pub(super) started: tokio::time::Instant,
+    pub(super) deadline: tokio::time::Instant,
+    /// When the last answer came.
+    pub(super) progress: tokio::time::Instant,
+}
+
+/// How long the answers may pause before a settled wait ends.
+const SETTLE: Duration = Duration::from_millis(250);
+
+impl Waiting {
+    pub(super) fn wake_at(&self) -> tokio::time::Instant {
+        if self.on_active.is_empty() {
+            self.deadline.min(self.progress + SETTLE)
+        } else {
+            self.deadline
+        }
+    }
+}
+
+/// Listed sessions on active whose probe answer had not come when the
+/// start-up's wait ended: their items stay until `deadline` (see the module
+/// comment).
+pub(super) struct Late {
+    pub(super) jids: HashSet<String>,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) started: tokio::time::Instant,
+}
+
+impl Session<'_> {
+    /// Discovery is done: reconcile at once when every answer is in,
+    /// otherwise wait (bounded) for the listed sessions' presences.
+    pub(super) fn discovered(&mut self, d: Discovery) {
+        let unanswered: HashSet<String> = self.untracked(&d.listed);
+        if d.answered || unanswered.is_empty() {
+            self.reconcile(d, HashSet::new());
+        } else {
+            tracing::info!(
+                "waiting up to {:?} for the presence of {} listed sessions",
+                self.cfg.probe_timeout,
+                unanswered.len()
+            );
+            let now = tokio::time::Instant::now();
+            // With presence permission ejabberd answers no probe for
+            // users without a subscription, on active or not: then
+            // only the pause in answers ends the wait.
+            let on_active = if self.privileged {
+                HashSet::new()
+            } else {
+                d.active
+                    .iter()
+                    .filter(|i| unanswered.contains(&i.fulljid))
+                    .map(|i| i.fulljid.clone())
+                    .collect()
+            };
+            self.pending = Some(Waiting {
+                unanswered,
+                on_active,
+                discovery: d,
+                started: now,
+                deadline: now + self.cfg.probe_timeout,
+                progress: now,
+            });
+        }
+    }
+
+    /// A presence from `from` arrived while waiting: once every listed
+    /// session answered, stop waiting (see `Waiting` for the rest).
+    pub(super) fn check_pending(&mut self, from: &str) {
+        let Some(w) = &mut self.pending else {
+            return;
+        };
+        if !self.tracker.knows(from) || !w.unanswered.remove(from) {
+            return;
+        }
+        w.on_active.remove(from);
+        w.progress = tokio::time::Instant::now();
+        if w.unanswered.is_empty() {
+            if let Some(w) = self.pending.take() {
+                self.reconcile(w.discovery, HashSet::new());
+            }
+        }
+    }
+
+    /// The wait for answers ran out: reconcile with what came. Sessions on
+    /// active that did not answer keep their items for now (`Late`).
+    pub(super) fn waited(&mut self) {
+        let Some(w) = self.pending.take() else {
+            return;
+        };
+        let waited = w.started.elapsed();
+        // (With presence permission every session is tracked all the same,
+        // and `on_active` is empty: `reconcile` says how they are published.)
+        if !self.privileged {
+            let gone = w.unanswered.len() - w.on_active.len();
+            if gone > 0 {
+                tracing::info!(
+                    "{gone} listed sessions sent no presence within {waited:?}: not tracked"
+                );
+            }
+        }
+        let late = w.on_active;
+        if !late.is_empty() {
+            let deadline = w.started + self.cfg.iq_timeout.max(self.cfg.probe_timeout);
+            tracing::info!(
+                "{} listed sessions on active have not answered within {waited:?}: their items \
+                 stay until they answer, at most {:?} after the probes",
+                late.len(),
+                deadline - w.started
+            );
+            self.late = Some(Late {
+                jids: late.clone(),
+                deadline,
+                started: w.started,
+            });
+        }
+        self.reconcile(w.discovery, late);
+    }
+
+    /// A presence of `fulljid` was read: it is late no more.
+    pub(super) fn answered_late(&mut self, fulljid: &str) {
+        if let Some(l) = &mut self.late {
+            if l.jids.remove(fulljid) && l.jids.is_empty() {
+                tracing::info!(
+                    "every listed session on active answered, the last {:?} after the probes",
+                    l.started.elapsed()
+                );
+                self.late = None;
+            }
+        }
+    }
+
+    /// The late sessions' time is up: those still silent are taken off
+    /// active, with `offline` on live, as any session that ended.
+    pub(super) fn late_expired(&mut self) {
+        let Some(l) = self.late.take() else {
+            return;
+        };
+        let silent: BTreeSet<String> = l
+            .jids
+            .into_iter()
+            .filter(|j| self.tracker.active(j).is_some())
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "{} listed sessions on active sent no presence within {:?}: taken off active",
+            silent.len(),
+            l.started.elapsed()
+        );
+        // Named as any session that sends nothing, with the fix.
+        self.warn_unseen(silent.iter().map(String::as_str).collect(), "start-up");
+        let now = time::now();
+        for jid in &silent {
+            if let Some((bare, _)) = jid.split_once('/') {
+                let acts = self.tracker.presence(jid, bare, Change::Unavailable, now);
+                self.execute(acts);
+            }
+        }
+    }
+
+    /// The listed sessions the tracker has seen no presence of.
+    pub(super) fn untracked<C: FromIterator<String>>(&self, listed: &[String]) -> C {
+        listed
+            .iter()
+            .filter(|j| !self.tracker.knows(j))
+            .cloned()
+            .collect()
+    }
+}
