@@ -69,10 +69,15 @@ async fn cluster_bench_reports_every_figure() {
     assert_eq!(rf.users, n + 1, "{rf:?}");
     assert_eq!(rf.active_items, n + 1, "{rf:?}");
     assert!(rf.seconds >= rf.handshake_s && rf.seconds > 0.0, "{rf:?}");
+    assert_eq!(rf.addresses_s, None, "{rf:?}");
+    let ra = &r.restart_floor_with_addresses;
+    assert_eq!((ra.sessions, ra.users), (n + 1, n + 1), "{ra:?}");
+    assert!(ra.addresses_s.is_some_and(|s| s > 0.0), "{ra:?}");
     let j = r.to_json();
     for path in [
         "/publish_floor/pairs_s",
         "/restart_floor/seconds",
+        "/restart_floor_with_addresses/addresses_s",
         "/cold_startup/seconds",
         "/warm_startup/seconds",
         "/audit/window/component_cpu_s",
@@ -93,4 +98,5 @@ async fn cluster_bench_reports_every_figure() {
     assert!(table.contains("audit, net of the equal window"), "{table}");
     assert!(table.contains("cold start-up / its floor: "), "{table}");
     assert!(table.contains("warm start-up / its floor: "), "{table}");
+    assert!(table.contains("warm start-up / that floor: "), "{table}");
 }

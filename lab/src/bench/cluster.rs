@@ -370,23 +370,6 @@ async fn bench(
     comp.stop().await;
     let cold = cold.0;
 
-    // Its floor: the same items published by a plain client (an admin of
-    // node 0) to fresh nodes, as many in flight (lab/src/bench/floors.rs).
-    let items = floors::items_of(&watcher, &e.pubsub_jid, ACTIVE).await?;
-    tracing::info!("the start-up floor: {} items published", items.len());
-    let (admin, a_rx) = c2s::connect_as(
-        &format!("admin@{}/floor", e.domain),
-        "admin",
-        c2s_addrs[0],
-        crate::loopback(4),
-    )
-    .await?;
-    drop(a_rx);
-    let publish_floor =
-        floors::publish_floor(&admin, &watcher, &e.pubsub_jid, &items, probe.nodes[0]).await?;
-    admin.close().await;
-    drop(items);
-
     // Warm: active full; the first audit comes T after the spawn.
     let t_audit = (cold.seconds * 1.5 + 15.0)
         .max(opts.background.as_secs_f64() + 20.0)
@@ -419,11 +402,13 @@ async fn bench(
     comp.stop().await;
     let mut audit = audit?;
 
-    // The restart's floor, with active full and the component stopped: its
-    // JID connects to node 0, lists, probes and fetches active.
-    tracing::info!("the restart floor");
-    let restart_floor = floors::restart_floor(&AsComponent {
-        addr: e.component_addr_of(0).map_err(setup)?,
+    // The restart's floors, with active full and the component stopped: its
+    // JID connects to node 0, lists, probes and fetches active; then the
+    // same with every user's addresses, which ejabberd's listing lacks.
+    tracing::info!("the restart floors");
+    let node0_component = e.component_addr_of(0).map_err(setup)?;
+    let floor = |addresses| AsComponent {
+        addr: node0_component.clone(),
         jid: &e.component_jid,
         secret: &e.secret,
         domain: &e.domain,
@@ -431,9 +416,11 @@ async fn bench(
         active: ACTIVE,
         server_pid: probe.nodes[0],
         listing: FloorListing::Disco,
+        addresses,
         privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
-    })
-    .await?;
+    };
+    let restart_floor = floors::restart_floor(&floor(false)).await?;
+    let restart_floor_with_addresses = floors::restart_floor(&floor(true)).await?;
 
     // The nodes' own background: the same sessions, no component.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -445,6 +432,26 @@ async fn bench(
         .background
         .minus(&audit.without_component.scaled_to(audit.background.window_s))
         .scaled_to(SESSION_CHECK_S);
+
+    // The cold start-up's floor: the same items published by a plain
+    // client (an admin of node 0) to fresh nodes, as many in flight
+    // (lab/src/bench/floors.rs). Last: deleting the floor's nodes keeps
+    // both ejabberd nodes busy for minutes (seen: a warm start-up run after
+    // it took 156 s instead of 2.4 s).
+    let items = floors::items_of(&watcher, &e.pubsub_jid, ACTIVE).await?;
+    tracing::info!("the start-up floor: {} items published", items.len());
+    let (admin, a_rx) = c2s::connect_as(
+        &format!("admin@{}/floor", e.domain),
+        "admin",
+        c2s_addrs[0],
+        crate::loopback(4),
+    )
+    .await?;
+    drop(a_rx);
+    let publish_floor =
+        floors::publish_floor(&admin, &watcher, &e.pubsub_jid, &items, probe.nodes[0]).await?;
+    admin.close().await;
+    drop(items);
 
     tracing::info!("closing the sessions");
     watcher.close().await;
@@ -461,6 +468,7 @@ async fn bench(
         warm_startup: warm,
         publish_floor,
         restart_floor,
+        restart_floor_with_addresses,
         audit,
     })
 }

@@ -14,13 +14,15 @@
 //!   4-5). The floor connects as the same component (while it is stopped),
 //!   lists, probes every listed user with a round trip behind the probes,
 //!   and fetches active beside them: only the questions, none of the
-//!   component's set-up or answers.
+//!   component's set-up or answers. Where the listing states no addresses
+//!   (ejabberd), a second floor also asks every user's (user-stats), as
+//!   the component must to know that no address changed.
 
 use super::client::{client_iq, IQ_TIMEOUT};
 use super::error::{setup, BenchError};
 use super::measure::cpu_seconds;
 use futures::StreamExt;
-use pubpresence::component::privileges;
+use pubpresence::component::{privileges, publisher};
 use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
 use pubpresence::wire::{adhoc, disco, ns, presence, pubsub};
@@ -54,6 +56,9 @@ pub struct RestartFloor {
     pub listing_s: f64,
     /// From the first probe to the round trip behind them.
     pub probes_s: f64,
+    /// With `AsComponent::addresses`: every user's user-stats, beside the
+    /// probes.
+    pub addresses_s: Option<f64>,
     /// The fetch of active, beside the listing and probes.
     pub active_s: f64,
     pub sessions: usize,
@@ -108,10 +113,17 @@ pub(crate) async fn create(
     Ok(())
 }
 
+/// Deletes a floor's node, saying how long that took: a server may be busy
+/// with it for long (ejabberd deletes the items one by one).
 async fn delete(c: &C2s, service: &str, node: &str) {
-    let _ = c
+    let t = Instant::now();
+    match c
         .iq(client_iq("set", service, pubsub::delete(node)), IQ_TIMEOUT)
-        .await;
+        .await
+    {
+        Ok(_) => tracing::info!("deleted {node} in {:.2} s", t.elapsed().as_secs_f64()),
+        Err(e) => tracing::warn!("deleting {node}: {e}"),
+    }
 }
 
 /// The items of `node` (active) as `c` reads them: what the start-up floor
@@ -216,6 +228,9 @@ pub(crate) struct AsComponent<'a> {
     /// How this server lists its sessions: Prosody's admin command, or
     /// ejabberd's disco#items `online users` node (its command lists none).
     pub listing: FloorListing,
+    /// Also ask every user's addresses (user-stats), as the component must
+    /// where the listing states none (ejabberd).
+    pub addresses: bool,
     /// ejabberd 24.10 and later with XEP-0356: requests go as privileged IQs
     /// on behalf of this user, as the component's do (README, "XEP-0356 on
     /// ejabberd 24.10 and later"); plain, they get no answer.
@@ -312,10 +327,33 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
                 .map_err(iq_err("probes"))?;
         }
         let ping = Element::builder("ping", ns::PING).build();
-        conn.iq("get", at.domain, ping)
-            .await
-            .map_err(iq_err("round trip behind the probes"))?;
-        Ok::<_, BenchError>((listing_s, t.elapsed().as_secs_f64(), sessions, users.len()))
+        let probes = async {
+            conn.iq("get", at.domain, ping)
+                .await
+                .map_err(iq_err("round trip behind the probes"))?;
+            Ok::<_, BenchError>(t.elapsed().as_secs_f64())
+        };
+        // Beside the probes, where asked: every user's addresses.
+        let addresses = async {
+            if !at.addresses {
+                return Ok::<_, BenchError>(None);
+            }
+            let t = Instant::now();
+            let failed = futures::stream::iter(&users)
+                .map(|u| publisher::user_stats(&conn, at.domain, u))
+                .buffer_unordered(IN_FLIGHT)
+                .filter(|r| std::future::ready(r.is_err()))
+                .count()
+                .await;
+            if failed > 0 {
+                return Err(setup(format!(
+                    "the restart floor: {failed} user-stats requests failed"
+                )));
+            }
+            Ok(Some(t.elapsed().as_secs_f64()))
+        };
+        let (probes_s, addresses_s) = tokio::join!(probes, addresses);
+        Ok::<_, BenchError>((listing_s, probes_s?, addresses_s?, sessions, users.len()))
     };
     let fetch = async {
         let t = Instant::now();
@@ -329,13 +367,14 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
     let seconds = t0.elapsed().as_secs_f64();
     let server_cpu_s = cpu_since(at.server_pid, cpu);
     conn.close().await;
-    let (listing_s, probes_s, sessions, users) = who?;
+    let (listing_s, probes_s, addresses_s, sessions, users) = who?;
     let (active_s, active_items) = fetched?;
     Ok(RestartFloor {
         seconds,
         handshake_s,
         listing_s,
         probes_s,
+        addresses_s,
         active_s,
         sessions,
         users,

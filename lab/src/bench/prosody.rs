@@ -634,6 +634,7 @@ async fn cold_start(
         active: ACTIVE,
         server_pid,
         listing: FloorListing::Command,
+        addresses: false,
         privileged_as: None,
     })
     .await?;

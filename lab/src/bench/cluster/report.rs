@@ -167,6 +167,9 @@ pub struct ClusterReport {
     /// The warm start-up's floor: connect as the component, list, probe,
     /// fetch active.
     pub restart_floor: RestartFloor,
+    /// The same, also asking every user's addresses (user-stats), which
+    /// ejabberd's listing does not state.
+    pub restart_floor_with_addresses: RestartFloor,
     pub audit: Audit,
 }
 
@@ -249,12 +252,18 @@ impl ClusterReport {
                 st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.rss_kib, st.warnings, st.unanswered_publishes
             ));
         }
-        let (pf, rf) = (&self.publish_floor, &self.restart_floor);
+        let (pf, rf, ra) = (
+            &self.publish_floor,
+            &self.restart_floor,
+            &self.restart_floor_with_addresses,
+        );
         s.push_str(&format!(
             "\n\nstart-up floor: a plain client on node 0 publishes the {} items to an active-like node, then (confirmed) to a live-like one, {} in flight: {:.2} s (node 0 CPU {:.2} s); once each to one node: {:.2} s\n\
              cold start-up / its floor: {:.2}x\n\
              restart floor: connect as the component (handshake {:.2} s), list ({:.2} s, {} sessions), probe {} users with a round trip behind ({:.2} s), fetch active beside them ({:.2} s, {} items): {:.2} s (node 0 CPU {:.2} s)\n\
-             warm start-up / its floor: {:.2}x",
+             warm start-up / its floor: {:.2}x\n\
+             restart floor with every user's addresses (user-stats, {} in flight, beside the probes: {:.2} s): {:.2} s (node 0 CPU {:.2} s)\n\
+             warm start-up / that floor: {:.2}x",
             pf.items,
             pf.in_flight,
             pf.pairs_s,
@@ -271,6 +280,11 @@ impl ClusterReport {
             rf.seconds,
             rf.server_cpu_s,
             ratio(self.warm_startup.seconds, rf.seconds),
+            pf.in_flight,
+            ra.addresses_s.unwrap_or(0.0),
+            ra.seconds,
+            ra.server_cpu_s,
+            ratio(self.warm_startup.seconds, ra.seconds),
         ));
         s.push_str(&format!(
             "\naudit (audit_interval = {} s): {:.2} s from due to its log line: {}\n",
