@@ -104,6 +104,55 @@ impl SimOptions {
         }
     }
 
+    /// `numbered` against the lab's Prosody (its c2s address, domain and
+    /// component).
+    pub fn for_prosody(
+        prosody: &crate::Prosody,
+        prefix: &str,
+        count: usize,
+        resources: usize,
+    ) -> SimOptions {
+        SimOptions::numbered(
+            prosody.c2s_addr().to_string(),
+            prosody.domain.clone(),
+            prosody.component_jid.clone(),
+            prefix,
+            count,
+            resources,
+        )
+    }
+
+    /// Exactly `n` connections against the lab's Prosody, `per_account` on
+    /// each account of `{prefix}1..` (see `exactly`).
+    pub fn sessions(
+        prosody: &crate::Prosody,
+        prefix: &str,
+        n: usize,
+        per_account: usize,
+    ) -> SimOptions {
+        let per_account = per_account.max(1);
+        SimOptions::for_prosody(prosody, prefix, n.div_ceil(per_account), per_account.min(n))
+            .exactly(n)
+    }
+
+    /// At most `n` connections: the last accounts give up resources (the
+    /// last one has fewer when `n` is not a multiple of the resources).
+    pub fn exactly(mut self, n: usize) -> SimOptions {
+        let mut extra = self.connections().saturating_sub(n);
+        while extra > 0 {
+            let Some(last) = self.users.last_mut() else {
+                break;
+            };
+            let cut = extra.min(last.resources.len());
+            last.resources.truncate(last.resources.len() - cut);
+            extra -= cut;
+            if last.resources.is_empty() {
+                self.users.pop();
+            }
+        }
+        self
+    }
+
     /// Number of connections in all.
     pub fn connections(&self) -> usize {
         self.users.iter().map(|u| u.resources.len()).sum()
@@ -723,6 +772,19 @@ mod tests {
         assert_eq!(address(Ipv4Addr::new(127, 255, 255, 254), 1), None);
         let all: std::collections::HashSet<_> = (0..5000).map(|i| address(first, i)).collect();
         assert_eq!(all.len(), 5000);
+    }
+
+    #[test]
+    fn exactly_trims_the_last_accounts() {
+        let o = SimOptions::numbered("127.0.0.1:5222", "localhost", "pp.localhost", "b", 4, 10);
+        let o = o.exactly(35);
+        assert_eq!(o.connections(), 35);
+        assert_eq!(o.users.len(), 4);
+        assert_eq!(o.users[3].resources.len(), 5);
+        let o = o.exactly(20);
+        assert_eq!(o.users.len(), 2, "emptied accounts are dropped");
+        assert_eq!(o.connections(), 20);
+        assert_eq!(o.exactly(100).connections(), 20, "never adds");
     }
 
     #[test]

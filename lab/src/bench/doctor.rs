@@ -73,19 +73,7 @@ async fn run(
         .stderr(std::fs::File::create(dir.join("run.log")).map_err(setup)?)
         .spawn()
         .map_err(setup)?;
-    let mut opts = SimOptions::numbered(
-        prosody.c2s_addr().to_string(),
-        prosody.domain.clone(),
-        prosody.component_jid.clone(),
-        "base",
-        accounts_for(n),
-        PER_ACCOUNT.min(n),
-    );
-    let extra = opts.connections() - n;
-    if let Some(last) = opts.users.last_mut() {
-        let keep = last.resources.len() - extra;
-        last.resources.truncate(keep);
-    }
+    let mut opts = SimOptions::sessions(prosody, "base", n, PER_ACCOUNT);
     opts.rate = 0.0;
     opts.disconnect_share = 0.0;
     opts.first_ip = Ipv4Addr::new(127, 0, 0, 2);
@@ -147,10 +135,6 @@ async fn run(
         "checks": lines,
     });
     Ok((table, value))
-}
-
-fn accounts_for(n: usize) -> usize {
-    n.div_ceil(PER_ACCOUNT)
 }
 
 /// Waits until active holds `n` items (every session tracked).

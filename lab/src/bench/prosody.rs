@@ -317,20 +317,7 @@ async fn measured(
 
     // The base population: N sessions, connected and staying.
     let n = opts.connections;
-    let mut base_opts = SimOptions::numbered(
-        prosody.c2s_addr().to_string(),
-        prosody.domain.clone(),
-        prosody.component_jid.clone(),
-        "base",
-        n.div_ceil(PER_ACCOUNT),
-        PER_ACCOUNT.min(n),
-    );
-    // Exactly n connections: trim the last account.
-    let extra = base_opts.connections() - n;
-    if let Some(last) = base_opts.users.last_mut() {
-        let keep = last.resources.len() - extra;
-        last.resources.truncate(keep);
-    }
+    let mut base_opts = SimOptions::sessions(prosody, "base", n, PER_ACCOUNT);
     tracing::info!("connecting {n} base sessions");
     base_opts.rate = 0.0;
     base_opts.disconnect_share = 0.0;

@@ -217,14 +217,7 @@ impl Load {
         rate: f64,
         reader: impl FnOnce(mpsc::UnboundedReceiver<SimEvent>, Log<SimEvent>),
     ) -> Result<Load, BenchError> {
-        let mut o = SimOptions::numbered(
-            prosody.c2s_addr().to_string(),
-            prosody.domain.clone(),
-            prosody.component_jid.clone(),
-            "load",
-            load_accounts(rate),
-            LOAD_RESOURCES,
-        );
+        let mut o = SimOptions::for_prosody(prosody, "load", load_accounts(rate), LOAD_RESOURCES);
         let connections = o.connections();
         o.rate = rate;
         o.disconnect_share = 0.0;

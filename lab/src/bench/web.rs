@@ -321,10 +321,8 @@ async fn measure(
     let addr = child_ready(state, feed_pid).await?;
 
     // The load users, logged in and held.
-    let mut o = SimOptions::numbered(
-        prosody.c2s_addr().to_string(),
-        prosody.domain.clone(),
-        prosody.component_jid.clone(),
+    let mut o = SimOptions::for_prosody(
+        prosody,
         "load",
         conns.div_ceil(LOAD_RESOURCES),
         LOAD_RESOURCES,
