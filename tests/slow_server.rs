@@ -20,6 +20,34 @@ use std::time::Duration;
 
 const WATCHER: &str = "watcher";
 
+/// The component started with `cfg`, the watcher subscribed to every node,
+/// and `users` (name, last octet of their address) connected, subscribed to
+/// the component and on live.
+async fn started_with(
+    p: &Server,
+    cfg: &str,
+    users: [(&str, u8); 2],
+) -> (Pubpresence, Watcher, Vec<User>) {
+    p.register(WATCHER, WATCHER);
+    let pp = Pubpresence::start(cfg);
+    let mut w = Watcher::connect(p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let mut connected = Vec::new();
+    for (name, ip) in users {
+        p.register(name, name);
+        let u = User::connect(p, name, "r", loopback(ip)).await;
+        u.subscribe_to(p.component_jid());
+        let jid = u.jid.clone();
+        w.wait_until(&format!("{jid} on live"), T, |s| {
+            s.live.iter().any(|i| i.fulljid == jid)
+        })
+        .await;
+        connected.push(u);
+    }
+    (pp, w, connected)
+}
+
 async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server) {
     // probe_timeout well below the relay's round trip: every answer comes
     // after it, as on a server busy for longer than probe_timeout.
@@ -28,23 +56,7 @@ async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server)
         .replace("probe_timeout = \"2s\"", "probe_timeout = \"300ms\"");
     assert!(cfg.contains("probe_timeout = \"300ms\""), "{cfg}");
     let (lag, cfg) = through_relay(&p, &cfg).await;
-    p.register(WATCHER, WATCHER);
-    let mut pp = Pubpresence::start(&cfg);
-    let mut w = Watcher::connect(&p, WATCHER).await;
-    w.until_online(&pp).await;
-    w.subscribe_all().await;
-    let mut users = Vec::new();
-    for (name, ip) in [("ann", 51), ("bob", 52)] {
-        p.register(name, name);
-        let u = User::connect(&p, name, "r", loopback(ip)).await;
-        u.subscribe_to(p.component_jid());
-        let jid = u.jid.clone();
-        w.wait_until(&format!("{jid} on live"), T, |s| {
-            s.live.iter().any(|i| i.fulljid == jid)
-        })
-        .await;
-        users.push(u);
-    }
+    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 51), ("bob", 52)]).await;
     let before = w.active().await;
     assert_eq!(before.len(), 2, "{before:#?}");
     assert!(pp.terminate().success());
@@ -115,23 +127,7 @@ async fn a_session_that_never_answers_leaves_active(p: Server) {
             "probe_timeout = \"1s\"\niq_timeout = \"3s\"",
         );
     assert!(cfg.contains("iq_timeout = \"3s\""), "{cfg}");
-    p.register(WATCHER, WATCHER);
-    let mut pp = Pubpresence::start(&cfg);
-    let mut w = Watcher::connect(&p, WATCHER).await;
-    w.until_online(&pp).await;
-    w.subscribe_all().await;
-    let mut users = Vec::new();
-    for (name, ip) in [("ann", 53), ("cy", 54)] {
-        p.register(name, name);
-        let u = User::connect(&p, name, "r", loopback(ip)).await;
-        u.subscribe_to(p.component_jid());
-        let jid = u.jid.clone();
-        w.wait_until(&format!("{jid} on live"), T, |s| {
-            s.live.iter().any(|i| i.fulljid == jid)
-        })
-        .await;
-        users.push(u);
-    }
+    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 53), ("cy", 54)]).await;
     let (ann, cy) = (users[0].jid.clone(), users[1].jid.clone());
     let before = w.active().await;
     assert_eq!(before.len(), 2, "{before:#?}");
