@@ -1,6 +1,7 @@
 //! Start-up (docs/protocol.md, "What the component publishes, and when",
-//! steps 2–7): `init`, the nodes, who is connected, what active holds; the
-//! bounded wait for probe answers; reconciliation.
+//! steps 2–7): `init`, the nodes, who is connected, what active holds;
+//! reconciliation. The bounded wait for probe answers between them, and the
+//! sessions whose answers are late, are in `waiting`.
 
 use super::session::{Done, Session};
 use super::worker::count_retract;

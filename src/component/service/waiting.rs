@@ -127,14 +127,20 @@ impl Session<'_> {
         // (With presence permission every session is tracked all the same,
         // and `on_active` is empty: `reconcile` says how they are published.)
         if !self.privileged {
-            let gone = w.unanswered.len() - w.on_active.len();
+            let gone = w.unanswered.len().saturating_sub(w.on_active.len());
             if gone > 0 {
                 tracing::info!(
                     "{gone} listed sessions sent no presence within {waited:?}: not tracked"
                 );
             }
         }
-        let late = w.on_active;
+        // With presence permission (granted after the wait began) the silent
+        // sessions are published as `unknown` and tracked: none is late.
+        let late = if self.privileged {
+            HashSet::new()
+        } else {
+            w.on_active
+        };
         if !late.is_empty() {
             let deadline = w.started + self.cfg.iq_timeout.max(self.cfg.probe_timeout);
             tracing::info!(
