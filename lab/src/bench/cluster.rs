@@ -53,12 +53,13 @@ pub use report::{Audit, ClusterReport, Cost, Startup};
 use super::args::BenchArgs;
 use super::client::ACTIVE;
 use super::error::{setup, BenchError};
-use super::floors::{self, AsComponent, FloorListing};
+use super::floors::{self, AsComponent};
 use super::measure::Machine;
 use super::output;
 use crate::ejabberd::{self, Ejabberd, EjabberdOptions};
 use crate::sim;
 use probe::{sample, Probe};
+use pubpresence::component::publisher::Listing;
 use pubpresence::minidom::Element;
 use pubpresence::wire::ns;
 use pubpresence::xmpp::c2s::{self, C2s};
@@ -415,7 +416,7 @@ async fn bench(
         pubsub: &e.pubsub_jid,
         active: ACTIVE,
         server_pid: probe.nodes[0],
-        listing: FloorListing::Disco,
+        listing: Listing::disco_known(),
         addresses,
         privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
     };

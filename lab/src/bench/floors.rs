@@ -25,9 +25,8 @@ use futures::StreamExt;
 use pubpresence::component::{privileges, publisher};
 use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
-use pubpresence::wire::{adhoc, disco, ns, presence, pubsub};
+use pubpresence::wire::{ns, presence, pubsub};
 use pubpresence::xmpp::c2s::C2s;
-use pubpresence::xmpp::{Connection, IqError};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -225,9 +224,11 @@ pub(crate) struct AsComponent<'a> {
     pub pubsub: &'a str,
     pub active: &'a str,
     pub server_pid: u32,
-    /// How this server lists its sessions: Prosody's admin command, or
-    /// ejabberd's disco#items `online users` node (its command lists none).
-    pub listing: FloorListing,
+    /// How this server lists its sessions (the component's own listing:
+    /// default for Prosody's admin command, `Listing::disco_known` for
+    /// ejabberd, so that the floor sends the one request the component's
+    /// restart sends).
+    pub listing: publisher::Listing,
     /// Also ask every user's addresses (user-stats), as the component must
     /// where the listing states none (ejabberd).
     pub addresses: bool,
@@ -235,46 +236,6 @@ pub(crate) struct AsComponent<'a> {
     /// on behalf of this user, as the component's do (README, "XEP-0356 on
     /// ejabberd 24.10 and later"); plain, they get no answer.
     pub privileged_as: Option<&'a str>,
-}
-
-/// The one listing request the floor sends (the component remembers which
-/// one the server answers, so a restart sends only that one too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FloorListing {
-    Command,
-    Disco,
-}
-
-/// Full JIDs of the server's sessions, with one request.
-async fn list(conn: &Connection, at: &AsComponent<'_>) -> Result<Vec<String>, IqError> {
-    Ok(match at.listing {
-        FloorListing::Command => {
-            let res = conn
-                .iq("set", at.domain, adhoc::online_users_submit(None))
-                .await?;
-            adhoc::reply(&res)
-                .and_then(|r| r.form)
-                .map(adhoc::parse_online_sessions)
-                .unwrap_or_default()
-                .into_iter()
-                .flat_map(|(bare, sessions)| {
-                    sessions
-                        .into_iter()
-                        .map(move |(resource, _)| format!("{bare}/{resource}"))
-                })
-                .collect()
-        }
-        FloorListing::Disco => {
-            let res = conn
-                .iq(
-                    "get",
-                    at.domain,
-                    disco::items(Some(disco::ONLINE_USERS_NODE)),
-                )
-                .await?;
-            disco::parse_items(&res)
-        }
-    })
 }
 
 /// The restart floor (see the module comment). The component must be
@@ -314,13 +275,12 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
     };
     let who = async {
         let t = Instant::now();
-        let listed = list(&conn, at).await.map_err(iq_err("listing"))?;
+        let listed = publisher::online_sessions_via(&conn, at.domain, &at.listing)
+            .await
+            .map_err(iq_err("listing"))?;
         let listing_s = t.elapsed().as_secs_f64();
         let sessions = listed.len();
-        let users: HashSet<&str> = listed
-            .iter()
-            .filter_map(|j| j.split_once('/').map(|(bare, _)| bare))
-            .collect();
+        let users: HashSet<&str> = listed.iter().map(|s| s.bare.as_str()).collect();
         let t = Instant::now();
         for u in &users {
             conn.send(presence::build(at.jid, u, Some("probe"), None))

@@ -21,7 +21,7 @@
 
 use super::client::{client_iq, read_status, ACTIVE, IQ_TIMEOUT, LIVE};
 use super::error::{setup, BenchError};
-use super::floors::{self, AsComponent, FloorListing, PublishFloor, RestartFloor};
+use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
 use super::measure::{cpu_seconds, rss_kib, storage, Machine};
 use super::rate::{
     self, mirror_phase, phase, spawn_sim_reader, spawn_watcher_reader, Log, Rig, Seen, FLOOR,
@@ -31,6 +31,7 @@ use super::server::{active_items, login, start_prosody, subscribe};
 use crate::lock;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
 use crate::Prosody;
+use pubpresence::component::publisher::Listing;
 use pubpresence::component::service::{self, ServiceConfig};
 use pubpresence::config::Config;
 use pubpresence::wire::pubsub;
@@ -620,7 +621,7 @@ async fn cold_start(
         pubsub: pubsub_jid,
         active: ACTIVE,
         server_pid,
-        listing: FloorListing::Command,
+        listing: Listing::default(),
         addresses: false,
         privileged_as: None,
     })

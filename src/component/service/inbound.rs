@@ -294,9 +294,7 @@ impl Session<'_> {
             None => {}
         }
         let Some(t) = track else { return };
-        if self.late.is_some() {
-            self.answered_late(&t.full);
-        }
+        self.answered_late(&t.full);
         let available = matches!(t.change, Change::Available(_));
         let at = match t.delay {
             Some(stamp) if available && !self.tracker.is_running() => stamp,

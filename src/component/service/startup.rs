@@ -331,7 +331,7 @@ impl Session<'_> {
     /// when", with what discovery found.
     /// `late`: listed sessions on active whose probe answer has not come
     /// yet; their items stay (see `waiting`).
-    pub(super) fn reconcile(&mut self, d: Discovery, late: HashSet<String>) {
+    pub(super) fn reconcile(&mut self, d: Discovery, late: &HashSet<String>) {
         self.unseen(d.listed.iter().filter(|j| !late.contains(*j)), "start-up");
         if self.privileged && !self.listing.ordered() {
             // With presence permission every session is tracked; one that
@@ -369,7 +369,7 @@ impl Session<'_> {
         let remembered = std::mem::take(&mut self.remembered);
         let acts = self
             .tracker
-            .reconcile(d.active, &d.ips, time::now(), &remembered, &late);
+            .reconcile(d.active, &d.ips, time::now(), &remembered, late);
         self.reconciled = true;
         self.execute(acts);
         self.check_capacity();

@@ -68,7 +68,7 @@ impl Session<'_> {
     pub(super) fn discovered(&mut self, d: Discovery) {
         let unanswered: HashSet<String> = self.untracked(&d.listed);
         if d.answered || unanswered.is_empty() {
-            self.reconcile(d, HashSet::new());
+            self.reconcile(d, &HashSet::new());
         } else {
             tracing::info!(
                 "waiting up to {:?} for the presence of {} listed sessions",
@@ -112,7 +112,7 @@ impl Session<'_> {
         w.progress = tokio::time::Instant::now();
         if w.unanswered.is_empty() {
             if let Some(w) = self.pending.take() {
-                self.reconcile(w.discovery, HashSet::new());
+                self.reconcile(w.discovery, &HashSet::new());
             }
         }
     }
@@ -141,21 +141,20 @@ impl Session<'_> {
         } else {
             w.on_active
         };
+        self.reconcile(w.discovery, &late);
         if !late.is_empty() {
-            let deadline = w.started + self.cfg.iq_timeout.max(self.cfg.probe_timeout);
+            let wait = self.cfg.iq_timeout.max(self.cfg.probe_timeout);
             tracing::info!(
                 "{} listed sessions on active have not answered within {waited:?}: their items \
-                 stay until they answer, at most {:?} after the probes",
+                 stay until they answer, at most {wait:?} after the probes",
                 late.len(),
-                deadline - w.started
             );
             self.late = Some(Late {
-                jids: late.clone(),
-                deadline,
+                jids: late,
+                deadline: w.started + wait,
                 started: w.started,
             });
         }
-        self.reconcile(w.discovery, late);
     }
 
     /// A presence of `fulljid` was read: it is late no more.
