@@ -1,8 +1,9 @@
 //! README, "Audit: active heals itself": against real
 //! Prosody and ejabberd. An item is made stale by planting it (a leftover of
-//! "a second instance that briefly received part of the traffic"), and an
-//! item is lost by retracting it behind the component's back; the next audit
-//! repairs both, and an audit with nothing to fix publishes nothing.
+//! "a second instance that briefly received part of the traffic"), an
+//! item is lost by retracting it behind the component's back, and an item is
+//! edited (another status and address); the next audit repairs all three, and
+//! an audit with nothing to fix publishes nothing.
 //!
 //! How the damage is done differs: on Prosody the server's admin may publish
 //! and retract on any node; ejabberd gives its admins no such right, but
@@ -32,6 +33,19 @@ async fn two_quiet_audits(pp: &Pubpresence, w: &Watcher) {
         seen.live.is_empty() && seen.active_publishes.is_empty() && seen.active_retracts.is_empty(),
         "{seen:#?}"
     );
+}
+
+/// The sum of `field` over every audit's log line.
+fn audit_sum(pp: &Pubpresence, field: &str) -> usize {
+    let key = format!(" {field}=");
+    pp.log_text()
+        .lines()
+        .filter(|l| l.contains(" audit "))
+        .filter_map(|l| {
+            let rest = &l[l.find(&key)? + key.len()..];
+            rest.split_whitespace().next()?.parse::<usize>().ok()
+        })
+        .sum()
 }
 
 fn audit_count(pp: &Pubpresence) -> usize {
@@ -75,6 +89,7 @@ async fn behind_its_back(p: &Server, sets: Vec<Element>) {
 async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing(p: Server) {
     p.register("watcher", "watcher");
     p.register("alice", "alice");
+    p.register("bob", "bob");
     let cfg = format!(
         "audit_interval = \"1s\"\n{}",
         p.config_toml(&["watcher@localhost"])
@@ -85,15 +100,21 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing(p: S
     w.subscribe_all().await;
     let alice = User::connect(&p, "alice", "desk", loopback(80)).await;
     alice.subscribe_to(p.component_jid());
-    w.wait_until("alice on live", T, |s| {
-        s.live.iter().any(|i| i.fulljid == alice.jid)
+    let bob = User::connect(&p, "bob", "desk", loopback(81)).await;
+    bob.subscribe_to(p.component_jid());
+    w.wait_until("alice and bob on live", T, |s| {
+        [&alice.jid, &bob.jid]
+            .iter()
+            .all(|j| s.live.iter().any(|i| &i.fulljid == *j))
     })
     .await;
+    let bob_item = w.active().await.remove(&bob.jid).expect("bob on active");
 
     // Nothing to fix: an audit publishes and retracts nothing.
     two_quiet_audits(&pp, &w).await;
 
-    // Behind the component's back: a ghost planted, alice's item retracted.
+    // Behind the component's back: a ghost planted, alice's item retracted,
+    // bob's item edited.
     let ghost = UserItem {
         fulljid: "ghost@localhost/gone".into(),
         name: "ghost@localhost".into(),
@@ -107,6 +128,16 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing(p: S
         vec![
             pubsub::publish(ACTIVE, Some(&ghost.fulljid), ghost.to_element()),
             pubsub::retract(ACTIVE, &alice.jid),
+            pubsub::publish(
+                ACTIVE,
+                Some(&bob.jid),
+                UserItem {
+                    status: Status::Dnd,
+                    ip: "192.0.2.7".into(),
+                    ..bob_item.clone()
+                }
+                .to_element(),
+            ),
         ],
     )
     .await;
@@ -118,19 +149,29 @@ async fn audit_retracts_stale_and_restores_lost_items_and_else_does_nothing(p: S
             && s.active_publishes.iter().any(|i| i.fulljid == alice.jid)
             // The restored session goes the normal way: active, then live.
             && s.live.iter().any(|i| i.fulljid == alice.jid)
+            // The edited item is written back as it was, then on live.
+            && s.live.iter().any(|i| i.fulljid == bob.jid && i.ip == "127.0.0.81")
     })
     .await;
-    let active = w.active().await;
-    assert_eq!(active.keys().collect::<Vec<_>>(), [&alice.jid]);
+    let mut active = w.active().await;
+    let mut keys: Vec<_> = active.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, [alice.jid.clone(), bob.jid.clone()]);
     assert_eq!(active[&alice.jid].ip, "127.0.0.80");
     assert_eq!(st(&active[&alice.jid]), "online");
-    assert!(
-        pp.log_text().contains("removed=1"),
-        "one log line says what it fixed"
+    // Bob's item exactly as the component had written it, `since` kept.
+    assert_eq!(active.remove(&bob.jid), Some(bob_item));
+    // The log says what was fixed (in one audit line, or two when an audit
+    // ran between the three changes).
+    assert_eq!(
+        ["added", "replaced", "removed"].map(|f| audit_sum(&pp, f)),
+        [1, 1, 1],
+        "{}",
+        pp.log_text()
     );
     // And quiet again afterwards.
     two_quiet_audits(&pp, &w).await;
-    drop(alice);
+    drop((alice, bob));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

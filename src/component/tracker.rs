@@ -20,6 +20,9 @@ use crate::wire::time::Timestamp;
 use crate::wire::user::{Status, UserItem};
 use std::collections::{HashMap, HashSet, VecDeque};
 
+mod audit;
+pub use audit::Audit;
+
 /// What the service must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -255,21 +258,6 @@ pub enum Change {
     Unavailable,
 }
 
-/// What an audit found and must do.
-#[derive(Debug, Default)]
-pub struct Audit {
-    pub actions: Vec<Action>,
-    /// Sessions listed by the server that nobody tracks: probe their users.
-    pub probe: Vec<String>,
-    /// Items retracted because their session is gone.
-    pub removed: usize,
-    /// Tracked sessions republished because active had lost their item.
-    pub repaired: Vec<String>,
-    /// Connections left alone because a change of theirs was under way:
-    /// another audit must look at them once it is done.
-    pub busy: usize,
-}
-
 /// Items on active by full JID, remembered from one session to the next.
 pub type Memory = HashMap<String, UserItem>;
 
@@ -280,8 +268,12 @@ pub struct Tracker {
     reconciling: HashSet<JidStr>,
     reconcile_reported: bool,
     /// A write to active failed or went unanswered: what it holds for that
-    /// connection is not known for sure (`exact_copy`).
+    /// connection is not known for sure (`exact_copy`). An audit that saw
+    /// all of active with nothing under way clears it (`audit`).
     doubt: bool,
+    /// While an audit's fetch of active is out: the connections whose
+    /// write to active ended since it was asked for (`audit_begins`).
+    written_during_audit: Option<HashSet<JidStr>>,
 }
 
 impl Default for Tracker {
@@ -299,6 +291,7 @@ impl Tracker {
             reconciling: HashSet::new(),
             reconcile_reported: false,
             doubt: false,
+            written_during_audit: None,
         }
     }
 
@@ -503,81 +496,6 @@ impl Tracker {
         actions
     }
 
-    /// An audit (README, "Audit: active heals itself"): `on_active` is what active holds now, `listed`
-    /// the server's sessions listed after that fetch. Fixes only the
-    /// difference: items of sessions that are gone are retracted (with
-    /// `offline` on live), items missing for tracked sessions republished.
-    /// Listed sessions nobody tracks are returned, to be probed.
-    pub fn audit(
-        &mut self,
-        on_active: &HashMap<String, UserItem>,
-        listed: &HashSet<String>,
-        at: Timestamp,
-    ) -> Audit {
-        let mut out = Audit::default();
-        if self.mode != Mode::Running {
-            return out;
-        }
-        for (jid, item) in on_active {
-            if listed.contains(jid) {
-                continue;
-            }
-            let Some(conn) = self.conn_or_new(jid, &item.name) else {
-                continue;
-            };
-            if !conn.idle() {
-                out.busy += 1; // the caller audits again soon
-                continue;
-            }
-            // Adopt what the server holds, then let it go like any departure.
-            conn.set_active(Some(item));
-            conn.more()
-                .queue
-                .push_back((Target::Offline { since: at }, false));
-            out.removed += 1;
-            out.actions.extend(self.pump(jid));
-        }
-        for (jid, conn) in self.conns.iter_mut() {
-            if on_active.contains_key(&**jid) {
-                continue;
-            }
-            if !conn.idle() {
-                // Not on active yet (its address or first write under way)
-                // and no longer listed: its departure may have reached
-                // another connection of ours (a cluster node, an instance
-                // that stepped down) and will never come here. Look again
-                // once it is written, as for a busy item above.
-                if !listed.contains(&**jid) {
-                    out.busy += 1;
-                }
-                continue;
-            }
-            if !listed.contains(&**jid) {
-                continue;
-            }
-            if let Some(item) = conn.set_active(None) {
-                // We believed it was there; the server lost it.
-                conn.more().queue.push_back((
-                    Target::Online {
-                        status: item.status,
-                        since: item.since,
-                    },
-                    false,
-                ));
-                out.repaired.push(jid.to_string());
-            }
-        }
-        for jid in out.repaired.clone() {
-            out.actions.extend(self.pump(&jid));
-        }
-        out.probe = listed
-            .iter()
-            .filter(|j| !on_active.contains_key(*j) && !self.conns.contains_key(j.as_str()))
-            .cloned()
-            .collect();
-        out
-    }
-
     /// The IP of `fulljid` is known ("" when the server would not say).
     pub fn ip_learned(&mut self, fulljid: &str, ip: String) -> Vec<Action> {
         let Some(conn) = self.conns.get_mut(fulljid) else {
@@ -607,7 +525,11 @@ impl Tracker {
             Some(m) => std::mem::take(&mut m.stage),
             None => Stage::Idle,
         };
-        let failed_on_active = matches!(stage, Stage::WritingActive(..)) && !ok;
+        let on_active = matches!(stage, Stage::WritingActive(..));
+        let failed_on_active = on_active && !ok;
+        if let (true, Some(written)) = (on_active, &mut self.written_during_audit) {
+            written.insert(JidStr::new(fulljid));
+        }
         match stage {
             Stage::WritingActive(t, item) if ok => {
                 let live = match (&t, item) {
@@ -756,11 +678,11 @@ mod tests {
     use super::*;
     use crate::wire::time;
 
-    fn t(s: &str) -> Timestamp {
+    pub(super) fn t(s: &str) -> Timestamp {
         time::parse(&format!("2026-11-24T10:00:{s}Z")).unwrap()
     }
 
-    fn item(jid: &str, status: Status, ip: &str, since: Timestamp) -> UserItem {
+    pub(super) fn item(jid: &str, status: Status, ip: &str, since: Timestamp) -> UserItem {
         UserItem {
             fulljid: jid.into(),
             name: jid.split('/').next().unwrap().into(),
@@ -770,7 +692,7 @@ mod tests {
         }
     }
 
-    fn running() -> Tracker {
+    pub(super) fn running() -> Tracker {
         let mut tr = Tracker::new();
         assert_eq!(
             tr.reconcile(
@@ -785,7 +707,7 @@ mod tests {
         tr
     }
 
-    const A: &str = "alice@l/desk";
+    pub(super) const A: &str = "alice@l/desk";
 
     #[test]
     fn new_connection_learns_ip_then_active_then_live() {
@@ -1057,118 +979,6 @@ mod tests {
             "what the next session remembers"
         );
         assert_eq!(tr.on_active().len(), 3);
-    }
-
-    #[test]
-    fn audit_fixes_only_the_difference() {
-        let mut tr = running();
-        // Tracked and on active: alice. Tracked, lost from active: bob.
-        for (j, ip) in [(A, "127.0.0.2"), ("bob@l/x", "127.0.0.3")] {
-            tr.presence(
-                j,
-                j.split('/').next().unwrap(),
-                Change::Available(Status::Online),
-                t("01"),
-            );
-            tr.ip_learned(j, ip.into());
-            tr.done(j, true);
-            tr.done(j, true);
-        }
-        let alice = tr.active(A).unwrap();
-        let ghost = item("ghost@l/g", Status::Away, "192.0.2.1", t("00"));
-        let on_active: HashMap<String, UserItem> =
-            [(A.to_string(), alice), (ghost.fulljid.clone(), ghost)]
-                .into_iter()
-                .collect();
-        let listed: HashSet<String> = [A, "bob@l/x", "carol@l/new"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let mut audit = tr.audit(&on_active, &listed, t("30"));
-        audit.actions.sort_by_key(|a| format!("{a:?}"));
-        assert_eq!(
-            audit.actions,
-            vec![
-                Action::RetractActive {
-                    fulljid: "ghost@l/g".into()
-                },
-                Action::SetActive {
-                    item: item("bob@l/x", Status::Online, "127.0.0.3", t("01"))
-                },
-            ]
-        );
-        assert_eq!(audit.removed, 1);
-        assert_eq!(audit.repaired, vec!["bob@l/x".to_string()]);
-        assert_eq!(audit.probe, vec!["carol@l/new".to_string()]);
-        let off = tr.done("ghost@l/g", true);
-        assert!(
-            matches!(&off[..], [Action::PublishLive { item }] if item.status == Status::Offline)
-        );
-        // Nothing to fix: nothing done.
-        let mut tr2 = running();
-        let a = tr2.audit(&HashMap::new(), &HashSet::new(), t("40"));
-        assert!(a.actions.is_empty() && a.probe.is_empty() && a.removed == 0);
-    }
-
-    /// A's write to active and to live confirmed, then an audit that finds
-    /// A's item on active and A's session no longer listed.
-    fn written_then_audited_unlisted(tr: &mut Tracker, at: Timestamp) -> Audit {
-        tr.done(A, true);
-        tr.done(A, true);
-        let item = tr.active(A).unwrap();
-        let on_active: HashMap<String, UserItem> = [(A.to_string(), item)].into_iter().collect();
-        tr.audit(&on_active, &HashSet::new(), at)
-    }
-
-    #[test]
-    fn audit_counts_a_new_connection_the_server_no_longer_lists_as_busy() {
-        // Its presence came, its address is being asked for, and its
-        // departure went to another connection (the two-node ejabberd soak
-        // with two instances: it stayed on active for good).
-        let mut tr = running();
-        let acts = tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
-        assert!(matches!(&acts[..], [Action::FetchIp { .. }]), "{acts:?}");
-        let audit = tr.audit(&HashMap::new(), &HashSet::new(), t("02"));
-        assert!(audit.actions.is_empty(), "{:?}", audit.actions);
-        assert_eq!((audit.removed, audit.busy), (0, 1));
-        // Published without an address (user-stats did not list it): the
-        // audit that looks again retracts it.
-        tr.ip_learned(A, String::new());
-        let again = written_then_audited_unlisted(&mut tr, t("03"));
-        assert_eq!((again.removed, again.busy), (1, 0));
-        assert_eq!(
-            again.actions,
-            vec![Action::RetractActive { fulljid: A.into() }]
-        );
-        // A listed new connection under way is no reason to look again.
-        let mut tr = running();
-        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
-        let listed: HashSet<String> = [A.to_string()].into_iter().collect();
-        assert_eq!(tr.audit(&HashMap::new(), &listed, t("02")).busy, 0);
-    }
-
-    #[test]
-    fn audit_leaves_a_busy_connection_alone_and_says_so() {
-        let mut tr = running();
-        tr.presence(A, "alice@l", Change::Available(Status::Online), t("01"));
-        tr.ip_learned(A, "127.0.0.2".into());
-        tr.done(A, true);
-        tr.done(A, true);
-        let alice = tr.active(A).unwrap();
-        // A change under way (its write unanswered), and the session gone
-        // from the listing: not touched now, but counted.
-        tr.presence(A, "alice@l", Change::Available(Status::Dnd), t("02"));
-        let on_active: HashMap<String, UserItem> = [(A.to_string(), alice)].into_iter().collect();
-        let audit = tr.audit(&on_active, &HashSet::new(), t("03"));
-        assert!(audit.actions.is_empty(), "{:?}", audit.actions);
-        assert_eq!((audit.removed, audit.busy), (0, 1));
-        // Once the write is done, the next audit retracts it.
-        let again = written_then_audited_unlisted(&mut tr, t("04"));
-        assert_eq!((again.removed, again.busy), (1, 0));
-        assert_eq!(
-            again.actions,
-            vec![Action::RetractActive { fulljid: A.into() }]
-        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ impl Session<'_> {
             return;
         }
         self.auditing = true;
+        // Writes that end from now on may or may not show in the fetch.
+        self.tracker.audit_begins();
         let publisher = self.publisher.clone();
         let domain = self.cfg.domain.clone();
         let (model, members) = (self.cfg.access_model.clone(), self.cfg.members.clone());
@@ -163,6 +165,7 @@ impl Session<'_> {
         let (on_active, sessions) = match r {
             Ok(v) => v,
             Err(e) => {
+                self.tracker.audit_abandoned();
                 tracing::warn!("audit failed: {e}");
                 return;
             }
@@ -186,7 +189,8 @@ impl Session<'_> {
         tracing::info!(
             checked = sessions.len(),
             on_active = on_active.len(),
-            added = audit.repaired.len(),
+            added = audit.repaired.len() - audit.replaced,
+            replaced = audit.replaced,
             probed = audit.probe.len(),
             removed = audit.removed,
             "audit"

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn reads_log_fields() {
         let line = "2026-01-01T00:00:00.000000Z  INFO audit checked=10000 on_active=10000 \
-                    added=0 probed=0 removed=3";
+                    added=0 replaced=0 probed=0 removed=3";
         assert!(line.contains(AUDIT_LINE));
         assert_eq!(field_usize(line, "checked"), Some(10000));
         assert_eq!(field_usize(line, "removed"), Some(3));
