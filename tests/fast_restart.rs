@@ -1,7 +1,9 @@
 //! A clean stop saves active's content in `state_dir`, and the next start
 //! uses it instead of fetching active, only while the status node shows
-//! that nothing wrote since (README, "Fast restarts: `state_dir`"). On
-//! Prosody and on ejabberd, real servers on loopback.
+//! that nothing wrote since (README, "Fast restarts: `state_dir`"). A clean
+//! stop also says when it stopped reading presence, and the next start
+//! keeps the addresses of sessions unchanged since before then instead of
+//! asking the server. On Prosody and on ejabberd, real servers on loopback.
 
 mod common;
 
@@ -266,4 +268,73 @@ async fn a_stop_during_writes_finishes_them_and_saves_on_prosody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_writes_finishes_them_and_saves_on_ejabberd() {
     a_stop_during_writes_finishes_them_and_saves(Server::ejabberd()).await;
+}
+
+/// After a clean stop, a session whose presence is unchanged since before
+/// the stop keeps its item's address: ejabberd, which lists no addresses,
+/// is not asked for it (docs/protocol.md, "What the component publishes,
+/// and when", step 6). A session that connected again with the same
+/// resource from another address while the component was down is asked
+/// for its new one.
+async fn a_clean_restart_asks_only_for_addresses_that_may_have_changed(p: Server) {
+    let d = p.domain().to_string();
+    let (kept_jid, moved_jid) = (format!("kept@{d}/r"), format!("moved@{d}/r"));
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&config(&p, None));
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let kept = user(&p, &mut w, "kept", 51).await;
+    let moved = user(&p, &mut w, "moved", 52).await;
+    let before = w.active().await;
+    // A presence set in the stop's own second counts as maybe unread
+    // (timestamps are to the second): let the clock pass the last item's.
+    let last = before.values().map(|i| i.since).max().expect("two items");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while pubpresence::wire::time::now() <= last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    // While it is down: `moved` connects again, same resource, same
+    // status, another address.
+    moved.close().await;
+    let moved = User::connect(&p, "moved", "r", loopback(53)).await;
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config(&p, None));
+    w.wait_status(ServiceStatus::Online).await;
+    assert_eq!(
+        table(&w).await,
+        want(&[
+            (&kept_jid, "online", "127.0.0.51"),
+            (&moved_jid, "online", "127.0.0.53"),
+        ])
+    );
+    assert_eq!(w.active().await[&kept_jid], before[&kept_jid]);
+    assert!(live_of(&w, &kept_jid).is_empty(), "kept is unchanged");
+    assert_eq!(live_of(&w, &moved_jid), vec!["online"]);
+    let log = pp2.log_text();
+    let line = "addresses kept from active for 1 sessions";
+    if p.is_prosody() {
+        // Prosody's listing states every session's address.
+        assert!(!log.contains("addresses kept from active"), "{log}");
+    } else {
+        assert!(log.contains(line), "{log}");
+    }
+    drop((pp2, kept, moved));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_asks_only_for_addresses_that_may_have_changed_on_prosody() {
+    a_clean_restart_asks_only_for_addresses_that_may_have_changed(Server::prosody()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_asks_only_for_addresses_that_may_have_changed_on_ejabberd() {
+    a_clean_restart_asks_only_for_addresses_that_may_have_changed(Server::ejabberd()).await;
 }

@@ -4,7 +4,7 @@
 use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
-use crate::wire::{disco, forms, ns, pubsub};
+use crate::wire::{disco, forms, ns, pubsub, time};
 use crate::xmpp::{paging, Connection, IqError};
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -102,6 +102,17 @@ fn setup_error(
 }
 
 /// The pubsub side: one service, three nodes, over one connection.
+/// The status node's item as the last run left it (docs/protocol.md,
+/// "Status").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastStatus {
+    pub status: ServiceStatus,
+    /// The token of the copy of active saved at a clean stop.
+    pub saved: Option<String>,
+    /// When a clean stop stopped reading presence.
+    pub stopped: Option<time::Timestamp>,
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     pub conn: Connection,
@@ -162,23 +173,24 @@ impl Publisher {
         st: ServiceStatus,
         instance: Option<&str>,
     ) -> Result<(), IqError> {
-        self.publish_status_saved(st, instance, None).await
+        self.publish_status_form(status::to_element(st, instance))
+            .await
     }
 
-    /// `publish_status`, naming the copy of active saved with it (`saved`).
-    pub async fn publish_status_saved(
+    /// `offline` at a clean stop: when it stopped reading presence, and the
+    /// copy of active saved with it (`saved`).
+    pub async fn publish_offline(
         &self,
-        st: ServiceStatus,
         instance: Option<&str>,
         saved: Option<&str>,
+        stopped: &time::Timestamp,
     ) -> Result<(), IqError> {
-        let payload = || {
-            pubsub::publish(
-                &self.nodes.status,
-                Some("current"),
-                status::with_saved(st, instance, saved),
-            )
-        };
+        self.publish_status_form(status::offline(instance, saved, stopped))
+            .await
+    }
+
+    async fn publish_status_form(&self, form: Element) -> Result<(), IqError> {
+        let payload = || pubsub::publish(&self.nodes.status, Some("current"), form.clone());
         match self.pubsub_iq("set", payload()).await {
             Err(e) if e.condition() == Some("item-not-found") => {
                 self.create(&self.nodes.status, self.status_config(&self.access_model))
@@ -370,12 +382,16 @@ impl Publisher {
         self.status_item(status::from_element).await
     }
 
-    /// The status node's current item: (status, the saved copy's token).
-    pub async fn status_and_saved(
-        &self,
-    ) -> Result<Option<(ServiceStatus, Option<String>)>, IqError> {
-        self.status_item(|p| Some((status::from_element(p)?.0, status::saved(p))))
-            .await
+    /// The status node's current item as a start-up reads it.
+    pub async fn last_status(&self) -> Result<Option<LastStatus>, IqError> {
+        self.status_item(|p| {
+            Some(LastStatus {
+                status: status::from_element(p)?.0,
+                saved: status::saved(p),
+                stopped: status::stopped(p),
+            })
+        })
+        .await
     }
 
     /// The status node's last readable item, read with `read`.

@@ -245,6 +245,30 @@ impl Conn {
     }
 }
 
+/// Whether a listed session whose address the server did not state (ejabberd
+/// lists full JIDs only) is the one whose item is on active, so that the
+/// item's address is its address (docs/protocol.md, "What the component
+/// publishes, and when", step 6). Its start-up presence (`desired`, with the
+/// server's XEP-0203 stamp of when the session set it as `since`) shows the
+/// item's status, was set no later than the item was written, and before
+/// the last clean stop stopped reading presence: so the component read that
+/// presence, or a later one of the same session, and wrote the item from it.
+/// A session that connected again with the same resource while the
+/// component was down set its presence after the stop. Timestamps are to the
+/// second, so one set in the stop's own second is asked about.
+fn same_session(
+    desired: Option<&Target>,
+    active: Option<&Active>,
+    stopped: Option<Timestamp>,
+) -> bool {
+    let (Some(Target::Online { status, since }), Some(a), Some(stopped)) =
+        (desired, active, stopped)
+    else {
+        return false;
+    };
+    *status == a.status && !a.ip.is_empty() && *since <= a.since && *since < stopped
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Starting,
@@ -274,6 +298,9 @@ pub struct Tracker {
     /// While an audit's fetch of active is out: the connections whose
     /// write to active ended since it was asked for (`audit_begins`).
     written_during_audit: Option<HashSet<JidStr>>,
+    /// Sessions the last reconciliation gave their item's address without
+    /// asking the server (`same_session`).
+    addresses_kept: usize,
 }
 
 impl Default for Tracker {
@@ -292,6 +319,7 @@ impl Tracker {
             reconcile_reported: false,
             doubt: false,
             written_during_audit: None,
+            addresses_kept: 0,
         }
     }
 
@@ -419,7 +447,8 @@ impl Tracker {
     /// addresses the server reported (full JID → ip). Writes the difference.
     /// Items of `late` (listed sessions whose presence has not come yet)
     /// stay as they are: a later presence changes them as usual, and one
-    /// that repeats the item is no change.
+    /// that repeats the item is no change. `stopped`: when the last run's
+    /// clean stop stopped reading presence (see `same_session`).
     pub fn reconcile(
         &mut self,
         active_items: Vec<UserItem>,
@@ -427,9 +456,11 @@ impl Tracker {
         at: Timestamp,
         remembered: &Memory,
         late: &HashSet<String>,
+        stopped: Option<Timestamp>,
     ) -> Vec<Action> {
         self.mode = Mode::Running;
         self.reconcile_reported = false;
+        self.addresses_kept = 0;
         for item in &active_items {
             if let Some(conn) = self.conn_or_new(&item.fulljid, &item.name) {
                 conn.set_active(Some(item));
@@ -454,6 +485,12 @@ impl Tracker {
                     last
                 })
                 .map(|(t, _)| t);
+            if conn.ip().is_none() && same_session(desired.as_ref(), conn.active.as_ref(), stopped)
+            {
+                let ip = conn.active.as_ref().map(|a| a.ip.to_string());
+                conn.set_ip(ip);
+                self.addresses_kept += 1;
+            }
             let target = match (desired, &conn.active) {
                 (Some(Target::Online { status, since }), Some(a))
                     if a.status == status && Some(a.ip.as_str()) == conn.ip() =>
@@ -494,6 +531,12 @@ impl Tracker {
         }
         actions.extend(self.check_reconciled());
         actions
+    }
+
+    /// Sessions the last reconciliation gave their item's address without
+    /// asking the server.
+    pub fn addresses_kept(&self) -> usize {
+        self.addresses_kept
     }
 
     /// The IP of `fulljid` is known ("" when the server would not say).
@@ -700,7 +743,8 @@ mod tests {
                 &HashMap::new(),
                 t("00"),
                 &Memory::new(),
-                &HashSet::new()
+                &HashSet::new(),
+                None
             ),
             vec![Action::ReconcileDone]
         );
@@ -821,6 +865,62 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_session_keeps_its_items_address_without_asking() {
+        // As on ejabberd: the listing states no addresses (`ips` empty).
+        let stop = Some(t("30"));
+        let written = item(A, Status::Away, "127.0.0.2", t("10"));
+        let no_ip = item(A, Status::Away, "", t("10"));
+        let fetch = Action::FetchIp {
+            fulljid: A.into(),
+            name: "alice@l".into(),
+        };
+        // (item on active, the probe answer's status and stamp, the stop, kept)
+        for (n, (on_active, status, stamp, stopped, kept)) in [
+            // The presence the item was written from, or an earlier one
+            // of the same state.
+            (&written, Status::Away, t("10"), stop, true),
+            (&written, Status::Away, t("05"), stop, true),
+            // Set after the item was written: maybe a new session.
+            (&written, Status::Away, t("11"), stop, false),
+            // No clean stop known (a crash, a kill -9).
+            (&written, Status::Away, t("10"), None, false),
+            // Set in the stop's own second.
+            (&written, Status::Away, t("10"), Some(t("10")), false),
+            (&written, Status::Dnd, t("10"), stop, false),
+            // Published without an address: asked again.
+            (&no_ip, Status::Away, t("10"), stop, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut tr = Tracker::new();
+            tr.presence(A, "alice@l", Change::Available(status), stamp);
+            let acts = tr.reconcile(
+                vec![on_active.clone()],
+                &HashMap::new(),
+                t("40"),
+                &Memory::new(),
+                &HashSet::new(),
+                stopped,
+            );
+            if kept {
+                assert_eq!(acts, vec![Action::ReconcileDone], "case {n}");
+                assert_eq!(tr.addresses_kept(), 1, "case {n}");
+                assert_eq!(tr.active(A).as_ref(), Some(on_active), "case {n}");
+                // The address is known: the next change writes at once.
+                let acts = tr.presence(A, "alice@l", Change::Available(Status::Xa), t("41"));
+                assert!(
+                    matches!(&acts[..], [Action::SetActive { item }] if item.ip == "127.0.0.2"),
+                    "case {n}: {acts:?}"
+                );
+            } else {
+                assert_eq!(acts, vec![fetch.clone()], "case {n}");
+                assert_eq!(tr.addresses_kept(), 0, "case {n}");
+            }
+        }
+    }
+
+    #[test]
     fn the_exact_copy_is_given_only_when_nothing_is_in_doubt() {
         let starting = Tracker::new();
         assert_eq!(starting.exact_copy(), None, "before reconciliation");
@@ -856,6 +956,7 @@ mod tests {
             t("06"),
             &Memory::new(),
             &HashSet::new(),
+            None,
         );
         assert_eq!(
             acts,
@@ -886,6 +987,7 @@ mod tests {
             t("06"),
             &Memory::new(),
             &late,
+            None,
         );
         assert_eq!(acts, vec![Action::ReconcileDone]);
         assert_eq!(tr.active(A).as_ref(), Some(&a));
@@ -907,6 +1009,7 @@ mod tests {
             t("06"),
             &Memory::new(),
             &HashSet::new(),
+            None,
         );
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
@@ -953,7 +1056,7 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered, &HashSet::new());
+        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered, &HashSet::new(), None);
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
@@ -1014,6 +1117,7 @@ mod tests {
             t("20"),
             &Memory::new(),
             &HashSet::new(),
+            None,
         );
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(

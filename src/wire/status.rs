@@ -1,6 +1,6 @@
 //! The status node's payload: a data form (docs/protocol.md, "Status").
 
-use super::{forms, ns};
+use super::{forms, ns, time};
 use xmpp_parsers::minidom::Element;
 
 pub const STATUS_VAR: &str = "pubpresence#status";
@@ -8,6 +8,9 @@ pub const INSTANCE_VAR: &str = "pubpresence#instance";
 /// On `offline` only: the copy of active the stopping instance saved
 /// (docs/protocol.md, "Status"). Readers ignore it.
 pub const SAVED_VAR: &str = "pubpresence#saved";
+/// On `offline` only: when the stopping instance stopped reading presence
+/// (docs/protocol.md, "Status"). Readers ignore it.
+pub const STOPPED_VAR: &str = "pubpresence#stopped";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceStatus {
@@ -40,17 +43,26 @@ impl ServiceStatus {
 
 /// The status form, with the instance field where one is configured.
 pub fn to_element(status: ServiceStatus, instance: Option<&str>) -> Element {
-    with_saved(status, instance, None)
+    form(status, instance, &[])
 }
 
-/// The status form with, where a copy of active was saved, its token.
-pub fn with_saved(status: ServiceStatus, instance: Option<&str>, saved: Option<&str>) -> Element {
+/// `offline` as a clean stop publishes it: when it stopped reading presence
+/// and, where a copy of active was saved, its token.
+pub fn offline(instance: Option<&str>, saved: Option<&str>, stopped: &time::Timestamp) -> Element {
+    let mut extra = vec![(STOPPED_VAR, time::format(stopped))];
+    if let Some(t) = saved {
+        extra.push((SAVED_VAR, t.to_string()));
+    }
+    form(ServiceStatus::Offline, instance, &extra)
+}
+
+fn form(status: ServiceStatus, instance: Option<&str>, extra: &[(&str, String)]) -> Element {
     let mut fields = vec![(STATUS_VAR, vec![status.as_str().to_string()])];
     if let Some(i) = instance {
         fields.push((INSTANCE_VAR, vec![i.to_string()]));
     }
-    if let Some(t) = saved {
-        fields.push((SAVED_VAR, vec![t.to_string()]));
+    for (var, value) in extra {
+        fields.push((var, vec![value.clone()]));
     }
     forms::build("result", None, &fields)
 }
@@ -61,6 +73,14 @@ pub fn saved(el: &Element) -> Option<String> {
         return None;
     }
     forms::value(el, SAVED_VAR)
+}
+
+/// When the stop that published this `offline` stopped reading presence.
+pub fn stopped(el: &Element) -> Option<time::Timestamp> {
+    if !el.is("x", ns::DATA) {
+        return None;
+    }
+    time::parse(&forms::value(el, STOPPED_VAR)?)
 }
 
 /// Reads a status item payload: (status, instance).
@@ -93,15 +113,22 @@ mod tests {
     }
 
     #[test]
-    fn offline_with_a_saved_copy() {
-        let el = with_saved(ServiceStatus::Offline, None, Some("t-1"));
+    fn offline_with_its_stop_and_a_saved_copy() {
+        let at = time::parse("2026-12-06T12:00:01Z").unwrap();
+        let el = offline(None, Some("t-1"), &at);
         assert_eq!(
             String::from(&el),
             "<x xmlns='jabber:x:data' type='result'><field var='pubpresence#status'>\
-             <value>offline</value></field><field var='pubpresence#saved'><value>t-1</value>\
-             </field></x>"
+             <value>offline</value></field><field var='pubpresence#stopped'>\
+             <value>2026-12-06T12:00:01Z</value></field><field var='pubpresence#saved'>\
+             <value>t-1</value></field></x>"
         );
         assert_eq!(from_element(&el), Some((ServiceStatus::Offline, None)));
         assert_eq!(saved(&el).as_deref(), Some("t-1"));
+        assert_eq!(stopped(&el), Some(at));
+        let el = offline(Some("a"), None, &at);
+        assert_eq!(saved(&el), None);
+        assert_eq!(stopped(&el), Some(at));
+        assert_eq!(stopped(&to_element(ServiceStatus::Offline, None)), None);
     }
 }

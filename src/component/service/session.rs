@@ -18,9 +18,9 @@ use crate::component::saved::{self, Saved};
 use crate::component::small::JidStr;
 use crate::component::tracker::{Memory, Tracker};
 use crate::component::trim::{release_free_memory, Trim};
-use crate::wire::presence;
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::UserItem;
+use crate::wire::{presence, time};
 use crate::xmpp::{Connection, Disconnect, IqError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -304,8 +304,11 @@ async fn drive(
                 return task_ended(r);
             }
             _ = shutdown.changed() => {
+                // From now on no presence is read (docs/protocol.md,
+                // "Status": `pubpresence#stopped`).
+                let stopped = time::now();
                 finish_writes(s, &mut done_rx).await;
-                s.shutdown().await;
+                s.shutdown(stopped).await;
                 task.abort();
                 return Outcome::Shutdown;
             }
@@ -494,15 +497,15 @@ impl Session<'_> {
     /// SIGTERM/SIGINT: `offline` on status, unavailable to our contacts,
     /// close the stream (docs/protocol.md, "What the component publishes,
     /// and when": the clean stop).
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, stopped: time::Timestamp) {
         tracing::info!("shutting down: publishing offline");
         let token = self.save_active();
         let r = tokio::time::timeout(
             Duration::from_secs(3),
-            self.publisher.publish_status_saved(
-                ServiceStatus::Offline,
+            self.publisher.publish_offline(
                 self.cfg.instance.as_deref(),
                 token.as_deref(),
+                &stopped,
             ),
         )
         .await;

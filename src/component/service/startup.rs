@@ -67,6 +67,8 @@ pub(super) struct Discovery {
     pub(super) active: Vec<UserItem>,
     capacity: Option<usize>,
     ips: HashMap<String, String>,
+    /// When the last run's clean stop stopped reading presence.
+    stopped: Option<time::Timestamp>,
     users: usize,
 }
 
@@ -100,9 +102,16 @@ async fn discover(
         .await
         .inspect_err(|_| m.error(ErrorKind::Setup))
         .map_err(StartupError::Setup)?;
-    // Before `init` replaces the item that tells whether the copy holds.
+    // Before `init` replaces it: the status node's item as the last run
+    // left it, which tells whether the copy holds and when a clean stop
+    // stopped reading presence.
+    let last = publisher.last_status().await;
+    let stopped = match &last {
+        Ok(Some(l)) if l.status == ServiceStatus::Offline => l.stopped,
+        _ => None,
+    };
     let saved = match saved {
-        Some(copy) => still_exact(cfg, publisher, copy).await,
+        Some(copy) => still_exact(cfg, copy, &last),
         None => None,
     };
     let r = publisher
@@ -157,6 +166,7 @@ async fn discover(
         active,
         capacity,
         ips,
+        stopped,
         users,
         sessions: sessions.len(),
         listed: sessions
@@ -172,9 +182,16 @@ async fn discover(
 /// shows that nothing wrote since: its current item is the `offline` that
 /// was published with the copy (every start publishes `init` before it
 /// writes active). Otherwise None, said in the log.
-async fn still_exact(cfg: &ServiceConfig, publisher: &Publisher, copy: Saved) -> Option<Saved> {
-    let why = match publisher.status_and_saved().await {
-        Ok(status) => saved::mismatch(&copy, &cfg.pubsub, &cfg.nodes.active, status),
+fn still_exact(
+    cfg: &ServiceConfig,
+    copy: Saved,
+    last: &Result<Option<publisher::LastStatus>, IqError>,
+) -> Option<Saved> {
+    let why = match last {
+        Ok(l) => {
+            let status = l.as_ref().map(|l| (l.status, l.saved.clone()));
+            saved::mismatch(&copy, &cfg.pubsub, &cfg.nodes.active, status)
+        }
         Err(e) => Some(format!("reading the status node failed: {e}")),
     };
     match why {
@@ -367,10 +384,17 @@ impl Session<'_> {
         }
         self.capacity = d.capacity;
         let remembered = std::mem::take(&mut self.remembered);
-        let acts = self
-            .tracker
-            .reconcile(d.active, &d.ips, time::now(), &remembered, late);
+        let acts =
+            self.tracker
+                .reconcile(d.active, &d.ips, time::now(), &remembered, late, d.stopped);
         self.reconciled = true;
+        let kept = self.tracker.addresses_kept();
+        if kept > 0 {
+            tracing::info!(
+                "addresses kept from active for {kept} sessions whose presence is unchanged \
+                 since before the last clean stop (not asked with user-stats)"
+            );
+        }
         self.execute(acts);
         self.check_capacity();
     }
