@@ -37,14 +37,10 @@ async fn two_quiet_audits(pp: &Pubpresence, w: &Watcher) {
 
 /// The sum of `field` over every audit's log line.
 fn audit_sum(pp: &Pubpresence, field: &str) -> usize {
-    let key = format!(" {field}=");
     pp.log_text()
         .lines()
-        .filter(|l| l.contains(" audit "))
-        .filter_map(|l| {
-            let rest = &l[l.find(&key)? + key.len()..];
-            rest.split_whitespace().next()?.parse::<usize>().ok()
-        })
+        .filter(|l| l.contains(" audit checked="))
+        .filter_map(|l| pubpresence_lab::log_fields::field_usize(l, field))
         .sum()
 }
 

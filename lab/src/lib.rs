@@ -10,6 +10,7 @@ pub mod bench;
 pub mod demo;
 pub mod ejabberd;
 pub mod install;
+pub mod log_fields;
 pub mod process;
 pub mod prosody;
 pub mod sim;

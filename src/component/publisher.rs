@@ -101,7 +101,6 @@ fn setup_error(
     }
 }
 
-/// The pubsub side: one service, three nodes, over one connection.
 /// The status node's item as the last run left it (docs/protocol.md,
 /// "Status").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +112,7 @@ pub struct LastStatus {
     pub stopped: Option<time::Timestamp>,
 }
 
+/// The pubsub side: one service, three nodes, over one connection.
 #[derive(Clone)]
 pub struct Publisher {
     pub conn: Connection,

@@ -3,7 +3,6 @@
 //! it grows: the lines the benchmark waits for and their `key=value` fields.
 
 use crate::bench::error::{setup, BenchError};
-use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,17 +13,7 @@ pub(super) const ONLINE_LINE: &str = "online: active is up to date";
 /// The first words of an audit's log line.
 pub(super) const AUDIT_LINE: &str = "audit checked=";
 
-/// `key=value` fields of a log line.
-pub(super) fn fields(line: &str) -> BTreeMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
-
-pub(super) fn field_usize(line: &str, key: &str) -> Option<usize> {
-    fields(line).get(key).and_then(|v| v.parse().ok())
-}
+pub(super) use crate::log_fields::{field_usize, fields};
 
 /// Reads the new complete lines of a growing log file.
 pub(super) struct LogWatch {
