@@ -101,17 +101,6 @@ fn setup_error(
     }
 }
 
-/// The status node's item as the last run left it (docs/protocol.md,
-/// "Status").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastStatus {
-    pub status: ServiceStatus,
-    /// The token of the copy of active saved at a clean stop.
-    pub saved: Option<String>,
-    /// When a clean stop stopped reading presence.
-    pub stopped: Option<time::Timestamp>,
-}
-
 /// The pubsub side: one service, three nodes, over one connection.
 #[derive(Clone)]
 pub struct Publisher {
@@ -382,16 +371,10 @@ impl Publisher {
         self.status_item(status::from_element).await
     }
 
-    /// The status node's current item as a start-up reads it.
-    pub async fn last_status(&self) -> Result<Option<LastStatus>, IqError> {
-        self.status_item(|p| {
-            Some(LastStatus {
-                status: status::from_element(p)?.0,
-                saved: status::saved(p),
-                stopped: status::stopped(p),
-            })
-        })
-        .await
+    /// The status node's current item as a start-up reads it: as the last
+    /// run left it.
+    pub async fn last_status(&self) -> Result<Option<status::Item>, IqError> {
+        self.status_item(status::read).await
     }
 
     /// The status node's last readable item, read with `read`.

@@ -67,29 +67,33 @@ fn form(status: ServiceStatus, instance: Option<&str>, extra: &[(&str, String)])
     forms::build("result", None, &fields)
 }
 
-/// The saved copy's token of a status item payload, if it names one.
-pub fn saved(el: &Element) -> Option<String> {
-    if !el.is("x", ns::DATA) {
-        return None;
-    }
-    forms::value(el, SAVED_VAR)
+/// A status item payload, read (docs/protocol.md, "Status").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub status: ServiceStatus,
+    pub instance: Option<String>,
+    /// On `offline`: the token of the copy of active saved with it.
+    pub saved: Option<String>,
+    /// On `offline`: when the stop that published it stopped reading presence.
+    pub stopped: Option<time::Timestamp>,
 }
 
-/// When the stop that published this `offline` stopped reading presence.
-pub fn stopped(el: &Element) -> Option<time::Timestamp> {
+/// Reads a status item payload, every field at once.
+pub fn read(el: &Element) -> Option<Item> {
     if !el.is("x", ns::DATA) {
         return None;
     }
-    time::parse(&forms::value(el, STOPPED_VAR)?)
+    Some(Item {
+        status: ServiceStatus::parse(&forms::value(el, STATUS_VAR)?)?,
+        instance: forms::value(el, INSTANCE_VAR),
+        saved: forms::value(el, SAVED_VAR),
+        stopped: forms::value(el, STOPPED_VAR).and_then(|t| time::parse(&t)),
+    })
 }
 
 /// Reads a status item payload: (status, instance).
 pub fn from_element(el: &Element) -> Option<(ServiceStatus, Option<String>)> {
-    if !el.is("x", ns::DATA) {
-        return None;
-    }
-    let status = ServiceStatus::parse(&forms::value(el, STATUS_VAR)?)?;
-    Some((status, forms::value(el, INSTANCE_VAR)))
+    read(el).map(|i| (i.status, i.instance))
 }
 
 #[cfg(test)]
@@ -109,7 +113,7 @@ mod tests {
             from_element(&el),
             Some((ServiceStatus::Online, Some("a".into())))
         );
-        assert_eq!(saved(&el), None);
+        assert_eq!(read(&el).and_then(|i| i.saved), None);
     }
 
     #[test]
@@ -124,11 +128,13 @@ mod tests {
              <value>t-1</value></field></x>"
         );
         assert_eq!(from_element(&el), Some((ServiceStatus::Offline, None)));
-        assert_eq!(saved(&el).as_deref(), Some("t-1"));
-        assert_eq!(stopped(&el), Some(at));
-        let el = offline(Some("a"), None, &at);
-        assert_eq!(saved(&el), None);
-        assert_eq!(stopped(&el), Some(at));
-        assert_eq!(stopped(&to_element(ServiceStatus::Offline, None)), None);
+        let item = read(&el).expect("readable");
+        assert_eq!(item.saved.as_deref(), Some("t-1"));
+        assert_eq!(item.stopped, Some(at));
+        let item = read(&offline(Some("a"), None, &at)).expect("readable");
+        assert_eq!(item.saved, None);
+        assert_eq!(item.stopped, Some(at));
+        let online = read(&to_element(ServiceStatus::Offline, None)).expect("readable");
+        assert_eq!(online.stopped, None);
     }
 }

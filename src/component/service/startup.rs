@@ -185,7 +185,7 @@ async fn discover(
 fn still_exact(
     cfg: &ServiceConfig,
     copy: Saved,
-    last: &Result<Option<publisher::LastStatus>, IqError>,
+    last: &Result<Option<crate::wire::status::Item>, IqError>,
 ) -> Option<Saved> {
     let why = match last {
         Ok(l) => {
