@@ -5,6 +5,7 @@ use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{disco, forms, ns, pubsub, time};
+use crate::xmpp::iq::again_on_wait;
 use crate::xmpp::{paging, Connection, IqError};
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -116,6 +117,15 @@ impl Publisher {
         self.conn.iq(kind, &self.service, payload).await
     }
 
+    /// A node-owner request (create, configure), asked again on a temporary
+    /// error: a transaction ejabberd before 25.10 gave up (`again_on_wait`).
+    async fn owner_iq(&self, payload: impl Fn() -> Element) -> Result<Element, IqError> {
+        again_on_wait(OWNER_ATTEMPTS, OWNER_PAUSE, || {
+            self.pubsub_iq("set", payload())
+        })
+        .await
+    }
+
     /// Makes sure the status node exists with its configuration before
     /// anything is published on it: ejabberd would otherwise create it on
     /// the first publish with its defaults (open access).
@@ -136,7 +146,7 @@ impl Publisher {
     ) -> Result<bool, SetupError> {
         let config = pubsub::config_form(fields);
         match self
-            .pubsub_iq("set", pubsub::configure(node, config.clone()))
+            .owner_iq(|| pubsub::configure(node, config.clone()))
             .await
         {
             Ok(_) => Ok(false),
@@ -245,7 +255,7 @@ impl Publisher {
     }
 
     async fn create(&self, node: &str, config: Element) -> Result<(), IqError> {
-        match self.pubsub_iq("set", pubsub::create(node, config)).await {
+        match self.owner_iq(|| pubsub::create(node, config.clone())).await {
             // Created meanwhile (a second instance, a retry): fine.
             Err(e) if e.condition() == Some("conflict") => Ok(()),
             r => r.map(|_| ()),
@@ -631,6 +641,11 @@ pub async fn server_version(conn: &Connection, domain: &str) -> Result<Option<St
 }
 
 /// Bound on the version question: it only feeds a log line.
+/// How often a node-owner request is asked on a temporary error, and the
+/// pause between (`Publisher::owner_iq`).
+const OWNER_ATTEMPTS: u32 = 3;
+const OWNER_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to tell the operator when an admin command is refused or unanswered.

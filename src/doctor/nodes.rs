@@ -8,6 +8,7 @@ use super::Ctx;
 use crate::component::publisher::Publisher;
 use crate::wire::{forms, pubsub};
 use crate::xmpp::c2s::{self, C2s};
+use crate::xmpp::iq::again_on_wait;
 use crate::xmpp::IqError;
 use std::time::Duration;
 use xmpp_parsers::minidom::Element;
@@ -43,28 +44,17 @@ impl TempNodes {
     pub async fn create(&mut self, ctx: &Ctx<'_>, suffix: &str) -> Result<String, IqError> {
         let node = format!("{}-{suffix}", self.prefix);
         let fields = publisher(ctx).active_fields(&access_model(ctx));
-        let mut attempt = 1;
-        loop {
-            let created = ctx
-                .conn
-                .iq(
-                    "set",
-                    &ctx.names.pubsub,
-                    pubsub::create(&node, pubsub::config_form(&fields)),
-                )
-                .await;
-            match created {
-                Ok(_) => break,
-                // A `wait` error is temporary (RFC 6120): an ejabberd
-                // cluster whose Mnesia tables are still syncing answers
-                // "Database failure" once or twice.
-                Err(IqError::Stanza(e)) if e.kind == "wait" && attempt < CREATE_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(CREATE_RETRY).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // Asked again on a temporary error: see `again_on_wait` for the
+        // ejabberd answer this is for.
+        let form = pubsub::config_form(&fields);
+        again_on_wait(CREATE_ATTEMPTS, CREATE_RETRY, || {
+            ctx.conn.iq(
+                "set",
+                &ctx.names.pubsub,
+                pubsub::create(&node, form.clone()),
+            )
+        })
+        .await?;
         self.made.push(node.clone());
         Ok(node)
     }

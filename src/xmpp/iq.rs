@@ -3,8 +3,10 @@
 
 use crate::wire::StanzaError;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use xmpp_parsers::minidom::Element;
 
@@ -106,9 +108,82 @@ pub fn into_result(iq: Element) -> Result<Element, IqError> {
     }
 }
 
+/// Asks again, up to `attempts` times in all with `pause` between, while the
+/// answer is a temporary (`wait`, RFC 6120) stanza error; any other outcome
+/// is returned as it is.
+///
+/// For the node-owner requests (create, configure): ejabberd before 25.10
+/// answers "Database failure" (internal-server-error, wait) to one whose
+/// Mnesia transaction meets another pubsub transaction at the same moment, or
+/// the locks of the one just before it on another cluster node, instead of
+/// running it again as Mnesia would (its `mod_pubsub` catches the abort
+/// Mnesia restarts with). Nothing was done, so asking again is safe.
+pub async fn again_on_wait<T, F, Fut>(
+    attempts: u32,
+    pause: Duration,
+    mut ask: F,
+) -> Result<T, IqError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, IqError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match ask().await {
+            Err(IqError::Stanza(e)) if e.kind == "wait" && attempt < attempts => {
+                tracing::info!("the server answered a temporary error ({e}); asking again");
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error(kind: &str) -> IqError {
+        IqError::Stanza(StanzaError {
+            condition: "internal-server-error".into(),
+            kind: kind.into(),
+            text: Some("Database failure".into()),
+            app: None,
+        })
+    }
+
+    /// Answers `errors` in turn, then `Ok(n)` with the number of the ask.
+    async fn asks(attempts: u32, errors: &[&str]) -> (Result<usize, IqError>, usize) {
+        let mut n = 0;
+        let outcome = again_on_wait(attempts, Duration::ZERO, || {
+            n += 1;
+            let r = match errors.get(n - 1) {
+                Some(kind) => Err(error(kind)),
+                None => Ok(n),
+            };
+            std::future::ready(r)
+        })
+        .await;
+        (outcome, n)
+    }
+
+    #[tokio::test]
+    async fn a_wait_error_is_asked_again_up_to_the_attempts() {
+        assert_eq!(asks(3, &[]).await, (Ok(1), 1));
+        assert_eq!(asks(3, &["wait", "wait"]).await, (Ok(3), 3));
+        assert_eq!(
+            asks(3, &["wait", "wait", "wait"]).await,
+            (Err(error("wait")), 3),
+            "the third wait is the answer"
+        );
+        assert_eq!(
+            asks(3, &["cancel"]).await,
+            (Err(error("cancel")), 1),
+            "only wait is temporary"
+        );
+        assert_eq!(asks(3, &["wait", "auth"]).await, (Err(error("auth")), 2));
+    }
 
     #[tokio::test]
     async fn matches_by_id_and_passes_others_on() {

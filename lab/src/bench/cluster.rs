@@ -266,8 +266,17 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
     .map_err(setup)?
     .map_err(setup)?;
     let outcome = bench(&e, &opts, register_s).await;
-    if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_EJABBERD").is_some() {
-        tracing::warn!("bench failed; lab kept in {}", e.dir.path().display());
+    if let Err(err) = &outcome {
+        // An error answer from the server names no cause ("Database
+        // failure"); its logs do, and the lab's directory is gone after the
+        // drop below. Printed, not traced: the tests set up no subscriber.
+        eprintln!(
+            "the cluster bench failed ({err}); the nodes' logs end with:\n{}",
+            e.log_tail(30)
+        );
+        if std::env::var_os("PUBPRESENCE_KEEP_EJABBERD").is_some() {
+            tracing::warn!("bench failed; lab kept in {}", e.dir.path().display());
+        }
     }
     let _ = tokio::task::spawn_blocking(move || drop(e)).await;
     outcome
