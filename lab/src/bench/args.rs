@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// defaults to 10000, --duration is the background window, 30 s).
     #[arg(long)]
     pub ejabberd_cluster: bool,
+    /// With --ejabberd-cluster: every user has the component in its roster
+    /// (subscription both) instead of XEP-0356 privileged presence.
+    #[arg(long, requires = "ejabberd_cluster")]
+    pub roster: bool,
     /// Instead: N consumers of the web feed's /events (default 1000) at
     /// --rates (one rate, default 1000/s) for --duration (lab/src/bench/web.rs).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]

@@ -1,10 +1,13 @@
 //! `pubpresence-lab bench --ejabberd-cluster`: start-up time and the
 //! cost of one audit with many sessions spread over a two-node ejabberd
-//! cluster (23.01, XEP-0356 privileged presence, no roster subscriptions).
+//! cluster (XEP-0356 privileged presence, no roster subscriptions; with
+//! `--roster`, every user subscribed to the component instead).
 //!
 //! One run:
 //! 1. a lab ejabberd of two nodes (`join_cluster`) with `mod_privilege`
-//!    presence permission for the component; N accounts registered in band;
+//!    presence permission for the component; N accounts registered in band
+//!    (with `--roster`: no presence permission, the accounts imported with
+//!    the component in each roster, `Ejabberd::import_with_contact`);
 //! 2. N sessions, half on each node's c2s port, each from its own loopback
 //!    address; each sends one available presence and nothing else (no
 //!    subscription request to the component, unlike `client::sim`: the
@@ -71,15 +74,17 @@ use tokio::sync::Semaphore;
 use windows::{measure_audit, start_up};
 
 /// The server, named next to every figure: the ejabberd version the lab
-/// really runs (`crate::install`).
-pub fn server() -> String {
+/// really runs (`crate::install`), and how the component hears presence.
+pub fn server(roster: bool) -> String {
     let label = crate::install::ejabberd()
         .map(|i| i.label())
         .unwrap_or_else(|_| "ejabberd (not installed)".into());
-    format!(
-        "{label}, a cluster of two nodes on this machine, mod_privilege presence: \
-         managed_entity, no roster subscriptions, loglevel info"
-    )
+    let presence = if roster {
+        "every user subscribed to the component (roster, subscription both), no mod_privilege"
+    } else {
+        "mod_privilege presence: managed_entity, no roster subscriptions"
+    };
+    format!("{label}, a cluster of two nodes on this machine, {presence}, loglevel info")
 }
 
 const WATCHER: &str = "watcher";
@@ -101,6 +106,11 @@ pub struct ClusterOptions {
     pub component_bin: PathBuf,
     /// Logins in flight at once, per node.
     pub login_concurrency: usize,
+    /// Roster mode (`--roster`): every account has the component in its
+    /// roster (subscription both) and the component has no XEP-0356
+    /// presence permission, so start-up's probes are answered, with the
+    /// time of each session's presence.
+    pub roster: bool,
 }
 
 impl ClusterOptions {
@@ -111,6 +121,7 @@ impl ClusterOptions {
             background: Duration::from_secs(30),
             component_bin,
             login_concurrency: 32,
+            roster: false,
         }
     }
 
@@ -123,6 +134,7 @@ impl ClusterOptions {
         if let Some(d) = args.duration {
             o.background = d;
         }
+        o.roster = args.roster;
         o
     }
 }
@@ -247,9 +259,10 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
         )));
     }
     tracing::info!("starting a two-node ejabberd cluster and registering {n} accounts");
+    let roster = opts.roster;
     let (e, register_s) = tokio::task::spawn_blocking(move || {
         let mut e = Ejabberd::start_with(EjabberdOptions {
-            privileged_presence: true,
+            privileged_presence: !roster,
             ..Default::default()
         })?;
         e.add_node()?;
@@ -259,7 +272,11 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
             .collect();
         let accounts: Vec<(&str, &str)> = names.iter().map(|s| (s.as_str(), s.as_str())).collect();
         let t = Instant::now();
-        e.register_many(&accounts)?;
+        if roster {
+            e.import_with_contact(&accounts, &e.component_jid)?;
+        } else {
+            e.register_many(&accounts)?;
+        }
         Ok::<_, ejabberd::EjabberdError>((e, t.elapsed().as_secs_f64()))
     })
     .await
@@ -315,6 +332,10 @@ async fn bench(
     )
     .await?;
     drop(w_rx);
+    // Available like every session: with `--roster` the component publishes
+    // only sessions that answer its probes (with privileges all are listed,
+    // and this presence, sent before the component starts, is not replayed).
+    watcher.send(Element::builder("presence", ns::CLIENT).build())?;
 
     tracing::info!(
         "logging in {n} sessions ({} on node 0, {} on node 1, {} in flight per node)",
@@ -467,9 +488,13 @@ async fn bench(
     watcher.close().await;
     drop(sessions);
     Ok(ClusterReport {
-        mode: "ejabberd-cluster",
+        mode: if opts.roster {
+            "ejabberd-cluster-roster"
+        } else {
+            "ejabberd-cluster"
+        },
         machine: Machine::probe(),
-        server: server(),
+        server: server(opts.roster),
         connections: n,
         per_node,
         register_s,
@@ -512,7 +537,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
         opts.connections,
         opts.background,
-        server()
+        server(opts.roster)
     );
     // Ctrl-C: drop the run, which stops the component and the nodes.
     let report = tokio::select! {

@@ -103,6 +103,9 @@ pub struct Startup {
     /// Of those, publishes unanswered within `iq_timeout` ("no answer
     /// within"), which the component takes as done.
     pub unanswered_publishes: usize,
+    /// Sessions whose address was kept from active, not asked with
+    /// user-stats (after a clean stop, presence unchanged since before it).
+    pub addresses_kept: usize,
 }
 
 /// One audit and the background next to it.
@@ -248,8 +251,8 @@ impl ClusterReport {
         );
         for (name, st) in [("cold", &self.cold_startup), ("warm", &self.warm_startup)] {
             s.push_str(&format!(
-                "\n{name} start-up to online: {:.2} s; tracked {}; active holds {} items ({} with an IP, {} `unknown`); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
-                st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.rss_kib, st.warnings, st.unanswered_publishes
+                "\n{name} start-up to online: {:.2} s; tracked {}; active holds {} items ({} with an IP, {} `unknown`); {} addresses kept from active (not asked); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
+                st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.addresses_kept, st.rss_kib, st.warnings, st.unanswered_publishes
             ));
         }
         let (pf, rf, ra) = (

@@ -60,7 +60,7 @@ pub(super) async fn start_up(
     let mut comp = Component::start(bin, config, log_path)?;
     let mut log = LogWatch::new(log_path);
     let mut audits = Vec::new();
-    let (mut warnings, mut unanswered) = (0, 0);
+    let (mut warnings, mut unanswered, mut kept) = (0, 0, 0);
     let (_, line) = comp
         .wait_line(
             &mut log,
@@ -70,6 +70,9 @@ pub(super) async fn start_up(
             |l| {
                 if l.contains(AUDIT_LINE) {
                     audits.push(l.to_string());
+                }
+                if let Some(n) = addresses_kept(l) {
+                    kept = n;
                 }
                 if l.contains(" WARN ") {
                     warnings += 1;
@@ -110,6 +113,7 @@ pub(super) async fn start_up(
                 rss_kib: rss,
                 warnings,
                 unanswered_publishes: unanswered,
+                addresses_kept: kept,
             },
             spawned,
             log,
@@ -235,4 +239,23 @@ pub(super) async fn measure_audit(
         per_session_check: Cost::default(),
         unplanned_audits: unplanned.clone(),
     })
+}
+
+/// N of the component's start-up line "addresses kept from active for N
+/// sessions whose presence is unchanged ...".
+fn addresses_kept(line: &str) -> Option<usize> {
+    let (_, rest) = line.split_once("addresses kept from active for ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kept_addresses_are_read_from_the_log_line() {
+        let line = "2026-12-06T14:00:00Z  INFO pubpresence: addresses kept from active for \
+                    10001 sessions whose presence is unchanged since before the last clean stop \
+                    (not asked with user-stats)";
+        assert_eq!(super::addresses_kept(line), Some(10001));
+        assert_eq!(super::addresses_kept("online: active is up to date"), None);
+    }
 }
