@@ -528,3 +528,46 @@ async fn answers_every_iq_and_shrugs_off_hostile_stanzas() {
     );
     assert_eq!(pp.log_text().matches("start-up discovery done").count(), 1);
 }
+
+/// A pubsub service that gives node-owner requests up now and then:
+/// "Database failure", type `wait`, as ejabberd before 25.10 answers a
+/// transaction that met another's locks (README, "Configuring ejabberd").
+/// The lab's Prosody plays it (`busy_owner`: the first two creations and
+/// configurations of each node). The component asks again: it comes online
+/// on its first connection, with its nodes configured as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_errors_on_node_setup_are_asked_again() {
+    let p = Prosody::start_with(pubpresence_lab::ProsodyOptions {
+        busy_owner: true,
+        ..Default::default()
+    });
+    p.register("watcher", "watcher");
+    let pp = Pubpresence::start(&p.config_toml(&["watcher@localhost"]));
+    let w = Watcher::connect(&p, "watcher").await;
+    wait_online(&pp, &w).await;
+
+    let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
+    let refused = server_log
+        .matches("answered with a temporary error")
+        .count();
+    // Status, active and live: each configured (not found) and created,
+    // each request refused twice.
+    assert_eq!(refused, 12, "{server_log}");
+    let log = pp.log_text();
+    assert_eq!(
+        log.matches("the server answered a temporary error (internal-server-error")
+            .count(),
+        refused,
+        "every refusal asked again: {log}"
+    );
+    let connections = log
+        .lines()
+        .filter(|l| l.contains(" connected server="))
+        .count();
+    assert_eq!(connections, 1, "online on its first connection: {log}");
+    let (admin, _rx) = common::admin_login(&p, "cfg").await;
+    assert_eq!(
+        node_config(&admin, &p, LIVE).await["pubsub#access_model"],
+        "whitelist"
+    );
+}

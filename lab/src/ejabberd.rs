@@ -936,11 +936,16 @@ impl Drop for Ejabberd {
 }
 
 /// `ejabberdctl.cfg` of a node: loopback only (Erlang distribution and, if
-/// this VM starts it, EPMD), its own pid file.
+/// this VM starts it, EPMD), its own pid file, and a distribution buffer
+/// busy limit of 64 MB (`+zdbbl`) as the README's cluster section advises:
+/// ejabberd hands a stanza to a session on the other node with `nosuspend`
+/// and drops it when the link's buffer is over the limit (1 MB by default),
+/// which lost probe answers at 10,000 sessions (docs/benchmarks.md, "Roster
+/// mode: every address kept").
 fn ctl_config(node: &EjabberdNode) -> String {
     format!(
         r#"# written by pubpresence::lab (lab/src/ejabberd.rs)
-ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {{127,0,0,1}}"
+ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {{127,0,0,1}} +zdbbl 65536"
 ERL_EPMD_ADDRESS=127.0.0.1
 EJABBERD_PID_PATH={pid}
 EJABBERD_BYPASS_WARNINGS=true

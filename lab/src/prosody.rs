@@ -91,7 +91,14 @@ pub struct ProsodyOptions {
     pub item_cap: Option<u64>,
     /// The component is not in `admins`: no XEP-0133 commands for it.
     pub no_admin: bool,
+    /// The pubsub service answers the first two creations and the first two
+    /// configurations of each node "Database failure" (type `wait`), as
+    /// ejabberd before 25.10 may (`prosody-plugins/mod_lab_busy_owner.lua`).
+    pub busy_owner: bool,
 }
+
+/// The lab's own Prosody modules (`plugin_paths`).
+const PLUGINS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/prosody-plugins");
 
 impl std::fmt::Debug for Prosody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,19 +258,21 @@ Component "{component_jid}"
 Component "{pubsub_jid}" "pubsub"
     {storage}
     pubsub_max_items = {cap}
-    storage_archive_item_limit = {cap}
+    storage_archive_item_limit = {cap}{pubsub_modules}
 "#,
+            pubsub_modules = if o.busy_owner {
+                "\n    modules_enabled = { \"lab_busy_owner\" }"
+            } else {
+                ""
+            },
             cap = o.item_cap.unwrap_or(100_000),
             admins = if o.no_admin {
                 format!("\"admin@{}\"", self.domain)
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
-            profile_path = if profiling {
-                format!(
-                    "\nplugin_paths = {{ \"{}/prosody-plugins\" }}",
-                    env!("CARGO_MANIFEST_DIR")
-                )
+            profile_path = if profiling || o.busy_owner {
+                format!("\nplugin_paths = {{ \"{PLUGINS_DIR}\" }}")
             } else {
                 String::new()
             },

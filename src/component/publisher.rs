@@ -5,7 +5,7 @@ use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{disco, forms, ns, pubsub, time};
-use crate::xmpp::iq::again_on_wait;
+use crate::xmpp::iq::{again_on_wait, OWNER_ATTEMPTS, OWNER_PAUSE};
 use crate::xmpp::{paging, Connection, IqError};
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -641,11 +641,6 @@ pub async fn server_version(conn: &Connection, domain: &str) -> Result<Option<St
 }
 
 /// Bound on the version question: it only feeds a log line.
-/// How often a node-owner request is asked on a temporary error, and the
-/// pause between (`Publisher::owner_iq`).
-const OWNER_ATTEMPTS: u32 = 3;
-const OWNER_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
-
 const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to tell the operator when an admin command is refused or unanswered.

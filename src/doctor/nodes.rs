@@ -8,15 +8,12 @@ use super::Ctx;
 use crate::component::publisher::Publisher;
 use crate::wire::{forms, pubsub};
 use crate::xmpp::c2s::{self, C2s};
-use crate::xmpp::iq::again_on_wait;
+use crate::xmpp::iq::{again_on_wait, OWNER_ATTEMPTS, OWNER_PAUSE};
 use crate::xmpp::IqError;
 use std::time::Duration;
 use xmpp_parsers::minidom::Element;
 
 pub const PUBSUB: &str = "pubsub";
-/// Tries at creating a temporary node when the service answers `wait`.
-const CREATE_ATTEMPTS: u32 = 3;
-const CREATE_RETRY: Duration = Duration::from_millis(500);
 
 /// The temporary nodes doctor made, deleted at the end whatever happened.
 pub struct TempNodes {
@@ -47,7 +44,7 @@ impl TempNodes {
         // Asked again on a temporary error: see `again_on_wait` for the
         // ejabberd answer this is for.
         let form = pubsub::config_form(&fields);
-        again_on_wait(CREATE_ATTEMPTS, CREATE_RETRY, || {
+        again_on_wait(OWNER_ATTEMPTS, OWNER_PAUSE, || {
             ctx.conn.iq(
                 "set",
                 &ctx.names.pubsub,

@@ -35,6 +35,11 @@ impl IqError {
             _ => None,
         }
     }
+
+    /// True for a stanza error of type `wait` (RFC 6120: temporary).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, IqError::Stanza(e) if e.kind == "wait")
+    }
 }
 
 /// Outstanding IQs of one connection (or of several: ids are unique).
@@ -118,19 +123,38 @@ pub fn into_result(iq: Element) -> Result<Element, IqError> {
 /// the locks of the one just before it on another cluster node, instead of
 /// running it again as Mnesia would (its `mod_pubsub` catches the abort
 /// Mnesia restarts with). Nothing was done, so asking again is safe.
-pub async fn again_on_wait<T, F, Fut>(
-    attempts: u32,
-    pause: Duration,
-    mut ask: F,
-) -> Result<T, IqError>
+pub async fn again_on_wait<T, F, Fut>(attempts: u32, pause: Duration, ask: F) -> Result<T, IqError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, IqError>>,
 {
+    again_while(attempts, pause, IqError::is_temporary, ask).await
+}
+
+/// How often the node-owner requests (create, configure) are asked in all
+/// on a temporary error, and the pause between: the publisher's, doctor's
+/// and the lab floors'. The transaction ejabberd gave up held its locks for
+/// milliseconds, so a short pause is enough.
+pub const OWNER_ATTEMPTS: u32 = 3;
+pub const OWNER_PAUSE: Duration = Duration::from_millis(200);
+
+/// [`again_on_wait`] for any error type: asks again while `temporary` says
+/// the error is (the c2s connection's `C2sError::is_temporary`, say).
+pub async fn again_while<T, E, F, Fut>(
+    attempts: u32,
+    pause: Duration,
+    temporary: impl Fn(&E) -> bool,
+    mut ask: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
         match ask().await {
-            Err(IqError::Stanza(e)) if e.kind == "wait" && attempt < attempts => {
+            Err(e) if temporary(&e) && attempt < attempts => {
                 tracing::info!("the server answered a temporary error ({e}); asking again");
                 attempt += 1;
                 tokio::time::sleep(pause).await;

@@ -46,6 +46,11 @@ impl Prosody {
         )
     }
 
+    /// With `options` (see `lab::ProsodyOptions`).
+    pub fn start_with(options: lab::ProsodyOptions) -> Prosody {
+        Prosody(lab::Prosody::start_with(options).unwrap_or_else(|e| panic!("{e}")))
+    }
+
     /// With XEP-0356 presence permission for the component (mod_privilege).
     pub fn start_privileged() -> Prosody {
         Prosody(lab::Prosody::start_privileged().unwrap_or_else(|e| panic!("{e}")))

@@ -27,6 +27,7 @@ use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
 use pubpresence::wire::{ns, presence, pubsub};
 use pubpresence::xmpp::c2s::{C2s, C2sError};
+use pubpresence::xmpp::iq::{again_while, OWNER_ATTEMPTS, OWNER_PAUSE};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -97,42 +98,26 @@ pub(crate) fn live_like() -> Element {
     ])
 }
 
-/// Creates `node` with `config`, as `c`, asking again (up to
-/// `CREATE_ATTEMPTS` times) when ejabberd before 25.10 gives the creation's
-/// transaction up with "Database failure" (internal-server-error), as the
-/// component does: `pubpresence::xmpp::iq::again_on_wait` says why. Seen
-/// once in CI, on a 23.01 cluster, right after the node before it.
+/// Creates `node` with `config`, as `c`, asking again on a temporary error
+/// as the component does (`pubpresence::xmpp::iq::again_on_wait` says why:
+/// ejabberd before 25.10 gives such a creation up with "Database failure").
+/// Seen in CI on a 23.01 cluster, right after the node before it.
 pub(crate) async fn create(
     c: &C2s,
     service: &str,
     node: &str,
     config: Element,
 ) -> Result<(), BenchError> {
-    let mut attempt = 1;
-    loop {
-        let asked = c
-            .iq(
-                client_iq("set", service, pubsub::create(node, config.clone())),
-                IQ_TIMEOUT,
-            )
-            .await;
-        match asked {
-            Ok(_) => return Ok(()),
-            Err(C2sError::Stanza { condition, .. })
-                if condition == "internal-server-error" && attempt < CREATE_ATTEMPTS =>
-            {
-                tracing::warn!(
-                    "creating {node}: internal-server-error (attempt {attempt}); asking again"
-                );
-                attempt += 1;
-            }
-            Err(e) => return Err(setup(format!("creating {node}: {e}"))),
-        }
-    }
+    again_while(OWNER_ATTEMPTS, OWNER_PAUSE, C2sError::is_temporary, || {
+        c.iq(
+            client_iq("set", service, pubsub::create(node, config.clone())),
+            IQ_TIMEOUT,
+        )
+    })
+    .await
+    .map(drop)
+    .map_err(|e| setup(format!("creating {node}: {e}")))
 }
-
-/// How often [`create`] asks before it gives up on `internal-server-error`.
-const CREATE_ATTEMPTS: usize = 3;
 
 /// Deletes a floor's node, saying how long that took: a server may be busy
 /// with it for long (ejabberd deletes the items one by one).

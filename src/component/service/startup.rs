@@ -391,6 +391,7 @@ impl Session<'_> {
         let kept = self.tracker.addresses_kept();
         if kept > 0 {
             tracing::info!(
+                kept,
                 "addresses kept from active for {kept} sessions whose presence is unchanged \
                  since before the last clean stop (not asked with user-stats)"
             );

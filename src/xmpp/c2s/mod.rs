@@ -46,7 +46,6 @@ use tokio_xmpp::connect::AsyncReadAndWrite;
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::rxml::{Namespace, NcName};
 use xmpp_parsers::minidom::Element;
-use xmpp_parsers::ns;
 
 mod login;
 mod task;
@@ -116,14 +115,24 @@ pub enum C2sError {
     #[error("timed out: {0}")]
     Timeout(String),
     /// An error IQ in answer to [`C2s::iq`]: the XMPP stanza error condition
-    /// (e.g. `item-not-found`) and its text, if any.
+    /// (e.g. `item-not-found`), its type (`wait` is temporary, RFC 6120) and
+    /// its text, if any.
     #[error("the server answered with an error: {condition}{}", .text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Stanza {
         condition: String,
+        kind: String,
         text: Option<String>,
     },
     #[error("the connection is closed")]
     Disconnected,
+}
+
+impl C2sError {
+    /// True for a stanza error of type `wait`: asking again later may work
+    /// (see `xmpp::iq::again_while`).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, C2sError::Stanza { kind, .. } if kind == "wait")
+    }
 }
 
 /// A handle on one c2s connection; cheap to clone. The connection closes
@@ -324,24 +333,13 @@ fn ncname(s: &'static str) -> NcName {
     NcName::try_from(s).expect("a valid XML name literal")
 }
 
-/// The condition and text of an error stanza.
+/// The condition, type and text of an error stanza.
 fn stanza_error(el: &Element) -> C2sError {
-    let error = el.children().find(|c| c.name() == "error");
-    let mut condition = None;
-    let mut text = None;
-    for c in error.iter().flat_map(|e| e.children()) {
-        if c.ns() != ns::XMPP_STANZAS {
-            continue;
-        }
-        if c.name() == "text" {
-            text = Some(c.text());
-        } else if condition.is_none() {
-            condition = Some(c.name().to_string());
-        }
-    }
+    let e = crate::wire::StanzaError::from_stanza(el);
     C2sError::Stanza {
-        condition: condition.unwrap_or_else(|| "undefined-condition".into()),
-        text,
+        condition: e.condition,
+        kind: e.kind,
+        text: e.text,
     }
 }
 

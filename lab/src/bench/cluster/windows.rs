@@ -241,11 +241,13 @@ pub(super) async fn measure_audit(
     })
 }
 
-/// N of the component's start-up line "addresses kept from active for N
-/// sessions whose presence is unchanged ...".
+/// The `kept` field of the component's start-up line "addresses kept from
+/// active for N sessions ...".
 fn addresses_kept(line: &str) -> Option<usize> {
-    let (_, rest) = line.split_once("addresses kept from active for ")?;
-    rest.split_whitespace().next()?.parse().ok()
+    if !line.contains("addresses kept from active") {
+        return None;
+    }
+    crate::log_fields::field_usize(line, "kept")
 }
 
 #[cfg(test)]
@@ -254,8 +256,9 @@ mod tests {
     fn the_kept_addresses_are_read_from_the_log_line() {
         let line = "2026-12-06T14:00:00Z  INFO pubpresence: addresses kept from active for \
                     10001 sessions whose presence is unchanged since before the last clean stop \
-                    (not asked with user-stats)";
+                    (not asked with user-stats) kept=10001";
         assert_eq!(super::addresses_kept(line), Some(10001));
         assert_eq!(super::addresses_kept("online: active is up to date"), None);
+        assert_eq!(super::addresses_kept("online: kept=3"), None);
     }
 }
