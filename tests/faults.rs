@@ -532,9 +532,10 @@ async fn answers_every_iq_and_shrugs_off_hostile_stanzas() {
 /// A pubsub service that gives node-owner requests up now and then:
 /// "Database failure", type `wait`, as ejabberd before 25.10 answers a
 /// transaction that met another's locks (README, "Configuring ejabberd").
-/// The lab's Prosody plays it (`busy_owner`: the first two creations and
-/// configurations of each node). The component asks again: it comes online
-/// on its first connection, with its nodes configured as always.
+/// The lab's Prosody plays it (`busy_owner`: the first two creations,
+/// configurations and member changes of each node). The component asks
+/// again: it comes online on its first connection, with its nodes
+/// configured as always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_errors_on_node_setup_are_asked_again() {
     let p = Prosody::start_with(pubpresence_lab::ProsodyOptions {
@@ -550,9 +551,9 @@ async fn temporary_errors_on_node_setup_are_asked_again() {
     let refused = server_log
         .matches("answered with a temporary error")
         .count();
-    // Status, active and live: each configured (not found) and created,
-    // each request refused twice.
-    assert_eq!(refused, 12, "{server_log}");
+    // Status, active and live: each configured (not found), created and
+    // given its member (the watcher), each request refused twice.
+    assert_eq!(refused, 18, "{server_log}");
     let log = pp.log_text();
     assert_eq!(
         log.matches("the server answered a temporary error (internal-server-error")
@@ -570,4 +571,6 @@ async fn temporary_errors_on_node_setup_are_asked_again() {
         node_config(&admin, &p, LIVE).await["pubsub#access_model"],
         "whitelist"
     );
+    // A member: the watcher may read the whitelisted active.
+    assert!(w.active().await.is_empty());
 }

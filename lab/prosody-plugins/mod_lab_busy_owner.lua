@@ -1,6 +1,6 @@
 -- Plays ejabberd before 25.10 giving a pubsub transaction up: the first
--- FAILURES node-owner requests of each kind on each node (create, configure)
--- are answered "Database failure" (internal-server-error, type wait), as
+-- FAILURES node-owner requests of each kind on each node (create, configure,
+-- set affiliations) are answered "Database failure" (internal-server-error, type wait), as
 -- ejabberd's mod_pubsub answers one whose Mnesia transaction met another's
 -- locks (README, "Configuring ejabberd"). Nothing is done for such a request,
 -- so the next one goes through. Loaded on the pubsub component by the tests
@@ -8,13 +8,14 @@
 local st = require "util.stanza";
 
 local FAILURES = module:get_option_number("lab_busy_owner_failures", 2);
+local OWNER = { create = true, configure = true, affiliations = true };
 local answered = {};
 
 local function busy(event)
 	local stanza = event.stanza;
 	if stanza.attr.type ~= "set" then return end
 	local action = stanza.tags[1] and stanza.tags[1].tags[1];
-	if not action or (action.name ~= "create" and action.name ~= "configure") then return end
+	if not action or not OWNER[action.name] then return end
 	local key = action.name .. " " .. tostring(action.attr.node);
 	local n = (answered[key] or 0) + 1;
 	if n > FAILURES then return end

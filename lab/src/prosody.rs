@@ -91,9 +91,10 @@ pub struct ProsodyOptions {
     pub item_cap: Option<u64>,
     /// The component is not in `admins`: no XEP-0133 commands for it.
     pub no_admin: bool,
-    /// The pubsub service answers the first two creations and the first two
-    /// configurations of each node "Database failure" (type `wait`), as
-    /// ejabberd before 25.10 may (`prosody-plugins/mod_lab_busy_owner.lua`).
+    /// The pubsub service answers the first two creations, configurations
+    /// and affiliation changes of each node "Database failure" (type
+    /// `wait`), as ejabberd before 25.10 may
+    /// (`prosody-plugins/mod_lab_busy_owner.lua`).
     pub busy_owner: bool,
 }
 

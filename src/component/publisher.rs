@@ -117,8 +117,8 @@ impl Publisher {
         self.conn.iq(kind, &self.service, payload).await
     }
 
-    /// A node-owner request (create, configure), asked again on a temporary
-    /// error: a transaction ejabberd before 25.10 gave up (`again_on_wait`).
+    /// A node-owner request (create, configure, set members), asked again on
+    /// a temporary error: a transaction ejabberd before 25.10 gave up (`again_on_wait`).
     async fn owner_iq(&self, payload: impl Fn() -> Element) -> Result<Element, IqError> {
         again_on_wait(OWNER_ATTEMPTS, OWNER_PAUSE, || {
             self.pubsub_iq("set", payload())
@@ -323,7 +323,7 @@ impl Publisher {
                     "node was reconfigured behind our back ({}); configuring it again",
                     what.join(", ")
                 );
-                self.pubsub_iq("set", pubsub::configure(node, pubsub::config_form(&fields)))
+                self.owner_iq(|| pubsub::configure(node, pubsub::config_form(&fields)))
                     .await
                     .map_err(|e| refused("configuring", e))?;
             }
@@ -355,7 +355,7 @@ impl Publisher {
         }
         if !changes.is_empty() {
             tracing::info!(node, changes = changes.len(), "updating node members");
-            self.pubsub_iq("set", pubsub::affiliations_set(node, &changes))
+            self.owner_iq(|| pubsub::affiliations_set(node, &changes))
                 .await?;
         }
         Ok(())
