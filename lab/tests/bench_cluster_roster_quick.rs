@@ -35,4 +35,8 @@ async fn a_warm_start_up_in_roster_mode_keeps_every_address() {
         n + 1,
         "nothing changed while the component was stopped"
     );
+    // The restart floor waits for every listed session's answer too (the
+    // watcher's and the users'), as the component does on ejabberd.
+    assert_eq!(r.restart_floor.sessions, n + 1, "{:?}", r.restart_floor);
+    assert_eq!(r.restart_floor.unanswered, Some(0), "{:?}", r.restart_floor);
 }

@@ -448,6 +448,7 @@ async fn bench(
         server_pid: probe.nodes[0],
         listing: Listing::disco_known(),
         addresses,
+        answers: opts.roster,
         privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
     };
     let restart_floor = restart_floor_again(&floor(false)).await?;

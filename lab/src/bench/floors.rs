@@ -54,8 +54,12 @@ pub struct RestartFloor {
     pub seconds: f64,
     pub handshake_s: f64,
     pub listing_s: f64,
-    /// From the first probe to the round trip behind them.
+    /// From the first probe to the round trip behind them, and with
+    /// `AsComponent::answers` to the last listed session's answer.
     pub probes_s: f64,
+    /// With `AsComponent::answers`: listed sessions whose answer had not
+    /// come within `ANSWERS_WAIT`.
+    pub unanswered: Option<usize>,
     /// With `AsComponent::addresses`: every user's user-stats, beside the
     /// probes.
     pub addresses_s: Option<f64>,
@@ -239,11 +243,24 @@ pub(crate) struct AsComponent<'a> {
     /// Also ask every user's addresses (user-stats), as the component must
     /// where the listing states none (ejabberd).
     pub addresses: bool,
+    /// The users answer probes (their rosters hold the component) and the
+    /// round trip behind the probes proves nothing about their answers
+    /// (ejabberd answers it first): wait for every listed session's answer,
+    /// as the component must (docs/protocol.md, "What the component
+    /// publishes, and when"). Without it the floor's probe step ends before
+    /// the server has sent the answers, which are part of its work.
+    pub answers: bool,
     /// ejabberd 24.10 and later with XEP-0356: requests go as privileged IQs
     /// on behalf of this user, as the component's do (README, "XEP-0356 on
     /// ejabberd 24.10 and later"); plain, they get no answer.
     pub privileged_as: Option<&'a str>,
 }
+
+/// How long the restart floor waits for the probes' answers
+/// (`AsComponent::answers`): well past the component's default
+/// `probe_timeout` (3 s), so that a slow answer shows in the figure rather
+/// than being cut off.
+const ANSWERS_WAIT: Duration = Duration::from_secs(10);
 
 /// The restart floor (see the module comment). The component must be
 /// stopped: the floor connects with its JID.
@@ -273,8 +290,20 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
             }
         }
     }
-    // Presences (the probes' answers) are read and dropped, as fast as they come.
-    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    // Presences (the probes' answers) are read as fast as they come; with
+    // `answers`, their senders are passed on to be ticked off.
+    let (from_tx, mut from_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let answers = at.answers;
+    tokio::spawn(async move {
+        while let Some(stanza) = inbound.recv().await {
+            if !answers || stanza.name() != "presence" {
+                continue;
+            }
+            if let Some(from) = stanza.attr("from") {
+                let _ = from_tx.send(from.to_string());
+            }
+        }
+    });
     let handshake_s = t0.elapsed().as_secs_f64();
     let iq_err = |what: &str| {
         let what = what.to_string();
@@ -294,11 +323,31 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
                 .map_err(iq_err("probes"))?;
         }
         let ping = Element::builder("ping", ns::PING).build();
-        let probes = async {
+        let round_trip = async {
             conn.iq("get", at.domain, ping)
                 .await
-                .map_err(iq_err("round trip behind the probes"))?;
-            Ok::<_, BenchError>(t.elapsed().as_secs_f64())
+                .map_err(iq_err("round trip behind the probes"))
+        };
+        let listed_answers = async {
+            if !at.answers {
+                return None;
+            }
+            let mut waiting: HashSet<&str> = listed.iter().map(|s| s.fulljid.as_str()).collect();
+            let deadline = tokio::time::Instant::now() + ANSWERS_WAIT;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(deadline, from_rx.recv()).await {
+                    Ok(Some(from)) => {
+                        waiting.remove(from.as_str());
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Some(waiting.len())
+        };
+        let probes = async {
+            let (pinged, unanswered) = tokio::join!(round_trip, listed_answers);
+            pinged?;
+            Ok::<_, BenchError>((t.elapsed().as_secs_f64(), unanswered))
         };
         // Beside the probes, where asked: every user's addresses.
         let addresses = async {
@@ -319,8 +368,8 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
             }
             Ok(Some(t.elapsed().as_secs_f64()))
         };
-        let (probes_s, addresses_s) = tokio::join!(probes, addresses);
-        Ok::<_, BenchError>((listing_s, probes_s?, addresses_s?, sessions, users.len()))
+        let (probes, addresses_s) = tokio::join!(probes, addresses);
+        Ok::<_, BenchError>((listing_s, probes?, addresses_s?, sessions, users.len()))
     };
     let fetch = async {
         let t = Instant::now();
@@ -334,13 +383,14 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
     let seconds = t0.elapsed().as_secs_f64();
     let server_cpu_s = cpu_since(at.server_pid, cpu);
     conn.close().await;
-    let (listing_s, probes_s, addresses_s, sessions, users) = who?;
+    let (listing_s, (probes_s, unanswered), addresses_s, sessions, users) = who?;
     let (active_s, active_items) = fetched?;
     Ok(RestartFloor {
         seconds,
         handshake_s,
         listing_s,
         probes_s,
+        unanswered,
         addresses_s,
         active_s,
         sessions,

@@ -623,6 +623,8 @@ async fn cold_start(
         server_pid,
         listing: Listing::default(),
         addresses: false,
+        // Prosody answers the round trip behind the probes after them.
+        answers: false,
         privileged_as: None,
     })
     .await?;

@@ -177,6 +177,15 @@ pub struct ClusterReport {
 }
 
 /// `a / b`, 0 when `b` is 0.
+/// What the restart floor's probe step waited for besides the round trip.
+fn answers_of(rf: &RestartFloor) -> String {
+    match rf.unanswered {
+        None => String::new(),
+        Some(0) => " and every listed session's answer".into(),
+        Some(n) => format!(" and the listed sessions' answers ({n} missing after 10 s)"),
+    }
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
@@ -263,7 +272,7 @@ impl ClusterReport {
         s.push_str(&format!(
             "\n\nstart-up floor: a plain client on node 0 publishes the {} items to an active-like node, then (confirmed) to a live-like one, {} in flight: {:.2} s (node 0 CPU {:.2} s); once each to one node: {:.2} s\n\
              cold start-up / its floor: {:.2}x\n\
-             restart floor: connect as the component (handshake {:.2} s), list ({:.2} s, {} sessions), probe {} users with a round trip behind ({:.2} s), fetch active beside them ({:.2} s, {} items): {:.2} s (node 0 CPU {:.2} s)\n\
+             restart floor: connect as the component (handshake {:.2} s), list ({:.2} s, {} sessions), probe {} users with a round trip behind{} ({:.2} s), fetch active beside them ({:.2} s, {} items): {:.2} s (node 0 CPU {:.2} s)\n\
              warm start-up / its floor: {:.2}x\n\
              restart floor with every user's addresses (user-stats, {} in flight, beside the probes: {:.2} s): {:.2} s (node 0 CPU {:.2} s)\n\
              warm start-up / that floor: {:.2}x",
@@ -277,6 +286,7 @@ impl ClusterReport {
             rf.listing_s,
             rf.sessions,
             rf.users,
+            answers_of(rf),
             rf.probes_s,
             rf.active_s,
             rf.active_items,
