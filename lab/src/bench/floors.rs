@@ -260,7 +260,7 @@ pub(crate) struct AsComponent<'a> {
 /// (`AsComponent::answers`): well past the component's default
 /// `probe_timeout` (3 s), so that a slow answer shows in the figure rather
 /// than being cut off.
-const ANSWERS_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const ANSWERS_WAIT: Duration = Duration::from_secs(10);
 
 /// The restart floor (see the module comment). The component must be
 /// stopped: the floor connects with its JID.

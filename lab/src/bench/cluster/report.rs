@@ -3,7 +3,7 @@
 //! JSON.
 
 use super::probe::Sample;
-use crate::bench::floors::{PublishFloor, RestartFloor};
+use crate::bench::floors::{PublishFloor, RestartFloor, ANSWERS_WAIT};
 use crate::bench::measure::Machine;
 
 /// What one window cost. Bytes are `f64` because the background is scaled.
@@ -176,16 +176,19 @@ pub struct ClusterReport {
     pub audit: Audit,
 }
 
-/// `a / b`, 0 when `b` is 0.
 /// What the restart floor's probe step waited for besides the round trip.
 fn answers_of(rf: &RestartFloor) -> String {
     match rf.unanswered {
         None => String::new(),
         Some(0) => " and every listed session's answer".into(),
-        Some(n) => format!(" and the listed sessions' answers ({n} missing after 10 s)"),
+        Some(n) => format!(
+            " and the listed sessions' answers ({n} missing after {} s)",
+            ANSWERS_WAIT.as_secs()
+        ),
     }
 }
 
+/// `a / b`, 0 when `b` is 0.
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
@@ -324,6 +327,19 @@ impl ClusterReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restart_floor_says_what_its_probes_waited_for() {
+        let mut rf = RestartFloor::default();
+        assert_eq!(answers_of(&rf), "", "the round trip only");
+        rf.unanswered = Some(0);
+        assert_eq!(answers_of(&rf), " and every listed session's answer");
+        rf.unanswered = Some(3);
+        assert_eq!(
+            answers_of(&rf),
+            " and the listed sessions' answers (3 missing after 10 s)"
+        );
+    }
 
     #[test]
     fn background_is_scaled_and_subtracted() {
