@@ -117,12 +117,12 @@ pub fn into_result(iq: Element) -> Result<Element, IqError> {
 /// answer is a temporary (`wait`, RFC 6120) stanza error; any other outcome
 /// is returned as it is.
 ///
-/// For the node-owner requests (create, configure): ejabberd before 25.10
-/// answers "Database failure" (internal-server-error, wait) to one whose
-/// Mnesia transaction meets another pubsub transaction at the same moment, or
-/// the locks of the one just before it on another cluster node, instead of
-/// running it again as Mnesia would (its `mod_pubsub` catches the abort
-/// Mnesia restarts with). Nothing was done, so asking again is safe.
+/// For the node-owner requests (create, configure, set members): ejabberd
+/// before 25.10 answers "Database failure" (internal-server-error, wait) to
+/// one whose Mnesia transaction meets another pubsub transaction at the same
+/// moment, or the locks of the one just before it on another cluster node,
+/// instead of running it again as Mnesia would (its `mod_pubsub` catches the
+/// abort Mnesia restarts with). Nothing was done, so asking again is safe.
 pub async fn again_on_wait<T, F, Fut>(attempts: u32, pause: Duration, ask: F) -> Result<T, IqError>
 where
     F: FnMut() -> Fut,
@@ -131,10 +131,10 @@ where
     again_while(attempts, pause, IqError::is_temporary, ask).await
 }
 
-/// How often the node-owner requests (create, configure) are asked in all
-/// on a temporary error, and the pause between: the publisher's, doctor's
-/// and the lab floors'. The transaction ejabberd gave up held its locks for
-/// milliseconds, so a short pause is enough.
+/// How often the node-owner requests (create, configure, set members) are
+/// asked in all on a temporary error, and the pause between: the
+/// publisher's, doctor's and the lab floors'. 200 ms is long enough for the
+/// transaction it met to be over, and short enough not to show in a start-up.
 pub const OWNER_ATTEMPTS: u32 = 3;
 pub const OWNER_PAUSE: Duration = Duration::from_millis(200);
 
