@@ -184,6 +184,16 @@ struct Open {
     start: Instant,
     cpus: Cpus,
     cpu0: (Option<f64>, Option<f64>),
+    /// `Held` events logged before the window.
+    helds: usize,
+}
+
+/// How many times the sim said every connection is held.
+fn helds(events: &Log<SimEvent>) -> usize {
+    lock(events)
+        .iter()
+        .filter(|e| matches!(e, SimEvent::Held))
+        .count()
 }
 
 /// A closed window: the changes sent in it, the CPU spent.
@@ -230,10 +240,9 @@ impl Load {
         let (tx, erx) = mpsc::unbounded_channel();
         reader(erx, events.clone());
         let task = tokio::spawn(sim::run(o, rx, Some(tx)));
+        // `Held` comes once every connection is logged in and idle.
         let ready = wait_until("load users logged in", Duration::from_secs(60), || {
-            lock(&events)
-                .iter()
-                .any(|e| matches!(e, SimEvent::Ready { .. }))
+            helds(&events) > 0
         })
         .await;
         if let Err(e) = ready {
@@ -253,10 +262,16 @@ impl Load {
 
     /// Opens the window: CPU read, then the users set changing.
     fn open(&self, cpus: Cpus) -> Open {
+        let helds = helds(&self.events);
         let cpu0 = cpus.read();
         let start = Instant::now();
         let _ = self.ctl.send(SimControl::Run);
-        Open { start, cpus, cpu0 }
+        Open {
+            start,
+            cpus,
+            cpu0,
+            helds,
+        }
     }
 
     /// Holds the users, lets what was sent arrive (`drain`), closes the CPU
@@ -270,6 +285,17 @@ impl Load {
         let start = open.start;
         let _ = self.ctl.send(SimControl::Hold);
         let window = start.elapsed();
+        // A connection says it is held after its last change, so once the
+        // sim says `Held` again every change of the window is in the log.
+        // Read before that, the last change could be missing, and the drain
+        // would not wait for its notification.
+        let held = wait_until("load users held", Duration::from_secs(10), || {
+            helds(&self.events) > open.helds
+        })
+        .await;
+        if let Err(e) = held {
+            tracing::warn!("{e}; the window's last changes may be counted as lost");
+        }
         let sent_changes = changes_since(&self.events, start);
         drain(seen, start, &sent_changes, floor_sent).await;
         let cpu1 = open.cpus.read();
