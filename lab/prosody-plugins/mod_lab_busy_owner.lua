@@ -7,7 +7,9 @@
 -- that check the component asks again (tests/faults.rs).
 local st = require "util.stanza";
 
-local FAILURES = module:get_option_number("lab_busy_owner_failures", 2);
+-- Set by the lab's configuration (BUSY_OWNER_REFUSALS in lab/src/prosody.rs).
+local FAILURES = assert(module:get_option_number("lab_busy_owner_failures"),
+	"lab_busy_owner_failures is not set");
 local OWNER = { create = true, configure = true, affiliations = true };
 local answered = {};
 

@@ -91,12 +91,16 @@ pub struct ProsodyOptions {
     pub item_cap: Option<u64>,
     /// The component is not in `admins`: no XEP-0133 commands for it.
     pub no_admin: bool,
-    /// The pubsub service answers the first two creations, configurations
-    /// and affiliation changes of each node "Database failure" (type
-    /// `wait`), as ejabberd before 25.10 may
+    /// The pubsub service answers the first [`BUSY_OWNER_REFUSALS`]
+    /// creations, configurations and affiliation changes of each node
+    /// "Database failure" (type `wait`), as ejabberd before 25.10 may
     /// (`prosody-plugins/mod_lab_busy_owner.lua`).
     pub busy_owner: bool,
 }
+
+/// How many of each node-owner request on each node a `busy_owner` pubsub
+/// service refuses.
+pub const BUSY_OWNER_REFUSALS: usize = 2;
 
 /// The lab's own Prosody modules (`plugin_paths`).
 const PLUGINS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/prosody-plugins");
@@ -262,9 +266,12 @@ Component "{pubsub_jid}" "pubsub"
     storage_archive_item_limit = {cap}{pubsub_modules}
 "#,
             pubsub_modules = if o.busy_owner {
-                "\n    modules_enabled = { \"lab_busy_owner\" }"
+                format!(
+                    "\n    modules_enabled = {{ \"lab_busy_owner\" }}\
+                     \n    lab_busy_owner_failures = {BUSY_OWNER_REFUSALS}"
+                )
             } else {
-                ""
+                String::new()
             },
             cap = o.item_cap.unwrap_or(100_000),
             admins = if o.no_admin {

@@ -5,7 +5,7 @@ use crate::wire::adhoc::{self, Session};
 use crate::wire::status::{self, ServiceStatus};
 use crate::wire::user::UserItem;
 use crate::wire::{disco, forms, ns, pubsub, time};
-use crate::xmpp::iq::{again_on_wait, OWNER_ATTEMPTS, OWNER_PAUSE};
+use crate::xmpp::iq::again_on_wait;
 use crate::xmpp::{paging, Connection, IqError};
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -120,10 +120,7 @@ impl Publisher {
     /// A node-owner request (create, configure, set members), asked again on
     /// a temporary error: a transaction ejabberd before 25.10 gave up (`again_on_wait`).
     async fn owner_iq(&self, payload: impl Fn() -> Element) -> Result<Element, IqError> {
-        again_on_wait(OWNER_ATTEMPTS, OWNER_PAUSE, || {
-            self.pubsub_iq("set", payload())
-        })
-        .await
+        again_on_wait(|| self.pubsub_iq("set", payload())).await
     }
 
     /// Makes sure the status node exists with its configuration before

@@ -23,6 +23,16 @@ use std::collections::{HashMap, HashSet, VecDeque};
 mod audit;
 pub use audit::Audit;
 
+/// What [`Tracker::reconcile`] decided.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The writes (and fetches of addresses) it takes.
+    pub actions: Vec<Action>,
+    /// Sessions given their item's address without asking the server
+    /// (`same_session`).
+    pub addresses_kept: usize,
+}
+
 /// What the service must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -298,9 +308,6 @@ pub struct Tracker {
     /// While an audit's fetch of active is out: the connections whose
     /// write to active ended since it was asked for (`audit_begins`).
     written_during_audit: Option<HashSet<JidStr>>,
-    /// Sessions the last reconciliation gave their item's address without
-    /// asking the server (`same_session`).
-    addresses_kept: usize,
 }
 
 impl Default for Tracker {
@@ -319,7 +326,6 @@ impl Tracker {
             reconcile_reported: false,
             doubt: false,
             written_during_audit: None,
-            addresses_kept: 0,
         }
     }
 
@@ -457,10 +463,10 @@ impl Tracker {
         remembered: &Memory,
         late: &HashSet<String>,
         stopped: Option<Timestamp>,
-    ) -> Vec<Action> {
+    ) -> Reconciled {
         self.mode = Mode::Running;
         self.reconcile_reported = false;
-        self.addresses_kept = 0;
+        let mut addresses_kept = 0;
         for item in &active_items {
             if let Some(conn) = self.conn_or_new(&item.fulljid, &item.name) {
                 conn.set_active(Some(item));
@@ -489,7 +495,7 @@ impl Tracker {
             {
                 let ip = conn.active.as_ref().map(|a| a.ip.to_string());
                 conn.set_ip(ip);
-                self.addresses_kept += 1;
+                addresses_kept += 1;
             }
             let target = match (desired, &conn.active) {
                 (Some(Target::Online { status, since }), Some(a))
@@ -530,13 +536,10 @@ impl Tracker {
             }
         }
         actions.extend(self.check_reconciled());
-        actions
-    }
-
-    /// Sessions the last reconciliation gave their item's address without
-    /// asking the server.
-    pub fn addresses_kept(&self) -> usize {
-        self.addresses_kept
+        Reconciled {
+            actions,
+            addresses_kept,
+        }
     }
 
     /// The IP of `fulljid` is known ("" when the server would not say).
@@ -745,7 +748,8 @@ mod tests {
                 &Memory::new(),
                 &HashSet::new(),
                 None
-            ),
+            )
+            .actions,
             vec![Action::ReconcileDone]
         );
         tr
@@ -895,7 +899,7 @@ mod tests {
         {
             let mut tr = Tracker::new();
             tr.presence(A, "alice@l", Change::Available(status), stamp);
-            let acts = tr.reconcile(
+            let r = tr.reconcile(
                 vec![on_active.clone()],
                 &HashMap::new(),
                 t("40"),
@@ -903,9 +907,10 @@ mod tests {
                 &HashSet::new(),
                 stopped,
             );
+            let acts = r.actions;
             if kept {
                 assert_eq!(acts, vec![Action::ReconcileDone], "case {n}");
-                assert_eq!(tr.addresses_kept(), 1, "case {n}");
+                assert_eq!(r.addresses_kept, 1, "case {n}");
                 assert_eq!(tr.active(A).as_ref(), Some(on_active), "case {n}");
                 // The address is known: the next change writes at once.
                 let acts = tr.presence(A, "alice@l", Change::Available(Status::Xa), t("41"));
@@ -915,7 +920,7 @@ mod tests {
                 );
             } else {
                 assert_eq!(acts, vec![fetch.clone()], "case {n}");
-                assert_eq!(tr.addresses_kept(), 0, "case {n}");
+                assert_eq!(r.addresses_kept, 0, "case {n}");
             }
         }
     }
@@ -950,14 +955,16 @@ mod tests {
         let mut tr = Tracker::new();
         let kept = item(A, Status::Online, "127.0.0.2", t("00"));
         tr.presence(A, "alice@l", Change::Available(Status::Online), t("05"));
-        let acts = tr.reconcile(
-            vec![kept.clone()],
-            &HashMap::new(),
-            t("06"),
-            &Memory::new(),
-            &HashSet::new(),
-            None,
-        );
+        let acts = tr
+            .reconcile(
+                vec![kept.clone()],
+                &HashMap::new(),
+                t("06"),
+                &Memory::new(),
+                &HashSet::new(),
+                None,
+            )
+            .actions;
         assert_eq!(
             acts,
             vec![Action::FetchIp {
@@ -981,14 +988,16 @@ mod tests {
         let a = item(A, Status::Away, "127.0.0.2", t("00"));
         let b = item(B, Status::Online, "127.0.0.3", t("00"));
         let late: HashSet<String> = [A.to_string(), B.to_string()].into();
-        let acts = tr.reconcile(
-            vec![a.clone(), b.clone()],
-            &HashMap::new(),
-            t("06"),
-            &Memory::new(),
-            &late,
-            None,
-        );
+        let acts = tr
+            .reconcile(
+                vec![a.clone(), b.clone()],
+                &HashMap::new(),
+                t("06"),
+                &Memory::new(),
+                &late,
+                None,
+            )
+            .actions;
         assert_eq!(acts, vec![Action::ReconcileDone]);
         assert_eq!(tr.active(A).as_ref(), Some(&a));
         // Its answer repeats the item: nothing to write.
@@ -1003,14 +1012,16 @@ mod tests {
         );
         // Without `late` the same items are retracted at once.
         let mut tr = Tracker::new();
-        let mut acts = tr.reconcile(
-            vec![a, b],
-            &HashMap::new(),
-            t("06"),
-            &Memory::new(),
-            &HashSet::new(),
-            None,
-        );
+        let mut acts = tr
+            .reconcile(
+                vec![a, b],
+                &HashMap::new(),
+                t("06"),
+                &Memory::new(),
+                &HashSet::new(),
+                None,
+            )
+            .actions;
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
@@ -1056,7 +1067,9 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr.reconcile(vec![], &ips, t("10"), &remembered, &HashSet::new(), None);
+        let mut acts = tr
+            .reconcile(vec![], &ips, t("10"), &remembered, &HashSet::new(), None)
+            .actions;
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
@@ -1111,14 +1124,16 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr.reconcile(
-            vec![kept.clone(), stale.clone(), changed],
-            &ips,
-            t("20"),
-            &Memory::new(),
-            &HashSet::new(),
-            None,
-        );
+        let mut acts = tr
+            .reconcile(
+                vec![kept.clone(), stale.clone(), changed],
+                &ips,
+                t("20"),
+                &Memory::new(),
+                &HashSet::new(),
+                None,
+            )
+            .actions;
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::component::publisher::Publisher;
 use crate::wire::{forms, pubsub};
 use crate::xmpp::c2s::{self, C2s};
-use crate::xmpp::iq::{again_on_wait, OWNER_ATTEMPTS, OWNER_PAUSE};
+use crate::xmpp::iq::again_on_wait;
 use crate::xmpp::IqError;
 use std::time::Duration;
 use xmpp_parsers::minidom::Element;
@@ -44,7 +44,7 @@ impl TempNodes {
         // Asked again on a temporary error: see `again_on_wait` for the
         // ejabberd answer this is for.
         let form = pubsub::config_form(&fields);
-        again_on_wait(OWNER_ATTEMPTS, OWNER_PAUSE, || {
+        again_on_wait(|| {
             ctx.conn.iq(
                 "set",
                 &ctx.names.pubsub,

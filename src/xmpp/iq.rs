@@ -113,9 +113,9 @@ pub fn into_result(iq: Element) -> Result<Element, IqError> {
     }
 }
 
-/// Asks again, up to `attempts` times in all with `pause` between, while the
-/// answer is a temporary (`wait`, RFC 6120) stanza error; any other outcome
-/// is returned as it is.
+/// Asks again, [`OWNER_ATTEMPTS`] times in all with [`OWNER_PAUSE`]
+/// between, while the answer is a temporary (`wait`, RFC 6120) stanza
+/// error; any other outcome is returned as it is.
 ///
 /// For the node-owner requests (create, configure, set members): ejabberd
 /// before 25.10 answers "Database failure" (internal-server-error, wait) to
@@ -123,29 +123,24 @@ pub fn into_result(iq: Element) -> Result<Element, IqError> {
 /// moment, or the locks of the one just before it on another cluster node,
 /// instead of running it again as Mnesia would (its `mod_pubsub` catches the
 /// abort Mnesia restarts with). Nothing was done, so asking again is safe.
-pub async fn again_on_wait<T, F, Fut>(attempts: u32, pause: Duration, ask: F) -> Result<T, IqError>
+pub async fn again_on_wait<T, F, Fut>(ask: F) -> Result<T, IqError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, IqError>>,
 {
-    again_while(attempts, pause, IqError::is_temporary, ask).await
+    again_while(IqError::is_temporary, ask).await
 }
 
-/// How often the node-owner requests (create, configure, set members) are
-/// asked in all on a temporary error, and the pause between: the
-/// publisher's, doctor's and the lab floors'. 200 ms is long enough for the
-/// transaction it met to be over, and short enough not to show in a start-up.
+/// How often a node-owner request is asked in all on a temporary error, and
+/// the pause between: the same for the publisher, doctor and the lab's
+/// floors. 200 ms is long enough for the transaction it met to be over, and
+/// short enough not to show in a start-up.
 pub const OWNER_ATTEMPTS: u32 = 3;
 pub const OWNER_PAUSE: Duration = Duration::from_millis(200);
 
 /// [`again_on_wait`] for any error type: asks again while `temporary` says
 /// the error is (the c2s connection's `C2sError::is_temporary`, say).
-pub async fn again_while<T, E, F, Fut>(
-    attempts: u32,
-    pause: Duration,
-    temporary: impl Fn(&E) -> bool,
-    mut ask: F,
-) -> Result<T, E>
+pub async fn again_while<T, E, F, Fut>(temporary: impl Fn(&E) -> bool, mut ask: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -154,10 +149,10 @@ where
     let mut attempt = 1;
     loop {
         match ask().await {
-            Err(e) if temporary(&e) && attempt < attempts => {
+            Err(e) if temporary(&e) && attempt < OWNER_ATTEMPTS => {
                 tracing::info!("the server answered a temporary error ({e}); asking again");
                 attempt += 1;
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(OWNER_PAUSE).await;
             }
             outcome => return outcome,
         }
@@ -177,10 +172,12 @@ mod tests {
         })
     }
 
-    /// Answers `errors` in turn, then `Ok(n)` with the number of the ask.
-    async fn asks(attempts: u32, errors: &[&str]) -> (Result<usize, IqError>, usize) {
+    /// Answers `errors` in turn, then `Ok(n)` with the number of the ask;
+    /// also how long it all took on tokio's clock.
+    async fn asks(errors: &[&str]) -> (Result<usize, IqError>, usize, Duration) {
+        let t0 = tokio::time::Instant::now();
         let mut n = 0;
-        let outcome = again_on_wait(attempts, Duration::ZERO, || {
+        let outcome = again_on_wait(|| {
             n += 1;
             let r = match errors.get(n - 1) {
                 Some(kind) => Err(error(kind)),
@@ -189,24 +186,26 @@ mod tests {
             std::future::ready(r)
         })
         .await;
-        (outcome, n)
+        (outcome, n, t0.elapsed())
     }
 
-    #[tokio::test]
+    // The paused clock: the pauses are skipped through, and measured exactly.
+    #[tokio::test(start_paused = true)]
     async fn a_wait_error_is_asked_again_up_to_the_attempts() {
-        assert_eq!(asks(3, &[]).await, (Ok(1), 1));
-        assert_eq!(asks(3, &["wait", "wait"]).await, (Ok(3), 3));
+        let p = OWNER_PAUSE;
+        assert_eq!(asks(&[]).await, (Ok(1), 1, Duration::ZERO));
+        assert_eq!(asks(&["wait", "wait"]).await, (Ok(3), 3, 2 * p));
         assert_eq!(
-            asks(3, &["wait", "wait", "wait"]).await,
-            (Err(error("wait")), 3),
+            asks(&["wait", "wait", "wait"]).await,
+            (Err(error("wait")), 3, 2 * p),
             "the third wait is the answer"
         );
         assert_eq!(
-            asks(3, &["cancel"]).await,
-            (Err(error("cancel")), 1),
+            asks(&["cancel"]).await,
+            (Err(error("cancel")), 1, Duration::ZERO),
             "only wait is temporary"
         );
-        assert_eq!(asks(3, &["wait", "auth"]).await, (Err(error("auth")), 2));
+        assert_eq!(asks(&["wait", "auth"]).await, (Err(error("auth")), 2, p));
     }
 
     #[tokio::test]

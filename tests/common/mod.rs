@@ -34,18 +34,6 @@ impl Prosody {
         Prosody(lab::Prosody::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// With the log at `info`: for tests whose thousands of stanzas would
-    /// make Prosody spend its time writing the debug log.
-    pub fn start_quiet() -> Prosody {
-        Prosody(
-            lab::Prosody::start_with(lab::ProsodyOptions {
-                quiet_log: true,
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}")),
-        )
-    }
-
     /// With `options` (see `lab::ProsodyOptions`).
     pub fn start_with(options: lab::ProsodyOptions) -> Prosody {
         Prosody(lab::Prosody::start_with(options).unwrap_or_else(|e| panic!("{e}")))

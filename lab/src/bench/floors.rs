@@ -27,7 +27,7 @@ use pubpresence::minidom::Element;
 use pubpresence::wire::user::UserItem;
 use pubpresence::wire::{ns, presence, pubsub};
 use pubpresence::xmpp::c2s::{C2s, C2sError};
-use pubpresence::xmpp::iq::{again_while, OWNER_ATTEMPTS, OWNER_PAUSE};
+use pubpresence::xmpp::iq::again_while;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ pub(crate) async fn create(
     node: &str,
     config: Element,
 ) -> Result<(), BenchError> {
-    again_while(OWNER_ATTEMPTS, OWNER_PAUSE, C2sError::is_temporary, || {
+    again_while(C2sError::is_temporary, || {
         c.iq(
             client_iq("set", service, pubsub::create(node, config.clone())),
             IQ_TIMEOUT,

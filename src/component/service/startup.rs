@@ -384,11 +384,11 @@ impl Session<'_> {
         }
         self.capacity = d.capacity;
         let remembered = std::mem::take(&mut self.remembered);
-        let acts =
-            self.tracker
-                .reconcile(d.active, &d.ips, time::now(), &remembered, late, d.stopped);
+        let r = self
+            .tracker
+            .reconcile(d.active, &d.ips, time::now(), &remembered, late, d.stopped);
         self.reconciled = true;
-        let kept = self.tracker.addresses_kept();
+        let kept = r.addresses_kept;
         if kept > 0 {
             tracing::info!(
                 kept,
@@ -396,7 +396,7 @@ impl Session<'_> {
                  since before the last clean stop (not asked with user-stats)"
             );
         }
-        self.execute(acts);
+        self.execute(r.actions);
         self.check_capacity();
     }
 
