@@ -1,7 +1,8 @@
 //! XEP-0356 on Prosody (0.12 and 13) with `mod_privilege` from
 //! prosody-modules: no roster entries anywhere; users already online when the
 //! component starts are on active with their real status when it says
-//! `online`; changes followed; a closed session leaves at once.
+//! `online`, sent by the server with the permission (the component probes
+//! no one); changes followed; a closed session leaves at once.
 
 mod common;
 
@@ -31,6 +32,12 @@ async fn privileged_presence_on_prosody() {
         "her real status"
     );
     assert!(pp.log_text().contains("XEP-0356 presence permission"));
+    // The server sent her presence with the permission: the component
+    // probed no one (Prosody logs each probe it gets at debug level).
+    let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
+    let probe = format!("inbound presence probe from {}", p.component_jid);
+    assert_eq!(server_log.matches(&probe).count(), 0, "{server_log}");
+    assert!(pp.log_text().contains("not probing"), "{}", pp.log_text());
     w.subscribe_all().await;
     // A newcomer, a change, a departure without any roster.
     let hal = User::connect(&p, "hal", "pc", loopback(181)).await;

@@ -178,6 +178,7 @@ async fn serve(
         allow_plaintext: true,
         seed: opts.seed,
         login_concurrency: 8,
+        subscribe: true,
     };
     on_ready(&DemoInfo {
         dir: prosody.dir.path().to_path_buf(),

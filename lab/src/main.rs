@@ -153,6 +153,7 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
         allow_plaintext: a.allow_plaintext,
         seed,
         login_concurrency: a.login_concurrency,
+        subscribe: true,
     };
     let (control, rx) = tokio::sync::watch::channel(SimControl::Run);
     let mut stop = stop_channel(None);

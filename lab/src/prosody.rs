@@ -161,6 +161,11 @@ impl Prosody {
         })
     }
 
+    /// How this Prosody was set up.
+    pub fn options(&self) -> &ProsodyOptions {
+        &self.options
+    }
+
     /// Starts Prosody set up as `options` say (see [`Prosody::start`]).
     pub fn start_with(options: ProsodyOptions) -> Result<Prosody, LabError> {
         let install = check_installed()?;

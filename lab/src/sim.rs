@@ -74,6 +74,10 @@ pub struct SimOptions {
     pub seed: u64,
     /// Logins in flight at once.
     pub login_concurrency: usize,
+    /// Each user asks the component for a subscription at its first login
+    /// (roster mode). Not with XEP-0356 presence permission, which needs
+    /// none.
+    pub subscribe: bool,
 }
 
 impl SimOptions {
@@ -101,6 +105,7 @@ impl SimOptions {
             allow_plaintext: true,
             seed: 1,
             login_concurrency: 32,
+            subscribe: true,
         }
     }
 
@@ -654,7 +659,7 @@ async fn login(
         change(spec, shared, Status::Online);
     }
     let _ = c.send(presence(None, None, None));
-    if !shared.asked[spec.user].swap(true, Ordering::AcqRel) {
+    if shared.opts.subscribe && !shared.asked[spec.user].swap(true, Ordering::AcqRel) {
         let _ = c.send(presence(
             Some(&shared.opts.component),
             Some("subscribe"),

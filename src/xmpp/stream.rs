@@ -14,6 +14,7 @@ use crate::wire::privilege::{self, Permissions};
 use crate::wire::{self, ns};
 use futures::{SinkExt, StreamExt};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::BufStream;
@@ -131,6 +132,7 @@ pub struct Connection {
     pending: Pending,
     iq_timeout: Duration,
     wrapping: Wrapping,
+    presence_granted: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -219,6 +221,14 @@ impl Connection {
     pub fn wrapping(&self) -> &Wrapping {
         &self.wrapping
     }
+
+    /// Whether the server's last XEP-0356 permission message on this
+    /// connection granted presence permission. Noted by the connection task
+    /// as it reads, before it hands on anything that came after the
+    /// message: a caller woken by a later answer sees it.
+    pub fn presence_granted(&self) -> bool {
+        self.presence_granted.load(Ordering::Acquire)
+    }
 }
 
 /// A receive-only connection to one more node of a cluster (README, "An
@@ -239,7 +249,7 @@ pub async fn connect_secondary(
     wrapping: Wrapping,
 ) -> Result<Secondary, ConnectError> {
     let stream = handshake(addr, jid, secret).await?;
-    let (out_tx, in_rx, task) = spawn_task(stream, jid, pending, wrapping);
+    let (out_tx, in_rx, task) = spawn_task(stream, jid, pending, wrapping, Arc::default());
     Ok(Secondary {
         _out: out_tx,
         inbound: in_rx,
@@ -267,13 +277,21 @@ pub async fn connect_component(
     let stream = handshake(addr, jid, secret).await?;
     let pending = Pending::default();
     let wrapping = Wrapping::default();
-    let (out, in_rx, task) = spawn_task(stream, jid, pending.clone(), wrapping.clone());
+    let presence_granted = Arc::<AtomicBool>::default();
+    let (out, in_rx, task) = spawn_task(
+        stream,
+        jid,
+        pending.clone(),
+        wrapping.clone(),
+        presence_granted.clone(),
+    );
     let conn = Connection {
         jid: jid.to_string(),
         out,
         pending,
         iq_timeout,
         wrapping,
+        presence_granted,
     };
     Ok((conn, in_rx, task))
 }
@@ -285,6 +303,7 @@ fn spawn_task(
     jid: &str,
     pending: Pending,
     wrapping: Wrapping,
+    presence_granted: Arc<AtomicBool>,
 ) -> (
     mpsc::UnboundedSender<Out>,
     mpsc::UnboundedReceiver<Element>,
@@ -299,6 +318,7 @@ fn spawn_task(
         pending,
         jid.to_string(),
         wrapping,
+        presence_granted,
     ));
     (out_tx, in_rx, task)
 }
@@ -391,6 +411,7 @@ async fn run(
     pending: Pending,
     jid: String,
     wrapping: Wrapping,
+    presence_granted: Arc<AtomicBool>,
 ) -> Disconnect {
     let mut keepalive = 0u64;
     let mut grant_check = tokio::time::interval_at(
@@ -445,6 +466,9 @@ async fn run(
                 Some(Ok(el)) => {
                     if el.name() == "error" && el.ns() == ns::STREAMS {
                         break Disconnect::StreamError(stream_error_condition(&el));
+                    }
+                    if let Some(p) = Permissions::parse(&el) {
+                        presence_granted.store(p.presence.is_some(), Ordering::Release);
                     }
                     if let Some(el) = pending.complete(el) {
                         if inbound.send(el).is_err() {

@@ -38,6 +38,11 @@ pub struct BenchArgs {
     /// Prosody's pubsub with `storage = "memory"` (default: SQLite).
     #[arg(long)]
     pub memory_storage: bool,
+    /// Prosody grants the component XEP-0356 presence permission
+    /// (mod_privilege) and no user has it in the roster (default: roster
+    /// subscriptions).
+    #[arg(long)]
+    pub privileged: bool,
     /// Instead: how long `pubpresence doctor` takes on a healthy Prosody with
     /// --connections sessions connected (default 10000; 100 with --quick).
     #[arg(long)]
@@ -115,6 +120,7 @@ impl BenchArgs {
         o.component_bin = if self.in_process { None } else { exe };
         o.tcp_nodelay = self.tcp_nodelay;
         o.memory_storage = self.memory_storage;
+        o.privileged = self.privileged;
         o
     }
 }

@@ -449,6 +449,7 @@ async fn bench(
         listing: Listing::disco_known(),
         addresses,
         answers: opts.roster,
+        probes: true,
         privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
     };
     let restart_floor = restart_floor_again(&floor(false)).await?;

@@ -43,7 +43,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "pubpresence bench --doctor: {n} sessions; {}",
         storage(false)
     );
-    let prosody = start_prosody(names, false, false).await?;
+    let prosody = start_prosody(names, Default::default()).await?;
     let outcome = run(&prosody, n).await;
     let _ = tokio::task::spawn_blocking(move || drop(prosody)).await;
     let (table, value) = outcome?;

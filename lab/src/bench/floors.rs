@@ -250,6 +250,11 @@ pub(crate) struct AsComponent<'a> {
     /// publishes, and when"). Without it the floor's probe step ends before
     /// the server has sent the answers, which are part of its work.
     pub answers: bool,
+    /// Probe the listed users. Not where the server sent every session's
+    /// presence with its XEP-0356 permission (Prosody's mod_privilege), as
+    /// the component does not (docs/protocol.md, "What the component
+    /// publishes, and when", step 4).
+    pub probes: bool,
     /// ejabberd 24.10 and later with XEP-0356: requests go as privileged IQs
     /// on behalf of this user, as the component's do (README, "XEP-0356 on
     /// ejabberd 24.10 and later"); plain, they get no answer.
@@ -318,7 +323,7 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
         let sessions = listed.len();
         let users: HashSet<&str> = listed.iter().map(|s| s.bare.as_str()).collect();
         let t = Instant::now();
-        for u in &users {
+        for u in users.iter().filter(|_| at.probes) {
             conn.send(presence::build(at.jid, u, Some("probe"), None))
                 .map_err(iq_err("probes"))?;
         }

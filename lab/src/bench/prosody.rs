@@ -80,6 +80,10 @@ pub struct BenchOptions {
     /// The rates are a sweep for the knee: stop once both pubpresence's
     /// p99 and its floor's are past `KNEE_P99_MS`.
     pub knee: bool,
+    /// Prosody grants the component XEP-0356 presence permission
+    /// (mod_privilege) and no user has it in the roster: the server sends
+    /// it every presence, and nobody is probed.
+    pub privileged: bool,
 }
 
 impl BenchOptions {
@@ -95,6 +99,7 @@ impl BenchOptions {
             tcp_nodelay: false,
             memory_storage: false,
             knee: false,
+            privileged: false,
         }
     }
 
@@ -110,6 +115,7 @@ impl BenchOptions {
             tcp_nodelay: false,
             memory_storage: false,
             knee: false,
+            privileged: false,
         }
     }
 }
@@ -225,7 +231,16 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
         .max()
         .unwrap_or(1);
     names.extend((1..=load_accounts).map(|i| format!("load{i}")));
-    let prosody = start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
+    let prosody = start_prosody(
+        names,
+        crate::ProsodyOptions {
+            no_nagle: opts.tcp_nodelay,
+            memory_storage: opts.memory_storage,
+            privileged: opts.privileged,
+            ..Default::default()
+        },
+    )
+    .await?;
     let outcome = bench(&prosody, &opts).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());
@@ -319,6 +334,7 @@ async fn measured(
     // The base population: N sessions, connected and staying.
     let n = opts.connections;
     let mut base_opts = SimOptions::sessions(prosody, "base", n, PER_ACCOUNT);
+    base_opts.subscribe = !prosody.options().privileged;
     tracing::info!("connecting {n} base sessions");
     base_opts.rate = 0.0;
     base_opts.disconnect_share = 0.0;
@@ -483,6 +499,11 @@ async fn measured(
         mode: if opts.quick { "quick" } else { "full" },
         machine: Machine::probe(),
         storage: storage(opts.memory_storage),
+        presence: if opts.privileged {
+            "XEP-0356 presence permission (mod_privilege), no roster subscriptions"
+        } else {
+            "roster subscriptions"
+        },
         component_process: if opts.component_bin.is_some() {
             "child process (pubpresence run)"
         } else {
@@ -625,6 +646,7 @@ async fn cold_start(
         addresses: false,
         // Prosody answers the round trip behind the probes after them.
         answers: false,
+        probes: !prosody.options().privileged,
         privileged_as: None,
     })
     .await?;

@@ -228,6 +228,7 @@ impl Load {
         reader: impl FnOnce(mpsc::UnboundedReceiver<SimEvent>, Log<SimEvent>),
     ) -> Result<Load, BenchError> {
         let mut o = SimOptions::for_prosody(prosody, "load", load_accounts(rate), LOAD_RESOURCES);
+        o.subscribe = !prosody.options().privileged;
         let connections = o.connections();
         o.rate = rate;
         o.disconnect_share = 0.0;

@@ -185,6 +185,8 @@ pub struct Report {
     pub mode: &'static str,
     pub machine: Machine,
     pub storage: String,
+    /// How the component gets presence: "roster subscriptions" or XEP-0356.
+    pub presence: &'static str,
     /// "child process" or "in-process (includes the load generator)".
     pub component_process: &'static str,
     pub connections: usize,
@@ -205,8 +207,8 @@ impl Report {
         let mut s = String::new();
         let m = &self.machine;
         s.push_str(&format!(
-            "pubpresence bench ({} mode) on {} CPUs, {}\nserver: {}; component: {}\n\n",
-            self.mode, m.nproc, m.model, self.storage, self.component_process
+            "pubpresence bench ({} mode) on {} CPUs, {}\nserver: {}; presence: {}; component: {}\n\n",
+            self.mode, m.nproc, m.model, self.storage, self.presence, self.component_process
         ));
         let st = &self.startup;
         let (rf, pf) = (&st.restart_floor, &st.publish_floor);

@@ -92,16 +92,14 @@ fn register_all(prosody: &Prosody, names: &[String]) -> Result<(), LabError> {
 /// TCP_NODELAY, and `names` registered (password = name).
 pub(crate) async fn start_prosody(
     names: Vec<String>,
-    nodelay: bool,
-    memory_storage: bool,
+    options: ProsodyOptions,
 ) -> Result<Prosody, BenchError> {
     tracing::info!("starting Prosody and registering {} accounts", names.len());
     tokio::task::spawn_blocking(move || -> Result<Prosody, LabError> {
+        // Thousands of stanzas: not in a debug log.
         let p = Prosody::start_with(ProsodyOptions {
             quiet_log: true,
-            no_nagle: nodelay,
-            memory_storage,
-            ..ProsodyOptions::default()
+            ..options
         })?;
         register_all(&p, &names)?;
         Ok(p)

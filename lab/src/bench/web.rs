@@ -190,8 +190,15 @@ pub async fn run(opts: WebBenchOptions) -> Result<WebReport, BenchError> {
     let accounts = conns.div_ceil(LOAD_RESOURCES);
     let mut names = vec![WATCHER.to_string()];
     names.extend((1..=accounts).map(|i| format!("load{i}")));
-    let prosody =
-        super::server::start_prosody(names, opts.tcp_nodelay, opts.memory_storage).await?;
+    let prosody = super::server::start_prosody(
+        names,
+        crate::ProsodyOptions {
+            no_nagle: opts.tcp_nodelay,
+            memory_storage: opts.memory_storage,
+            ..Default::default()
+        },
+    )
+    .await?;
     let outcome = with_prosody(&prosody, &opts, conns, limit).await;
     if outcome.is_err() && std::env::var_os("PUBPRESENCE_KEEP_PROSODY").is_some() {
         tracing::warn!("bench failed; lab kept in {}", prosody.dir.path().display());

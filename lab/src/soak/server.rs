@@ -20,7 +20,7 @@ impl Server {
     /// Starts the server and registers `names` (password = name).
     pub async fn start(cluster: bool, names: Vec<String>) -> anyhow::Result<Server> {
         if !cluster {
-            let p = crate::bench::start_prosody(names, false, false).await?;
+            let p = crate::bench::start_prosody(names, Default::default()).await?;
             return Ok(Server::Prosody(p));
         }
         let e = tokio::task::spawn_blocking(move || -> anyhow::Result<Ejabberd> {

@@ -247,10 +247,22 @@ async fn connected(
             }
         })?;
     // Probe every user with a session: the answers (from tracked users only)
-    // arrive as ordinary presences.
+    // arrive as ordinary presences. Not where the server already sent them
+    // all: Prosody's mod_privilege, granting presence permission, sends the
+    // current presence of every session right after the handshake, before
+    // it answers anything (README, "Presence without rosters on Prosody").
+    // There probes would only ask again, at a roster lookup and an answer
+    // per user (to a user without a subscription, an `unsubscribed`).
     let users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
-    for u in &users {
-        let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+    if listing.ordered() && conn.presence_granted() {
+        tracing::info!(
+            "not probing: the server sent every session's presence with its XEP-0356 \
+             presence permission"
+        );
+    } else {
+        for u in &users {
+            let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+        }
     }
     let users = users.len();
     // Addresses the listing stated; the others are learned with user-stats
