@@ -17,7 +17,7 @@ pub mod sim;
 pub mod soak;
 pub mod sse;
 
-pub use prosody::{LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS};
+pub use prosody::{LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_HANDSHAKE};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

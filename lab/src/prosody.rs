@@ -96,7 +96,17 @@ pub struct ProsodyOptions {
     /// "Database failure" (type `wait`), as ejabberd before 25.10 may
     /// (`prosody-plugins/mod_lab_busy_owner.lua`).
     pub busy_owner: bool,
+    /// Prosody holds its one thread for [`SLOW_HANDSHAKE`] right after it
+    /// queued the answer to the component's handshake, as mod_privilege
+    /// does while it sends every session's presence
+    /// (`prosody-plugins/mod_lab_slow_handshake.lua`).
+    pub slow_handshake: bool,
 }
+
+/// How long a `slow_handshake` Prosody holds the component's handshake
+/// answer back: longer than the component's wait for a connection and the
+/// server's stream header.
+pub const SLOW_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// How many of each node-owner request on each node a `busy_owner` pubsub
 /// service refuses.
@@ -284,7 +294,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
-            profile_path = if profiling || o.busy_owner {
+            profile_path = if profiling || o.busy_owner || o.slow_handshake {
                 format!("\nplugin_paths = {{ \"{PLUGINS_DIR}\" }}")
             } else {
                 String::new()
@@ -324,10 +334,14 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 String::new()
             },
-            component_modules = if self.options.privileged {
-                "\n    modules_enabled = { \"privilege\" }"
-            } else {
-                ""
+            component_modules = match (self.options.privileged, self.options.slow_handshake) {
+                (true, _) => "\n    modules_enabled = { \"privilege\" }".to_string(),
+                (false, true) => format!(
+                    "\n    modules_enabled = {{ \"lab_slow_handshake\" }}\
+                     \n    lab_slow_handshake_seconds = {}",
+                    SLOW_HANDSHAKE.as_secs()
+                ),
+                (false, false) => String::new(),
             },
         )
     }

@@ -323,14 +323,28 @@ fn spawn_task(
     (out_tx, in_rx, task)
 }
 
+/// How long the connection and the server's stream header may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the answer to the handshake may take. Longer than the rest: a
+/// server that grants XEP-0356 presence permission may send every session's
+/// presence before the answer leaves it (Prosody's mod_privilege: 18 s of
+/// its CPU at 10,000 sessions on Prosody 13.0.1, docs/benchmarks.md), and a
+/// component that gave up would make it start over at the next attempt.
+/// Under the stream's own limit on silence (`read_timeout` plus
+/// `response_timeout`, 80 s).
+const HANDSHAKE_ANSWER_WAIT: Duration = Duration::from_secs(75);
+
+/// After this long without the handshake's answer, one line says so.
+const HANDSHAKE_SLOW: Duration = Duration::from_secs(10);
+
 /// TCP, stream header, XEP-0114 handshake.
 async fn handshake(addr: &str, jid: &str, secret: &str) -> Result<Stream, ConnectError> {
-    let handshake_timeout = Duration::from_secs(10);
     let io_err = |err| ConnectError::Io {
         addr: addr.to_string(),
         err,
     };
-    let stream = tokio::time::timeout(handshake_timeout, async {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let tcp = QuickAck::new(TcpStream::connect(addr).await.map_err(io_err)?);
         let timeouts = Timeouts {
             read_timeout: Duration::from_secs(60),
@@ -358,9 +372,32 @@ async fn handshake(addr: &str, jid: &str, secret: &str) -> Result<Stream, Connec
             secret,
         );
         stream.send(&hs).await.map_err(io_err)?;
+        Ok::<_, ConnectError>(stream)
+    })
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        addr: addr.to_string(),
+        timeout: CONNECT_TIMEOUT,
+    })??;
+    let slow = tokio::time::sleep(HANDSHAKE_SLOW);
+    tokio::pin!(slow);
+    let mut said_slow = false;
+    let answer = tokio::time::timeout(HANDSHAKE_ANSWER_WAIT, async {
         loop {
-            match stream.next().await {
-                Some(Ok(el)) if el.name() == "handshake" => return Ok(stream),
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = &mut slow, if !said_slow => {
+                    said_slow = true;
+                    tracing::warn!(
+                        "no answer to the handshake from {addr} after {HANDSHAKE_SLOW:?}: still \
+                         waiting (up to {HANDSHAKE_ANSWER_WAIT:?}); a server that sends every \
+                         session's presence with its XEP-0356 permission answers late"
+                    );
+                    continue;
+                }
+            };
+            match item {
+                Some(Ok(el)) if el.name() == "handshake" => return Ok(()),
                 Some(Ok(el)) if el.name() == "error" && el.ns() == ns::STREAMS => {
                     let cond = stream_error_condition(&el);
                     return Err(match cond.as_str() {
@@ -390,9 +427,9 @@ async fn handshake(addr: &str, jid: &str, secret: &str) -> Result<Stream, Connec
     .await
     .map_err(|_| ConnectError::Timeout {
         addr: addr.to_string(),
-        timeout: handshake_timeout,
-    })??;
-    Ok(stream)
+        timeout: HANDSHAKE_ANSWER_WAIT,
+    })?;
+    answer.map(|()| stream)
 }
 
 fn stream_error_condition(el: &Element) -> String {
