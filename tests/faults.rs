@@ -570,11 +570,7 @@ async fn temporary_errors_on_node_setup_are_asked_again() {
         refused,
         "every refusal asked again: {log}"
     );
-    let connections = log
-        .lines()
-        .filter(|l| l.contains(" connected server="))
-        .count();
-    assert_eq!(connections, 1, "online on its first connection: {log}");
+    assert_eq!(pp.connections(), 1, "online on its first connection: {log}");
     let (admin, _rx) = common::admin_login(&p, "cfg").await;
     assert_eq!(
         node_config(&admin, &p, LIVE).await["pubsub#access_model"],

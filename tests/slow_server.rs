@@ -218,11 +218,7 @@ async fn a_late_handshake_answer_is_waited_for_on_prosody() {
         1,
         "said once that it waits: {log}"
     );
-    let connections = log
-        .lines()
-        .filter(|l| l.contains(" connected server="))
-        .count();
-    assert_eq!(connections, 1, "online on its first connection: {log}");
+    assert_eq!(pp.connections(), 1, "online on its first connection: {log}");
     let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
     assert_eq!(
         server_log.matches("lab_slow_handshake: holding").count(),

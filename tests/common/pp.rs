@@ -63,6 +63,15 @@ impl Pubpresence {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many times the log says the component got connected to the
+    /// server (past the handshake).
+    pub fn connections(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" connected server="))
+            .count()
+    }
+
     /// Waits (polling, bounded) until the log contains `needle`; panics
     /// with `what` and the log otherwise.
     pub async fn wait_log(&self, needle: &str, timeout: Duration, what: &str) {
