@@ -223,16 +223,7 @@ pub async fn cluster(ctx: &Ctx<'_>) -> Check {
     let jid = s.jid.to_string();
     let mut down = Vec::new();
     for addr in &s.servers[1..] {
-        let pending = ctx.conn.pending();
-        match connect_secondary(
-            addr,
-            &jid,
-            s.secret.expose(),
-            pending,
-            ctx.conn.wrapping().clone(),
-        )
-        .await
-        {
+        match connect_secondary(addr, &jid, s.secret.expose(), ctx.conn.shared()).await {
             // Dropped at once: the stream closes; the server routes to the
             // main connection again.
             Ok(secondary) => drop(secondary),

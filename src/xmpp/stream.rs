@@ -124,15 +124,24 @@ impl Wrapping {
     }
 }
 
+/// What the connections to the nodes of one cluster share (README, "An
+/// ejabberd cluster"): an answer may come back on any of them, requests leave
+/// in one form, and a permission message on any of them speaks for the
+/// component.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pending: Pending,
+    wrapping: Wrapping,
+    presence_granted: Arc<AtomicBool>,
+}
+
 /// A handle on one live component connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
     jid: String,
     out: mpsc::UnboundedSender<Out>,
-    pending: Pending,
     iq_timeout: Duration,
-    wrapping: Wrapping,
-    presence_granted: Arc<AtomicBool>,
+    shared: Shared,
 }
 
 impl Connection {
@@ -162,6 +171,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Element, IqError> {
         let wrap = self
+            .shared
             .wrapping
             .get()
             .filter(|_| privilege::needs_wrapping(to));
@@ -179,13 +189,13 @@ impl Connection {
                 });
             }
         }
-        let (id, rx) = self.pending.register();
+        let (id, rx) = self.shared.pending.register();
         let stanza = match &wrap {
             Some(w) => privilege::wrap(kind, &self.jid, &w.user, to, &id, payload),
             None => wire::iq(kind, &self.jid, to, &id, Some(payload)),
         };
         if self.send(stanza).is_err() {
-            self.pending.cancel(&id);
+            self.shared.pending.cancel(&id);
             return Err(IqError::Disconnected);
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -193,7 +203,7 @@ impl Connection {
             Ok(Ok(answer)) => into_result(answer),
             Ok(Err(_)) => Err(IqError::Disconnected),
             Err(_) => {
-                self.pending.cancel(&id);
+                self.shared.pending.cancel(&id);
                 Err(IqError::Timeout(timeout))
             }
         }
@@ -211,23 +221,22 @@ impl Connection {
         self.out.is_closed()
     }
 
-    /// The outstanding IQs: shared with the other nodes' connections of a
-    /// cluster, since an answer may come back on any of them.
-    pub fn pending(&self) -> Pending {
-        self.pending.clone()
+    /// What a cluster's other connections share with this one.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
     }
 
     /// How requests leave (plain unless [`Wrapping::enable`]d).
     pub fn wrapping(&self) -> &Wrapping {
-        &self.wrapping
+        &self.shared.wrapping
     }
 
-    /// Whether the server's last XEP-0356 permission message on this
-    /// connection granted presence permission. Noted by the connection task
+    /// Whether the server's last XEP-0356 permission message (on this
+    /// connection or a cluster's other one) granted presence permission. Noted by the connection task
     /// as it reads, before it hands on anything that came after the
     /// message: a caller woken by a later answer sees it.
     pub fn presence_granted(&self) -> bool {
-        self.presence_granted.load(Ordering::Acquire)
+        self.shared.presence_granted.load(Ordering::Acquire)
     }
 }
 
@@ -245,11 +254,10 @@ pub async fn connect_secondary(
     addr: &str,
     jid: &str,
     secret: &str,
-    pending: Pending,
-    wrapping: Wrapping,
+    shared: Shared,
 ) -> Result<Secondary, ConnectError> {
     let stream = handshake(addr, jid, secret).await?;
-    let (out_tx, in_rx, task) = spawn_task(stream, jid, pending, wrapping, Arc::default());
+    let (out_tx, in_rx, task) = spawn_task(stream, jid, shared);
     Ok(Secondary {
         _out: out_tx,
         inbound: in_rx,
@@ -275,23 +283,13 @@ pub async fn connect_component(
     ConnectError,
 > {
     let stream = handshake(addr, jid, secret).await?;
-    let pending = Pending::default();
-    let wrapping = Wrapping::default();
-    let presence_granted = Arc::<AtomicBool>::default();
-    let (out, in_rx, task) = spawn_task(
-        stream,
-        jid,
-        pending.clone(),
-        wrapping.clone(),
-        presence_granted.clone(),
-    );
+    let shared = Shared::default();
+    let (out, in_rx, task) = spawn_task(stream, jid, shared.clone());
     let conn = Connection {
         jid: jid.to_string(),
         out,
-        pending,
         iq_timeout,
-        wrapping,
-        presence_granted,
+        shared,
     };
     Ok((conn, in_rx, task))
 }
@@ -301,9 +299,7 @@ pub async fn connect_component(
 fn spawn_task(
     stream: Stream,
     jid: &str,
-    pending: Pending,
-    wrapping: Wrapping,
-    presence_granted: Arc<AtomicBool>,
+    shared: Shared,
 ) -> (
     mpsc::UnboundedSender<Out>,
     mpsc::UnboundedReceiver<Element>,
@@ -311,15 +307,7 @@ fn spawn_task(
 ) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(
-        stream,
-        out_rx,
-        in_tx,
-        pending,
-        jid.to_string(),
-        wrapping,
-        presence_granted,
-    ));
+    let task = tokio::spawn(run(stream, out_rx, in_tx, jid.to_string(), shared));
     (out_tx, in_rx, task)
 }
 
@@ -445,11 +433,14 @@ async fn run(
     mut stream: Stream,
     mut out: mpsc::UnboundedReceiver<Out>,
     inbound: mpsc::UnboundedSender<Element>,
-    pending: Pending,
     jid: String,
-    wrapping: Wrapping,
-    presence_granted: Arc<AtomicBool>,
+    shared: Shared,
 ) -> Disconnect {
+    let Shared {
+        pending,
+        wrapping,
+        presence_granted,
+    } = shared;
     let mut keepalive = 0u64;
     let mut grant_check = tokio::time::interval_at(
         tokio::time::Instant::now() + GRANT_CHECK_EVERY,

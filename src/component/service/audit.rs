@@ -228,7 +228,7 @@ impl Session<'_> {
         let after_node_loss = self
             .check_until
             .is_some_and(|t| tokio::time::Instant::now() < t);
-        if !(self.privileged || after_node_loss)
+        if !(self.privileged() || after_node_loss)
             || self.checking
             || self.status != ServiceStatus::Online
         {

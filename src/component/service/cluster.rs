@@ -5,7 +5,7 @@
 use super::backoff::Backoff;
 use super::session::Session;
 use super::ServiceConfig;
-use crate::xmpp::stream::Wrapping;
+use crate::xmpp::stream::Shared;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use xmpp_parsers::minidom::Element;
@@ -32,21 +32,14 @@ pub(super) async fn node_event(
 async fn keep_node(
     cfg: ServiceConfig,
     addr: String,
-    pending: crate::xmpp::Pending,
-    wrapping: Wrapping,
+    shared: Shared,
     inbound: mpsc::UnboundedSender<Element>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match crate::xmpp::stream::connect_secondary(
-            &addr,
-            &cfg.jid,
-            &cfg.secret,
-            pending.clone(),
-            wrapping.clone(),
-        )
-        .await
+        match crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, shared.clone())
+            .await
         {
             Ok(mut node) => {
                 backoff.reset();
@@ -82,8 +75,7 @@ async fn keep_node(
 pub(super) fn attach_nodes(
     cfg: &ServiceConfig,
     primary: &str,
-    pending: crate::xmpp::Pending,
-    wrapping: &Wrapping,
+    shared: Shared,
     mut inbound: mpsc::UnboundedReceiver<Element>,
 ) -> (
     mpsc::UnboundedReceiver<Element>,
@@ -105,8 +97,7 @@ pub(super) fn attach_nodes(
         tasks.push(tokio::spawn(keep_node(
             cfg.clone(),
             addr.clone(),
-            pending.clone(),
-            wrapping.clone(),
+            shared.clone(),
             tx.clone(),
             ev_tx.clone(),
         )));

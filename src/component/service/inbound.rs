@@ -240,7 +240,7 @@ impl Session<'_> {
             jid: &self.cfg.jid,
             domain: &self.cfg.domain,
             privacy: &self.cfg.privacy,
-            privileged: self.privileged,
+            privileged: self.privileged(),
             online: self.status == ServiceStatus::Online,
             contacts: &self.contacts,
         };
@@ -357,16 +357,13 @@ impl Session<'_> {
                 }
             };
         match presence {
-            Some(kind) => {
-                if !self.privileged {
-                    tracing::info!(
-                        "XEP-0356 presence permission ({kind}): tracking every user's sessions, \
-                         with or without a roster subscription; checking for sessions that end \
-                         without an unavailable presence every {SESSION_CHECK:?}"
-                    );
-                }
-                self.privileged = true;
-            }
+            // The connection noted the grant as it read the message
+            // (`Session::privileged`).
+            Some(kind) => tracing::info!(
+                "XEP-0356 presence permission ({kind}): tracking every user's sessions, with or \
+                 without a roster subscription; checking for sessions that end without an \
+                 unavailable presence every {SESSION_CHECK:?}"
+            ),
             None => tracing::info!(
                 "XEP-0356 privileges without presence permission: tracking users who have \
                  the component in their roster"

@@ -97,8 +97,7 @@ pub async fn component_loop(
                 tracing::info!(server = %addr, "connected");
                 let since = Instant::now();
                 let (inbound, nodes, keepers) = if cfg.servers.len() > 1 {
-                    let (i, n, k) =
-                        attach_nodes(cfg, addr, conn.pending(), conn.wrapping(), inbound);
+                    let (i, n, k) = attach_nodes(cfg, addr, conn.shared(), inbound);
                     (i, Some(n), k)
                 } else {
                     (inbound, None, Vec::new())

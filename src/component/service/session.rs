@@ -98,8 +98,6 @@ pub(super) struct Session<'a> {
     pub(super) ips: IpLookup,
     /// Runs the tracker's actions, at most `IN_FLIGHT` at once.
     pub(super) dispatch: Arc<Dispatch>,
-    /// The server grants XEP-0356 presence permission.
-    pub(super) privileged: bool,
     pub(super) checking: bool,
     /// Check sessions until then (after losing a cluster node).
     pub(super) check_until: Option<tokio::time::Instant>,
@@ -145,7 +143,6 @@ impl<'a> Session<'a> {
                 late: None,
                 ips: IpLookup::default(),
                 dispatch: Arc::default(),
-                privileged: false,
                 checking: false,
                 check_until: None,
                 trim: Trim::new(),
@@ -417,6 +414,14 @@ impl Session<'_> {
     pub(super) fn send(&self, el: Element) {
         // A send fails only when the connection is gone; the loop sees that.
         let _ = self.conn.send(el);
+    }
+
+    /// The server grants XEP-0356 presence permission: every user's presence
+    /// arrives, roster or not. The connection notes it as it reads the
+    /// server's permission message, so that one record serves the session,
+    /// the start-up's probes and a cluster's other connections.
+    pub(super) fn privileged(&self) -> bool {
+        self.conn.presence_granted()
     }
 
     /// One action of the tracker's came back.

@@ -362,7 +362,7 @@ impl Session<'_> {
     /// yet; their items stay (see `waiting`).
     pub(super) fn reconcile(&mut self, d: Discovery, late: &HashSet<String>) {
         self.unseen(d.listed.iter().filter(|j| !late.contains(*j)), "start-up");
-        if self.privileged && !self.listing.ordered() {
+        if self.privileged() && !self.listing.ordered() {
             // With presence permission every session is tracked; one that
             // sent nothing by now is older than us on a server that replays
             // nothing (ejabberd; Prosody's module replays every presence):

@@ -49,7 +49,7 @@ impl Session<'_> {
     /// `listed`: the sessions the server lists now (hidden users left out).
     /// Roster mode only: with presence permission every session is seen.
     pub(super) fn unseen<'a>(&mut self, listed: impl IntoIterator<Item = &'a String>, when: &str) {
-        if self.privileged {
+        if self.privileged() {
             return;
         }
         let unseen: BTreeSet<&str> = listed

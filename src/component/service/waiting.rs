@@ -79,7 +79,7 @@ impl Session<'_> {
             // With presence permission ejabberd answers no probe for
             // users without a subscription, on active or not: then
             // only the pause in answers ends the wait.
-            let on_active = if self.privileged {
+            let on_active = if self.privileged() {
                 HashSet::new()
             } else {
                 d.active
@@ -126,7 +126,7 @@ impl Session<'_> {
         let waited = w.started.elapsed();
         // (With presence permission every session is tracked all the same,
         // and `on_active` is empty: `reconcile` says how they are published.)
-        if !self.privileged {
+        if !self.privileged() {
             let gone = w.unanswered.len().saturating_sub(w.on_active.len());
             if gone > 0 {
                 tracing::info!(
@@ -136,7 +136,7 @@ impl Session<'_> {
         }
         // With presence permission (granted after the wait began) the silent
         // sessions are published as `unknown` and tracked: none is late.
-        let late = if self.privileged {
+        let late = if self.privileged() {
             HashSet::new()
         } else {
             w.on_active
