@@ -334,15 +334,30 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 String::new()
             },
-            component_modules = match (self.options.privileged, self.options.slow_handshake) {
-                (true, _) => "\n    modules_enabled = { \"privilege\" }".to_string(),
-                (false, true) => format!(
-                    "\n    modules_enabled = {{ \"lab_slow_handshake\" }}\
-                     \n    lab_slow_handshake_seconds = {}",
-                    SLOW_HANDSHAKE.as_secs()
-                ),
-                (false, false) => String::new(),
-            },
+            component_modules = self.component_modules(),
+        )
+    }
+
+    /// The component's own modules, all the options asked for together.
+    fn component_modules(&self) -> String {
+        let mut modules = Vec::new();
+        let mut settings = String::new();
+        if self.options.privileged {
+            modules.push("\"privilege\"");
+        }
+        if self.options.slow_handshake {
+            modules.push("\"lab_slow_handshake\"");
+            settings = format!(
+                "\n    lab_slow_handshake_seconds = {}",
+                SLOW_HANDSHAKE.as_secs()
+            );
+        }
+        if modules.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\n    modules_enabled = {{ {} }}{settings}",
+            modules.join("; ")
         )
     }
 
@@ -566,5 +581,44 @@ mod tests {
         );
         assert!(bench.contains("Component \"pubsub.localhost\" \"pubsub\"\n    storage = \"memory\"\n    pubsub_max_items = 100000\n"), "{bench}");
         assert!(!bench.contains("SQLite3"), "{bench}");
+    }
+
+    /// The component's modules add up: asking for two loads both.
+    #[test]
+    fn component_modules_combine() {
+        let module_line = |options: ProsodyOptions| {
+            let text = config(options);
+            let component = &text[text
+                .find("Component \"pubpresence.localhost\"")
+                .expect("component")..];
+            component
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    "))
+                .filter(|l| l.contains("modules_enabled") || l.contains("lab_slow"))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(module_line(ProsodyOptions::default()), "");
+        assert_eq!(
+            module_line(ProsodyOptions {
+                privileged: true,
+                ..ProsodyOptions::default()
+            }),
+            "modules_enabled = { \"privilege\" }"
+        );
+        assert_eq!(
+            module_line(ProsodyOptions {
+                privileged: true,
+                slow_handshake: true,
+                ..ProsodyOptions::default()
+            }),
+            format!(
+                "modules_enabled = {{ \"privilege\"; \"lab_slow_handshake\" }}\n\
+                 lab_slow_handshake_seconds = {}",
+                SLOW_HANDSHAKE.as_secs()
+            )
+        );
     }
 }
