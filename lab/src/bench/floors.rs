@@ -323,9 +323,11 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
         let sessions = listed.len();
         let users: HashSet<&str> = listed.iter().map(|s| s.bare.as_str()).collect();
         let t = Instant::now();
-        for u in users.iter().filter(|_| at.probes) {
-            conn.send(presence::build(at.jid, u, Some("probe"), None))
-                .map_err(iq_err("probes"))?;
+        if at.probes {
+            for u in &users {
+                conn.send(presence::build(at.jid, u, Some("probe"), None))
+                    .map_err(iq_err("probes"))?;
+            }
         }
         let ping = Element::builder("ping", ns::PING).build();
         let round_trip = async {
