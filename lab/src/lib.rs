@@ -22,6 +22,8 @@ pub use prosody::{LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_H
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Locks `m` even when poisoned, for every lock of the lab. Poisoning only
 /// says that a thread panicked while holding the lock, and that panic is
@@ -30,6 +32,16 @@ use std::sync::{Mutex, MutexGuard};
 /// panic a second time over the same fault.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until `counter` passes `from`, at most `limit`; false if it did
+/// not. For the counts of events that the benchmarks and the soak wait on,
+/// moved as the events come.
+pub(crate) async fn passed(counter: &watch::Sender<u64>, from: u64, limit: Duration) -> bool {
+    let mut rx = counter.subscribe();
+    tokio::time::timeout(limit, rx.wait_for(|n| *n > from))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 /// The shipped `pubpresence` binary, which cargo builds into the same

@@ -13,14 +13,13 @@
 //! different connections independently.
 
 use super::client::{client_iq, IQ_TIMEOUT};
-use crate::lock;
+use super::rate::SimLog;
 use crate::sim::SimEvent;
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::user::{Status, UserItem};
 use pubpresence::xmpp::c2s::C2s;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Where the mirror writes.
@@ -36,7 +35,7 @@ pub(crate) struct Nodes {
 /// and mirrors every change at once.
 pub(crate) fn spawn_mirroring_reader(
     mut rx: mpsc::UnboundedReceiver<SimEvent>,
-    log: Arc<Mutex<Vec<SimEvent>>>,
+    log: SimLog,
     client: C2s,
     nodes: Nodes,
 ) {
@@ -77,7 +76,7 @@ pub(crate) fn spawn_mirroring_reader(
                     .or_insert_with(|| writer(client.clone()));
                 let _ = writer.send((on_active, on_live));
             }
-            lock(&log).push(ev);
+            log.push(ev);
         }
     });
 }

@@ -24,12 +24,12 @@ use super::error::{setup, BenchError};
 use super::floors::{self, AsComponent, PublishFloor, RestartFloor};
 use super::measure::{cpu_seconds, rss_kib, storage, Machine};
 use super::rate::{
-    self, mirror_phase, phase, spawn_sim_reader, spawn_watcher_reader, Log, Rig, Seen, FLOOR,
-    FLOOR_ACTIVE,
+    self, mirror_phase, phase, spawn_sim_reader, spawn_watcher_reader, Log, Rig, Seen, SimLog,
+    FLOOR, FLOOR_ACTIVE,
 };
 use super::server::{active_items, login, start_prosody, subscribe};
 use crate::lock;
-use crate::sim::{self, SimControl, SimEvent, SimOptions};
+use crate::sim::{self, SimControl, SimOptions};
 use crate::Prosody;
 use pubpresence::component::publisher::Listing;
 use pubpresence::component::service::{self, ServiceConfig};
@@ -341,9 +341,8 @@ async fn measured(
     base_opts.first_ip = Ipv4Addr::new(127, 0, 0, 2);
     base_opts.login_concurrency = 32;
     let (base_ctl, base_rx) = watch::channel(SimControl::Run);
-    let base_events: Log<SimEvent> = Arc::default();
     let (btx, brx) = mpsc::unbounded_channel();
-    spawn_sim_reader(brx, base_events.clone());
+    spawn_sim_reader(brx, SimLog::default());
     let base_task = tokio::spawn(sim::run(base_opts, base_rx, Some(btx)));
 
     let result = async {

@@ -6,13 +6,13 @@
 //! client: `mirror`).
 
 use super::client::{client_iq, client_iq_id, ACTIVE, IQ_TIMEOUT, LIVE};
-use super::error::{wait_until, BenchError};
+use super::error::BenchError;
 use super::measure::{cpu_seconds, Latency};
 use super::mirror;
 use super::report::{MirrorPoint, RatePoint};
-use crate::lock;
 use crate::sim::{self, SimControl, SimError, SimEvent, SimOptions, SimReport};
 use crate::Prosody;
+use crate::{lock, passed};
 use pubpresence::minidom::Element;
 use pubpresence::wire::pubsub;
 use pubpresence::wire::user::{Status, UserItem};
@@ -43,6 +43,52 @@ pub(super) enum Seen {
 }
 
 pub(super) type Log<T> = Arc<Mutex<Vec<T>>>;
+
+/// The sim's events as its reader logged them, and how many times it said
+/// that every connection is held, counted as they come (a window waits on
+/// that count).
+#[derive(Clone)]
+pub(crate) struct SimLog {
+    events: Log<SimEvent>,
+    held: watch::Sender<u64>,
+}
+
+impl Default for SimLog {
+    fn default() -> SimLog {
+        SimLog {
+            events: Arc::default(),
+            held: watch::Sender::new(0),
+        }
+    }
+}
+
+impl SimLog {
+    pub(crate) fn push(&self, ev: SimEvent) {
+        if matches!(ev, SimEvent::Held) {
+            self.held.send_modify(|n| *n += 1);
+        }
+        lock(&self.events).push(ev);
+    }
+
+    /// The changes logged since `start`.
+    fn changes_since(&self, start: Instant) -> Vec<Change> {
+        changes_since(&lock(&self.events), start)
+    }
+
+    /// How many times the sim said every connection is held.
+    fn helds(&self) -> u64 {
+        *self.held.borrow()
+    }
+
+    /// Waits until the sim says held once more than `from` times.
+    async fn held_after(&self, from: u64, what: &str, limit: Duration) -> Result<(), BenchError> {
+        if passed(&self.held, from, limit).await {
+            Ok(())
+        } else {
+            Err(BenchError::Timeout(what.to_string()))
+        }
+    }
+}
 
 /// A change sent: the connection's full JID, its new status, when.
 type Change = (String, Status, Instant);
@@ -174,8 +220,7 @@ impl Cpus {
 struct Load {
     ctl: watch::Sender<SimControl>,
     task: JoinHandle<Result<SimReport, SimError>>,
-    /// The sim's events, as its reader logged them.
-    events: Log<SimEvent>,
+    events: SimLog,
     connections: usize,
 }
 
@@ -185,15 +230,7 @@ struct Open {
     cpus: Cpus,
     cpu0: (Option<f64>, Option<f64>),
     /// `Held` events logged before the window.
-    helds: usize,
-}
-
-/// How many times the sim said every connection is held.
-fn helds(events: &Log<SimEvent>) -> usize {
-    lock(events)
-        .iter()
-        .filter(|e| matches!(e, SimEvent::Held))
-        .count()
+    helds: u64,
 }
 
 /// A closed window: the changes sent in it, the CPU spent.
@@ -225,7 +262,7 @@ impl Load {
         prosody: &Prosody,
         index: usize,
         rate: f64,
-        reader: impl FnOnce(mpsc::UnboundedReceiver<SimEvent>, Log<SimEvent>),
+        reader: impl FnOnce(mpsc::UnboundedReceiver<SimEvent>, SimLog),
     ) -> Result<Load, BenchError> {
         let mut o = SimOptions::for_prosody(prosody, "load", load_accounts(rate), LOAD_RESOURCES);
         o.subscribe = !prosody.options().privileged;
@@ -237,15 +274,14 @@ impl Load {
         o.login_concurrency = 32;
         tracing::info!("{rate} changes/s: logging in {connections} load connections");
         let (ctl, rx) = watch::channel(SimControl::Hold);
-        let events: Log<SimEvent> = Arc::default();
+        let events = SimLog::default();
         let (tx, erx) = mpsc::unbounded_channel();
         reader(erx, events.clone());
         let task = tokio::spawn(sim::run(o, rx, Some(tx)));
         // `Held` comes once every connection is logged in and idle.
-        let ready = wait_until("load users logged in", Duration::from_secs(60), || {
-            helds(&events) > 0
-        })
-        .await;
+        let ready = events
+            .held_after(0, "load users logged in", Duration::from_secs(60))
+            .await;
         if let Err(e) = ready {
             let _ = ctl.send(SimControl::Stop);
             let _ = task.await;
@@ -263,7 +299,7 @@ impl Load {
 
     /// Opens the window: CPU read, then the users set changing.
     fn open(&self, cpus: Cpus) -> Open {
-        let helds = helds(&self.events);
+        let helds = self.events.helds();
         let cpu0 = cpus.read();
         let start = Instant::now();
         let _ = self.ctl.send(SimControl::Run);
@@ -290,18 +326,18 @@ impl Load {
         // sim says `Held` again every change of the window is in the log.
         // Read before that, the last change could be missing, and the drain
         // would not wait for its notification.
-        let held = wait_until("load users held", Duration::from_secs(10), || {
-            helds(&self.events) > open.helds
-        })
-        .await;
+        let held = self
+            .events
+            .held_after(open.helds, "load users held", Duration::from_secs(10))
+            .await;
         if let Err(e) = held {
             tracing::warn!("{e}; the window's last changes may be counted as lost");
         }
-        let sent_changes = changes_since(&self.events, start);
+        let sent_changes = self.events.changes_since(start);
         drain(seen, start, &sent_changes, floor_sent).await;
         let cpu1 = open.cpus.read();
         let cpu_window_s = start.elapsed().as_secs_f64();
-        let changes = changes_since(&self.events, start);
+        let changes = self.events.changes_since(start);
         let _ = self.ctl.send(SimControl::Stop);
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
         let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -375,8 +411,8 @@ async fn latency_floor(rig: &Rig<'_>, index: usize, start: Instant) -> HashMap<S
 }
 
 /// The changes the sim logged since `start`.
-fn changes_since(events: &Log<SimEvent>, start: Instant) -> Vec<Change> {
-    lock(events)
+fn changes_since(events: &[SimEvent], start: Instant) -> Vec<Change> {
+    events
         .iter()
         .filter_map(|e| match e {
             SimEvent::Change {
@@ -504,10 +540,10 @@ pub(super) fn spawn_watcher_reader(mut inbound: mpsc::Receiver<Element>, log: Lo
 }
 
 /// Drains the sim's events into `log`.
-pub(super) fn spawn_sim_reader(mut rx: mpsc::UnboundedReceiver<SimEvent>, log: Log<SimEvent>) {
+pub(super) fn spawn_sim_reader(mut rx: mpsc::UnboundedReceiver<SimEvent>, log: SimLog) {
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
-            lock(&log).push(ev);
+            log.push(ev);
         }
     });
 }

@@ -14,8 +14,8 @@ use super::lag::{Impair, Lag};
 use super::parts::{self, Admin, WatchProc};
 use super::server::Server;
 use super::{Report, SoakArgs};
-use crate::lock;
 use crate::sim::{self, SimControl, SimEvent, SimOptions};
+use crate::{lock, passed};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -60,14 +60,6 @@ fn start_sim(opts: SimOptions, truth: Arc<Mutex<Truth>>, signals: Signals, run: 
         }
     });
     Sim { control, task }
-}
-
-/// Waits until `counter` passes `from`.
-async fn passed(counter: &watch::Sender<u64>, from: u64, limit: Duration) -> bool {
-    let mut rx = counter.subscribe();
-    tokio::time::timeout(limit, rx.wait_for(|n| *n > from))
-        .await
-        .is_ok_and(|r| r.is_ok())
 }
 
 struct Soak {
