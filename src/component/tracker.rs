@@ -738,18 +738,23 @@ mod tests {
         }
     }
 
+    /// Reconciles with `items` on active and the listing's `ips`, at `at`:
+    /// nothing remembered from a previous session, no session late, no stop
+    /// on record. The actions.
+    pub(super) fn reconcile(
+        tr: &mut Tracker,
+        items: Vec<UserItem>,
+        ips: &HashMap<String, String>,
+        at: Timestamp,
+    ) -> Vec<Action> {
+        tr.reconcile(items, ips, at, &Memory::new(), &HashSet::new(), None)
+            .actions
+    }
+
     pub(super) fn running() -> Tracker {
         let mut tr = Tracker::new();
         assert_eq!(
-            tr.reconcile(
-                vec![],
-                &HashMap::new(),
-                t("00"),
-                &Memory::new(),
-                &HashSet::new(),
-                None
-            )
-            .actions,
+            reconcile(&mut tr, vec![], &HashMap::new(), t("00")),
             vec![Action::ReconcileDone]
         );
         tr
@@ -955,16 +960,7 @@ mod tests {
         let mut tr = Tracker::new();
         let kept = item(A, Status::Online, "127.0.0.2", t("00"));
         tr.presence(A, "alice@l", Change::Available(Status::Online), t("05"));
-        let acts = tr
-            .reconcile(
-                vec![kept.clone()],
-                &HashMap::new(),
-                t("06"),
-                &Memory::new(),
-                &HashSet::new(),
-                None,
-            )
-            .actions;
+        let acts = reconcile(&mut tr, vec![kept.clone()], &HashMap::new(), t("06"));
         assert_eq!(
             acts,
             vec![Action::FetchIp {
@@ -1012,16 +1008,7 @@ mod tests {
         );
         // Without `late` the same items are retracted at once.
         let mut tr = Tracker::new();
-        let mut acts = tr
-            .reconcile(
-                vec![a, b],
-                &HashMap::new(),
-                t("06"),
-                &Memory::new(),
-                &HashSet::new(),
-                None,
-            )
-            .actions;
+        let mut acts = reconcile(&mut tr, vec![a, b], &HashMap::new(), t("06"));
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
@@ -1124,16 +1111,12 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let mut acts = tr
-            .reconcile(
-                vec![kept.clone(), stale.clone(), changed],
-                &ips,
-                t("20"),
-                &Memory::new(),
-                &HashSet::new(),
-                None,
-            )
-            .actions;
+        let mut acts = reconcile(
+            &mut tr,
+            vec![kept.clone(), stale.clone(), changed],
+            &ips,
+            t("20"),
+        );
         acts.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             acts,
