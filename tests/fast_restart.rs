@@ -270,6 +270,93 @@ async fn a_stop_during_writes_finishes_them_and_saves_on_ejabberd() {
     a_stop_during_writes_finishes_them_and_saves(Server::ejabberd()).await;
 }
 
+/// On Prosody, whose listing states each session's show and address, a
+/// clean restart does not wait for the probe answers of sessions listed
+/// exactly as the saved copy has them: it probes them behind a barrier that
+/// the others' answers must pass, and goes online when those are in. A user
+/// who removed the component from the roster while it was down never
+/// answers: taken off active when the second barrier returns, long before
+/// `iq_timeout` (docs/protocol.md, "What the component publishes, and
+/// when", step 5).
+async fn unchanged_sessions_are_confirmed_after_online(p: Server) {
+    let d = p.domain().to_string();
+    let jid = |u: &str| format!("{u}@{d}/r");
+    let state = tempfile::tempdir().expect("state dir");
+    // Long, so that only the barrier can end the wait in time.
+    let config = || format!("iq_timeout = \"30s\"\n{}", config(&p, Some(state.path())));
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&config());
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let kept = user(&p, &mut w, "kept", 61).await;
+    let changed = user(&p, &mut w, "changed", 62).await;
+    let revoked = user(&p, &mut w, "revoked", 63).await;
+    let before = w.active().await;
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    // While it is down: one changes, one removes the component.
+    changed.show(Some("dnd"));
+    revoked.remove_from_roster(p.component_jid()).await;
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config());
+    w.wait_status(ServiceStatus::Online).await;
+    let online_at = std::time::Instant::now();
+    let log = pp2.log_text();
+    assert!(
+        log.contains(
+            "2 listed sessions of 2 users are as the saved copy has them: confirming them by \
+             probe without waiting"
+        ),
+        "{log}"
+    );
+    // The changed session was waited for: on active, as it is now, when
+    // the status says online.
+    let at_online = table(&w).await;
+    assert_eq!(
+        at_online.get(&jid("changed")),
+        Some(&("dnd", "127.0.0.62".to_string()))
+    );
+    assert_eq!(
+        at_online.get(&jid("kept")),
+        Some(&("online", "127.0.0.61".to_string()))
+    );
+    w.wait_until("revoked off active", Duration::from_secs(5), |s| {
+        s.active_retracts.contains(&jid("revoked"))
+    })
+    .await;
+    assert!(
+        online_at.elapsed() < Duration::from_secs(5),
+        "taken off by the time limit, not by the barrier"
+    );
+    assert_eq!(
+        table(&w).await,
+        want(&[
+            (&jid("changed"), "dnd", "127.0.0.62"),
+            (&jid("kept"), "online", "127.0.0.61"),
+        ])
+    );
+    assert_eq!(w.seen().active_retracts, vec![jid("revoked")]);
+    assert_eq!(live_of(&w, &jid("revoked")), vec!["offline"]);
+    assert_eq!(live_of(&w, &jid("changed")), vec!["dnd"]);
+    assert!(live_of(&w, &jid("kept")).is_empty(), "kept is unchanged");
+    assert_eq!(w.active().await[&jid("kept")], before[&jid("kept")]);
+    // Only the revoked session was silent: kept's answer confirmed it.
+    pp2.wait_log(
+        "1 listed sessions on active sent no presence within",
+        T,
+        "the silent session taken off",
+    )
+    .await;
+    drop((pp2, kept, changed, revoked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_on_prosody_confirms_unchanged_sessions_after_online() {
+    unchanged_sessions_are_confirmed_after_online(Server::prosody()).await;
+}
+
 /// After a clean stop, a session whose presence is unchanged since before
 /// the stop keeps its item's address: ejabberd, which lists no addresses,
 /// is not asked for it (docs/protocol.md, "What the component publishes,

@@ -73,8 +73,8 @@ proptest! {
         let xml = format!("<x xmlns='jabber:x:data'><field var='onlineuserjids'>{}</field></x>", values(&lines));
         let Ok(form) = xml.parse::<Element>() else { return Ok(()) };
         for (_, sessions) in adhoc::parse_online_sessions(&form) {
-            for (_, ip) in sessions {
-                if let Some(ip) = ip {
+            for s in sessions {
+                if let Some(ip) = s.ip {
                     prop_assert!(ip.parse::<std::net::IpAddr>().is_ok());
                 }
             }

@@ -484,6 +484,9 @@ pub struct OnlineSession {
     pub bare: String,
     /// Known when the listing states it (Prosody), else learned with user-stats.
     pub ip: Option<String>,
+    /// The show of its current presence, when the listing states one
+    /// (Prosody); the presence itself still comes by probe or as sent.
+    pub status: Option<crate::wire::user::Status>,
 }
 
 /// Which listing the server answered last time, so that a server that
@@ -569,6 +572,7 @@ pub async fn online_sessions_via(
                     bare: bare.to_string(),
                     fulljid: full,
                     ip: None,
+                    status: None,
                 })
             })
             .collect());
@@ -580,10 +584,11 @@ pub async fn online_sessions_via(
             ask.push(bare);
             continue;
         }
-        out.extend(sessions.into_iter().map(|(resource, ip)| OnlineSession {
-            fulljid: format!("{bare}/{resource}"),
+        out.extend(sessions.into_iter().map(|s| OnlineSession {
+            fulljid: format!("{bare}/{}", s.resource),
             bare: bare.clone(),
-            ip,
+            ip: s.ip,
+            status: s.status,
         }));
     }
     let asked = futures::stream::iter(ask)
@@ -600,6 +605,7 @@ pub async fn online_sessions_via(
                 fulljid: format!("{bare}/{}", s.resource),
                 bare: bare.clone(),
                 ip: Some(s.ip),
+                status: None,
             });
         }
     }

@@ -1,6 +1,7 @@
 //! XEP-0050 ad-hoc commands as used for XEP-0133 administration: user-stats
 //! (a user's connections and their IP addresses) and the online-users list.
 
+use super::user::Status;
 use super::Attr;
 use super::{forms, ns};
 use std::net::{IpAddr, SocketAddr};
@@ -105,14 +106,25 @@ pub fn parse_online_users(form: &Element) -> Vec<String> {
         .collect()
 }
 
-/// One user of a detailed online-users list and its sessions:
-/// (resource, address if stated).
-pub type OnlineUser = (String, Vec<(String, Option<String>)>);
+/// One user of a detailed online-users list and its sessions.
+pub type OnlineUser = (String, Vec<ListedSession>);
+
+/// One session of a detailed online-users list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSession {
+    pub resource: String,
+    /// The show of the session's current presence, when the line states one
+    /// the component would publish (`available` is `online`); None for a
+    /// session without presence (`unavailable`) or anything else.
+    pub status: Option<Status>,
+    pub ip: Option<String>,
+}
 
 /// Reads a get-online-users-list result with details. Prosody writes each
 /// user's bare JID followed by one line per session,
 /// ` - RESOURCE: SHOW(PRIORITY), IP: [ADDRESS]`; those lines are human text,
-/// so anything unexpected leaves the address unknown rather than guessed.
+/// so anything unexpected leaves the address or the status unknown rather
+/// than guessed.
 pub fn parse_online_sessions(form: &Element) -> Vec<OnlineUser> {
     let mut out: Vec<OnlineUser> = Vec::new();
     for line in forms::values(form, "onlineuserjids") {
@@ -129,8 +141,15 @@ pub fn parse_online_sessions(form: &Element) -> Vec<OnlineUser> {
                 ),
                 None => (detail, None),
             };
-            let resource = head.rsplit_once(": ").map(|(r, _)| r).unwrap_or(head);
-            sessions.push((resource.to_string(), ip));
+            let (resource, status) = match head.rsplit_once(": ") {
+                Some((r, show)) => (r, listed_status(show)),
+                None => (head, None),
+            };
+            sessions.push(ListedSession {
+                resource: resource.to_string(),
+                status,
+                ip,
+            });
         } else {
             let user = line.trim();
             if !user.is_empty() {
@@ -139,6 +158,21 @@ pub fn parse_online_sessions(form: &Element) -> Vec<OnlineUser> {
         }
     }
     out
+}
+
+/// `SHOW(PRIORITY)` of a listing line: Prosody writes `available` for a
+/// presence without `<show/>`, `unavailable` for a session that sent none,
+/// and the `<show/>` text otherwise.
+fn listed_status(show_priority: &str) -> Option<Status> {
+    let (show, priority) = show_priority.strip_suffix(')')?.rsplit_once('(')?;
+    if priority.is_empty() {
+        return None;
+    }
+    match show {
+        "available" => Some(Status::Online),
+        "" | "unavailable" => None,
+        other => Status::from_show(Some(other)),
+    }
 }
 
 /// An address as a server reports it, normalised to what is published: port
@@ -248,6 +282,14 @@ mod tests {
         );
     }
 
+    fn listed(resource: &str, status: Option<Status>, ip: Option<&str>) -> ListedSession {
+        ListedSession {
+            resource: resource.into(),
+            status,
+            ip: ip.map(Into::into),
+        }
+    }
+
     #[test]
     fn online_sessions_with_details() {
         let f = form(
@@ -255,6 +297,10 @@ mod tests {
              <value>alice@localhost</value><value> - phone: away(0), IP: [127.0.0.3]</value>\
              <value> - desk: online(5), IP: [::1]</value>\
              <value>bob@localhost</value><value> - a: b: xa(0), IP: [garbage]</value>\
+             <value>dave@localhost</value><value> - r1: available(-1), IP: [127.0.0.4]</value>\
+             <value> - r2: unavailable(-), IP: [127.0.0.5]</value>\
+             <value> - r3: [invalid!](0)</value>\
+             <value> - r4: dnd(0), IP: [127.0.0.6]</value>\
              <value>carol@localhost</value></field></x>",
         );
         let s = parse_online_sessions(&f);
@@ -264,20 +310,34 @@ mod tests {
                 (
                     "alice@localhost".to_string(),
                     vec![
-                        ("phone".to_string(), Some("127.0.0.3".to_string())),
-                        ("desk".to_string(), Some("::1".to_string())),
+                        listed("phone", Some(Status::Away), Some("127.0.0.3")),
+                        listed("desk", None, Some("::1")),
                     ]
                 ),
                 (
                     "bob@localhost".to_string(),
-                    vec![("a: b".to_string(), None)]
+                    vec![listed("a: b", Some(Status::Xa), None)]
+                ),
+                (
+                    "dave@localhost".to_string(),
+                    vec![
+                        listed("r1", Some(Status::Online), Some("127.0.0.4")),
+                        listed("r2", None, Some("127.0.0.5")),
+                        listed("r3", None, None),
+                        listed("r4", Some(Status::Dnd), Some("127.0.0.6")),
+                    ]
                 ),
                 ("carol@localhost".to_string(), vec![]),
             ]
         );
         assert_eq!(
             parse_online_users(&f),
-            vec!["alice@localhost", "bob@localhost", "carol@localhost"]
+            vec![
+                "alice@localhost",
+                "bob@localhost",
+                "dave@localhost",
+                "carol@localhost"
+            ]
         );
     }
 

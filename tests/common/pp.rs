@@ -503,6 +503,26 @@ impl User {
             .expect("subscribe");
     }
 
+    /// Removes `contact` from the roster (RFC 6121 roster remove: the server
+    /// cancels the subscriptions both ways) and waits for the result.
+    pub async fn remove_from_roster(&self, contact: &str) {
+        let item = Element::builder("item", "jabber:iq:roster")
+            .a("jid", contact.to_string())
+            .a("subscription", "remove")
+            .build();
+        let query = Element::builder("query", "jabber:iq:roster")
+            .append(item)
+            .build();
+        let iq = Element::builder("iq", "jabber:client")
+            .a("type", "set")
+            .append(query)
+            .build();
+        self.c2s
+            .iq(iq, T)
+            .await
+            .unwrap_or_else(|e| panic!("{} removing {contact} from the roster: {e}", self.jid));
+    }
+
     pub async fn close(self) {
         self.c2s.close().await;
     }

@@ -49,6 +49,9 @@ pub(super) enum Done {
     Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
     /// An audit found connections busy: time to look at them again.
     AuditAgain,
+    /// The barrier behind the probes of the sessions shown unchanged from
+    /// the saved copy answered (true), or failed (see `Deferred`).
+    Confirmed(bool),
 }
 
 pub(super) struct Session<'a> {
@@ -322,7 +325,7 @@ async fn drive(
             },
             Some(done) = done_rx.recv(), if !fencing => {
                 s.trim.event();
-                if let Done::Discovered(_) = &done {
+                if let Done::Discovered(_) | Done::Confirmed(_) = &done {
                     // Presences the server sent before answering our
                     // barrier are in `inbound` already: apply them first.
                     while let Ok(el) = inbound.try_recv() {
@@ -489,6 +492,10 @@ impl Session<'_> {
             }
             Done::Checked(before, r) => self.finish_session_check(before, r),
             Done::Discovered(Ok(d)) => self.discovered(d),
+            // Every answer before the barrier is in: who has not answered
+            // will not. On failure the late items' time limit stands.
+            Done::Confirmed(true) => self.late_expired(),
+            Done::Confirmed(false) => {}
             Done::Discovered(Err(StartupError::Setup(e))) if e.is_fatal() => {
                 return Some(Outcome::Fatal(RunError::Setup(e)));
             }

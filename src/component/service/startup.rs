@@ -62,8 +62,12 @@ pub(super) struct Discovery {
     sessions: usize,
     /// Full JIDs the server listed (hidden users left out).
     pub(super) listed: Vec<String>,
-    /// The probe barrier proved every answer arrived (see `Listing::ordered`).
+    /// The probe barrier proved every answer arrived (see `Listing::ordered`),
+    /// `confirming` aside.
     pub(super) answered: bool,
+    /// Listed sessions shown unchanged from the saved copy, whose users were
+    /// probed after the barrier (see `Deferred`).
+    pub(super) confirming: Option<Deferred>,
     pub(super) active: Vec<UserItem>,
     capacity: Option<usize>,
     ips: HashMap<String, String>,
@@ -142,9 +146,10 @@ async fn discover(
     // overlaps with the fetch of active, and a restart with nothing
     // changed waits for the longer of the two rather than their sum.
     let begun = tokio::time::Instant::now();
-    let (who, fetched) = tokio::join!(connected(cfg, publisher, listing), async {
-        let r = match saved {
-            Some(copy) => Ok((copy.items, publisher.active_capacity().await)),
+    let copy = saved.map(|c| c.items);
+    let (who, fetched) = tokio::join!(connected(cfg, publisher, listing, copy.as_deref()), async {
+        let r = match &copy {
+            Some(_) => Ok((Vec::new(), publisher.active_capacity().await)),
             None => active(cfg, publisher).await,
         };
         (r, begun.elapsed())
@@ -154,10 +159,12 @@ async fn discover(
         ips,
         users,
         answered,
+        confirming,
         listed_in,
         probed_in,
     } = who?;
-    let ((active, capacity), active_in) = (fetched.0?, fetched.1);
+    let ((fetched_items, capacity), active_in) = (fetched.0?, fetched.1);
+    let active = copy.unwrap_or(fetched_items);
     phases.push("listing", listed_in);
     phases.push("probes", probed_in);
     phases.push(active_step, active_in);
@@ -175,6 +182,7 @@ async fn discover(
             .map(|s| s.fulljid.clone())
             .collect(),
         answered,
+        confirming,
     })
 }
 
@@ -219,16 +227,63 @@ struct Connected {
     users: usize,
     /// The probe barrier proved every answer arrived.
     answered: bool,
+    confirming: Option<Deferred>,
     listed_in: Duration,
     probed_in: Duration,
 }
 
+/// Listed sessions that the listing shows exactly as the saved copy has
+/// them (same status, same address), on a server that lists each
+/// session's show and answers in order (Prosody). Their users are probed
+/// only after the barrier behind everyone else's probes, and the start-up
+/// does not wait for those answers: the items stay as they are (`Late`),
+/// an answer that repeats the item writes nothing, and a session that has
+/// not answered when a second barrier returns (its user removed the
+/// component from the roster while it was down) is taken off active then
+/// (docs/protocol.md, "What the component publishes, and when", step 5).
+pub(super) struct Deferred {
+    pub(super) jids: HashSet<String>,
+    /// The second barrier: true once it proved every deferred answer in.
+    pub(super) barrier: tokio::task::JoinHandle<bool>,
+}
+
+/// The users all of whose listed sessions are on `copy` exactly as listed
+/// (hidden users too: their answers count for nothing), and those sessions
+/// (hidden ones left out).
+fn unchanged_on<'a>(
+    cfg: &ServiceConfig,
+    sessions: &'a [publisher::OnlineSession],
+    copy: &[UserItem],
+) -> (HashSet<&'a str>, HashSet<String>) {
+    let on_copy: HashMap<&str, &UserItem> = copy.iter().map(|i| (i.fulljid.as_str(), i)).collect();
+    let same = |s: &publisher::OnlineSession| {
+        on_copy.get(s.fulljid.as_str()).is_some_and(|item| {
+            s.status == Some(item.status)
+                && s.ip.as_deref().map(|ip| cfg.privacy.ip(ip)).as_deref() == Some(item.ip.as_str())
+        })
+    };
+    let mut users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
+    for s in sessions {
+        if !cfg.privacy.hidden(&s.bare) && !same(s) {
+            users.remove(s.bare.as_str());
+        }
+    }
+    let jids = sessions
+        .iter()
+        .filter(|s| users.contains(s.bare.as_str()) && !cfg.privacy.hidden(&s.bare))
+        .map(|s| s.fulljid.clone())
+        .collect();
+    (users, jids)
+}
+
 /// Who is connected: the listing, a probe to every user with a session,
-/// and a round trip behind the probes.
+/// and a round trip behind the probes. `copy`: active as saved at the last
+/// clean stop, when it still stands (see `Deferred`).
 async fn connected(
     cfg: &ServiceConfig,
     publisher: &Publisher,
     listing: &publisher::Listing,
+    copy: Option<&[UserItem]>,
 ) -> Result<Connected, StartupError> {
     let m = &cfg.telemetry;
     let t = tokio::time::Instant::now();
@@ -254,13 +309,18 @@ async fn connected(
     // There probes would only ask again, at a roster lookup and an answer
     // per user (to a user without a subscription, an `unsubscribed`).
     let users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
-    if listing.ordered() && conn.presence_granted() {
+    let granted = listing.ordered() && conn.presence_granted();
+    let (later, later_jids) = match copy {
+        Some(copy) if listing.ordered() && !granted => unchanged_on(cfg, &sessions, copy),
+        _ => (HashSet::new(), HashSet::new()),
+    };
+    if granted {
         tracing::info!(
             "not probing: the server sent every session's presence with its XEP-0356 \
              presence permission"
         );
     } else {
-        for u in &users {
+        for u in users.difference(&later) {
             let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
         }
     }
@@ -288,7 +348,7 @@ async fn connected(
         cfg.probe_timeout
     };
     let answered = match conn
-        .iq_with_timeout("get", &cfg.domain, barrier, wait)
+        .iq_with_timeout("get", &cfg.domain, barrier.clone(), wait)
         .await
     {
         Ok(_) => listing.ordered(),
@@ -297,13 +357,41 @@ async fn connected(
             false
         }
     };
+    let probed_in = t.elapsed() - listed_in;
+    // The unchanged users' probes, behind the barrier, and a second barrier
+    // behind them. Sent whatever the first barrier gave: without its proof
+    // the session waits for every listed session's answer as elsewhere.
+    let confirming = (!later.is_empty()).then(|| {
+        tracing::info!(
+            "{} listed sessions of {} users are as the saved copy has them: confirming them by \
+             probe without waiting",
+            later_jids.len(),
+            later.len()
+        );
+        for u in &later {
+            let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+        }
+        let conn = conn.clone();
+        let domain = cfg.domain.clone();
+        let barrier = tokio::spawn(async move {
+            conn.iq_with_timeout("get", &domain, barrier, wait)
+                .await
+                .inspect_err(|e| tracing::debug!("second probe barrier: {e}"))
+                .is_ok()
+        });
+        Deferred {
+            jids: later_jids,
+            barrier,
+        }
+    });
     Ok(Connected {
         sessions,
         ips,
         users,
         answered,
+        confirming,
         listed_in,
-        probed_in: t.elapsed() - listed_in,
+        probed_in,
     })
 }
 

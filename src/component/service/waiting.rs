@@ -14,8 +14,8 @@
 //! a user who removed the component from their roster while it was down
 //! never answers.
 
-use super::session::Session;
-use super::startup::Discovery;
+use super::session::{Done, Session};
+use super::startup::{Deferred, Discovery};
 use crate::component::tracker::Change;
 use crate::wire::time;
 use std::collections::{BTreeSet, HashSet};
@@ -65,10 +65,16 @@ pub(super) struct Late {
 impl Session<'_> {
     /// Discovery is done: reconcile at once when every answer is in,
     /// otherwise wait (bounded) for the listed sessions' presences.
-    pub(super) fn discovered(&mut self, d: Discovery) {
+    pub(super) fn discovered(&mut self, mut d: Discovery) {
+        // Without the first barrier's proof, the deferred sessions' answers
+        // are waited for as everyone's (their probes went all the same).
+        let confirming = d.confirming.take();
         let unanswered: HashSet<String> = self.untracked(&d.listed);
         if d.answered || unanswered.is_empty() {
-            self.reconcile(d, &HashSet::new());
+            match confirming {
+                Some(c) => self.confirm_later(d, c),
+                None => self.reconcile(d, &HashSet::new()),
+            }
         } else {
             tracing::info!(
                 "waiting up to {:?} for the presence of {} listed sessions",
@@ -155,6 +161,32 @@ impl Session<'_> {
                 started: w.started,
             });
         }
+    }
+
+    /// Reconciles with the sessions shown unchanged from the saved copy kept
+    /// as they are (`Late`) until their answers come; the second barrier's
+    /// answer (`Done::Confirmed`) proves the rest will not.
+    fn confirm_later(&mut self, d: Discovery, c: Deferred) {
+        let late: HashSet<String> = c
+            .jids
+            .into_iter()
+            .filter(|j| !self.tracker.knows(j))
+            .collect();
+        self.reconcile(d, &late);
+        if late.is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        self.late = Some(Late {
+            jids: late,
+            deadline: now + self.cfg.iq_timeout.max(self.cfg.probe_timeout),
+            started: now,
+        });
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let proven = c.barrier.await.unwrap_or(false);
+            let _ = tx.send(Done::Confirmed(proven));
+        });
     }
 
     /// A presence of `fulljid` was read: it is late no more.
