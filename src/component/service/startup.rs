@@ -249,7 +249,7 @@ pub(super) struct Deferred {
 
 /// The users all of whose listed sessions are on `copy` exactly as listed
 /// (hidden users too: their answers count for nothing), and those sessions
-/// (hidden ones left out).
+/// (hidden ones left out). Nothing when no such session is there.
 fn unchanged_on<'a>(
     cfg: &ServiceConfig,
     sessions: &'a [publisher::OnlineSession],
@@ -272,7 +272,10 @@ fn unchanged_on<'a>(
         .iter()
         .filter(|s| users.contains(s.bare.as_str()) && !cfg.privacy.hidden(&s.bare))
         .map(|s| s.fulljid.clone())
-        .collect();
+        .collect::<HashSet<String>>();
+    if jids.is_empty() {
+        return (HashSet::new(), jids);
+    }
     (users, jids)
 }
 
@@ -518,5 +521,93 @@ impl Session<'_> {
             self.over_capacity = false;
             tracing::info!("{n} connections tracked: active can hold them all again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::service::config::tests::sample;
+    use crate::config::IpMode;
+
+    fn session(
+        fulljid: &str,
+        status: Option<Status>,
+        ip: Option<&str>,
+    ) -> publisher::OnlineSession {
+        publisher::OnlineSession {
+            fulljid: fulljid.into(),
+            bare: fulljid.split('/').next().unwrap_or(fulljid).into(),
+            ip: ip.map(Into::into),
+            status,
+        }
+    }
+
+    fn item(fulljid: &str, status: Status, ip: &str) -> UserItem {
+        UserItem {
+            fulljid: fulljid.into(),
+            name: fulljid.split('/').next().unwrap_or(fulljid).into(),
+            status,
+            ip: ip.into(),
+            since: time::now(),
+        }
+    }
+
+    fn sorted<'a>(set: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let mut v: Vec<&str> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Only users whose every session is on the copy as listed are left
+    /// unwaited-for; hidden users go with them, their sessions not.
+    #[test]
+    fn unchanged_users_are_those_listed_exactly_as_the_copy_has_them() {
+        let mut cfg = sample();
+        cfg.privacy.hide.insert("h@example.org".into());
+        let copy = vec![
+            item("a@example.org/1", Status::Online, "127.0.0.2"),
+            item("a@example.org/2", Status::Away, "127.0.0.3"),
+            item("b@example.org/1", Status::Online, "127.0.0.4"),
+            item("c@example.org/1", Status::Online, "127.0.0.5"),
+            item("d@example.org/1", Status::Dnd, "127.0.0.6"),
+        ];
+        let sessions = vec![
+            session("a@example.org/1", Some(Status::Online), Some("127.0.0.2")),
+            session("a@example.org/2", Some(Status::Away), Some("127.0.0.3")),
+            // Another status, another address, not on the copy, no status.
+            session("b@example.org/1", Some(Status::Xa), Some("127.0.0.4")),
+            session("c@example.org/1", Some(Status::Online), Some("127.0.0.9")),
+            session("d@example.org/1", Some(Status::Dnd), Some("127.0.0.6")),
+            session("d@example.org/2", Some(Status::Dnd), Some("127.0.0.6")),
+            session("e@example.org/1", None, Some("127.0.0.7")),
+            session("h@example.org/1", Some(Status::Online), Some("127.0.0.8")),
+        ];
+        let (users, jids) = unchanged_on(&cfg, &sessions, &copy);
+        assert_eq!(sorted(users), vec!["a@example.org", "h@example.org"]);
+        assert_eq!(
+            sorted(jids.iter().map(String::as_str)),
+            vec!["a@example.org/1", "a@example.org/2"]
+        );
+
+        // The copy holds addresses as published: masked here.
+        cfg.privacy.ip = IpMode::Masked;
+        let masked = vec![item("a@example.org/1", Status::Online, "127.0.0.0")];
+        let listed = vec![session(
+            "a@example.org/1",
+            Some(Status::Online),
+            Some("127.0.0.2"),
+        )];
+        let (users, _) = unchanged_on(&cfg, &listed, &masked);
+        assert_eq!(sorted(users), vec!["a@example.org"]);
+
+        // Hidden users alone: nothing to confirm later.
+        let hidden = vec![session(
+            "h@example.org/1",
+            Some(Status::Online),
+            Some("127.0.0.8"),
+        )];
+        let (users, jids) = unchanged_on(&cfg, &hidden, &copy);
+        assert!(users.is_empty() && jids.is_empty());
     }
 }
