@@ -541,11 +541,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         opts.background,
         server(opts.roster)
     );
-    // Ctrl-C: drop the run, which stops the component and the nodes.
-    let report = tokio::select! {
-        r = run(opts) => r?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-    };
+    let report = output::unless_stopped(run(opts)).await?;
     output::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }

@@ -44,7 +44,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         storage(false)
     );
     let prosody = start_prosody(names, Default::default()).await?;
-    let outcome = run(&prosody, n).await;
+    let outcome = super::output::unless_stopped(run(&prosody, n)).await;
     let _ = tokio::task::spawn_blocking(move || drop(prosody)).await;
     let (table, value) = outcome?;
     super::output::print_report(args.json, &table, &value);

@@ -61,7 +61,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         opts.duration,
         storage(opts.memory_storage)
     );
-    let report = run(opts).await?;
+    let report = output::unless_stopped(run(opts)).await?;
     output::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }

@@ -15,3 +15,18 @@ pub(crate) fn print_report(json: bool, table: &str, value: &serde_json::Value) {
         print!("{table}");
     }
 }
+
+/// Runs a benchmark until it ends or a stop signal (Ctrl-C, SIGTERM) comes.
+/// Stopped, the run is dropped, and with it every server and component it
+/// started (each ends on drop), as the soak does.
+pub(crate) async fn unless_stopped<T, E: Into<anyhow::Error>>(
+    run: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    let mut stop = pubpresence::signals::stop_channel(None);
+    tokio::select! {
+        r = run => r.map_err(Into::into),
+        _ = stop.wait_for(|s| *s) => {
+            anyhow::bail!("stopped by a signal; everything it started is gone")
+        }
+    }
+}

@@ -190,6 +190,19 @@ impl Component {
     }
 }
 
+/// A run stopped by a signal drops its component without `stop`: end the
+/// child then, never leave it behind (the task ends with the runtime).
+impl Drop for Component {
+    fn drop(&mut self) {
+        if let Component::Child(c) = self {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
 /// Polls the status node until `want` (every 10 ms), bounded.
 async fn wait_status(
     c: &C2s,

@@ -293,7 +293,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         .connections
         .unwrap_or(if args.quick { 100 } else { 10_000 });
     let missed = args.missed.unwrap_or(100);
-    let report = run(consumers, users, missed).await?;
+    let report = output::unless_stopped(run(consumers, users, missed)).await?;
     let json = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
     output::print_report(args.json, &report.table(), &json);
     Ok(())

@@ -444,7 +444,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             storage(o.memory_storage)
         }
     );
-    let report = run(o).await?;
+    let report = output::unless_stopped(run(o)).await?;
     output::print_report(args.json, &report.table(), &report.to_json());
     Ok(())
 }

@@ -49,8 +49,8 @@ pub(super) enum Done {
     Checked(Vec<String>, Result<Vec<publisher::OnlineSession>, IqError>),
     /// An audit found connections busy: time to look at them again.
     AuditAgain,
-    /// The barrier behind the probes of the sessions shown unchanged from
-    /// the saved copy answered (true), or failed (see `Deferred`).
+    /// The round trip behind the probes of the sessions kept as the saved
+    /// copy had them returned (true), or failed (`Session::probe_late`).
     Confirmed(bool),
 }
 
@@ -291,7 +291,7 @@ async fn drive(
                 }
             }
             _ = until(s.pending.as_ref().map(Waiting::wake_at)) => s.waited(),
-            _ = until(s.late.as_ref().map(|l| l.deadline)) => s.late_expired(),
+            _ = until(s.late.as_ref().and_then(|l| l.deadline)) => s.late_expired(),
             _ = fenced(&mut step_down) => {
                 // Drop the socket: whatever is still queued is never written.
                 task.abort();
@@ -470,6 +470,7 @@ impl Session<'_> {
                     for c in self.contacts.clone() {
                         self.send(self.own_presence(&c));
                     }
+                    self.probe_late();
                     if self.resync_when_online {
                         self.resync_when_online = false;
                         self.resync();

@@ -234,17 +234,18 @@ struct Connected {
 
 /// Listed sessions that the listing shows exactly as the saved copy has
 /// them (same status, same address), on a server that lists each
-/// session's show and answers in order (Prosody). Their users are probed
-/// only after the barrier behind everyone else's probes, and the start-up
-/// does not wait for those answers: the items stay as they are (`Late`),
-/// an answer that repeats the item writes nothing, and a session that has
-/// not answered when a second barrier returns (its user removed the
-/// component from the roster while it was down) is taken off active then
-/// (docs/protocol.md, "What the component publishes, and when", step 5).
+/// session's show and answers in order (Prosody). The start-up does not
+/// probe their users nor wait for them: the items stay as they are
+/// (`Late`), and the users are probed once `online` is confirmed, so that
+/// the server answers the status publish before those probes. An answer
+/// that repeats its item writes nothing, and a session that has not
+/// answered when a round trip behind the probes returns (its user removed
+/// the component from the roster while it was down) is taken off active
+/// then (docs/protocol.md, "What the component publishes, and when", step
+/// 5).
 pub(super) struct Deferred {
     pub(super) jids: HashSet<String>,
-    /// The second barrier: true once it proved every deferred answer in.
-    pub(super) barrier: tokio::task::JoinHandle<bool>,
+    pub(super) users: Vec<String>,
 }
 
 /// The users all of whose listed sessions are on `copy` exactly as listed
@@ -351,7 +352,7 @@ async fn connected(
         cfg.probe_timeout
     };
     let answered = match conn
-        .iq_with_timeout("get", &cfg.domain, barrier.clone(), wait)
+        .iq_with_timeout("get", &cfg.domain, barrier, wait)
         .await
     {
         Ok(_) => listing.ordered(),
@@ -361,30 +362,16 @@ async fn connected(
         }
     };
     let probed_in = t.elapsed() - listed_in;
-    // The unchanged users' probes, behind the barrier, and a second barrier
-    // behind them. Sent whatever the first barrier gave: without its proof
-    // the session waits for every listed session's answer as elsewhere.
     let confirming = (!later.is_empty()).then(|| {
         tracing::info!(
-            "{} listed sessions of {} users are as the saved copy has them: confirming them by \
-             probe without waiting",
+            "{} listed sessions of {} users are as the saved copy has them: not waiting for \
+             them, probing them once online",
             later_jids.len(),
             later.len()
         );
-        for u in &later {
-            let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
-        }
-        let conn = conn.clone();
-        let domain = cfg.domain.clone();
-        let barrier = tokio::spawn(async move {
-            conn.iq_with_timeout("get", &domain, barrier, wait)
-                .await
-                .inspect_err(|e| tracing::debug!("second probe barrier: {e}"))
-                .is_ok()
-        });
         Deferred {
             jids: later_jids,
-            barrier,
+            users: later.iter().map(|u| u.to_string()).collect(),
         }
     });
     Ok(Connected {

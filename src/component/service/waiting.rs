@@ -17,9 +17,10 @@
 use super::session::{Done, Session};
 use super::startup::{Deferred, Discovery};
 use crate::component::tracker::Change;
-use crate::wire::time;
+use crate::wire::{ns, presence, time};
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
+use xmpp_parsers::minidom::Element;
 
 /// Start-up waiting for probe answers where no barrier proves they all
 /// arrived (ejabberd answers the barrier before the probes). Users without a
@@ -55,11 +56,14 @@ impl Waiting {
 
 /// Listed sessions on active whose probe answer had not come when the
 /// start-up's wait ended: their items stay until `deadline` (see the module
-/// comment).
+/// comment). Or sessions whose users are probed once online (`Deferred`):
+/// no deadline until then.
 pub(super) struct Late {
     pub(super) jids: HashSet<String>,
-    pub(super) deadline: tokio::time::Instant,
+    pub(super) deadline: Option<tokio::time::Instant>,
     pub(super) started: tokio::time::Instant,
+    /// Users to probe once `online` is confirmed.
+    pub(super) probe_when_online: Vec<String>,
 }
 
 impl Session<'_> {
@@ -157,15 +161,16 @@ impl Session<'_> {
             );
             self.late = Some(Late {
                 jids: late,
-                deadline: w.started + wait,
+                deadline: Some(w.started + wait),
                 started: w.started,
+                probe_when_online: Vec::new(),
             });
         }
     }
 
     /// Reconciles with the sessions shown unchanged from the saved copy kept
-    /// as they are (`Late`) until their answers come; the second barrier's
-    /// answer (`Done::Confirmed`) proves the rest will not.
+    /// as they are (`Late`) until their users are probed once online
+    /// (`probe_late`).
     fn confirm_later(&mut self, d: Discovery, c: Deferred) {
         let late: HashSet<String> = c
             .jids
@@ -173,18 +178,48 @@ impl Session<'_> {
             .filter(|j| !self.tracker.knows(j))
             .collect();
         self.reconcile(d, &late);
-        if late.is_empty() {
+        if !late.is_empty() {
+            self.late = Some(Late {
+                jids: late,
+                deadline: None,
+                started: tokio::time::Instant::now(),
+                probe_when_online: c.users,
+            });
+        }
+    }
+
+    /// Online is confirmed: probe the users of the sessions kept as they
+    /// were, with a round trip behind the probes; its answer
+    /// (`Done::Confirmed`) proves that who has not answered will not. The
+    /// time limit stands in case it never comes.
+    pub(super) fn probe_late(&mut self) {
+        let Some(l) = &mut self.late else { return };
+        if l.probe_when_online.is_empty() {
             return;
         }
+        let users = std::mem::take(&mut l.probe_when_online);
+        let wait = self.cfg.iq_timeout.max(self.cfg.probe_timeout);
         let now = tokio::time::Instant::now();
-        self.late = Some(Late {
-            jids: late,
-            deadline: now + self.cfg.iq_timeout.max(self.cfg.probe_timeout),
-            started: now,
-        });
+        l.started = now;
+        l.deadline = Some(now + wait);
+        tracing::info!(
+            "probing the {} users whose {} sessions are kept as the saved copy had them",
+            users.len(),
+            l.jids.len()
+        );
+        for u in &users {
+            self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+        }
+        let conn = self.conn.clone();
+        let domain = self.cfg.domain.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let proven = c.barrier.await.unwrap_or(false);
+            let barrier = Element::builder("ping", ns::PING).build();
+            let proven = conn
+                .iq_with_timeout("get", &domain, barrier, wait)
+                .await
+                .inspect_err(|e| tracing::debug!("the barrier behind the late probes: {e}"))
+                .is_ok();
             let _ = tx.send(Done::Confirmed(proven));
         });
     }
