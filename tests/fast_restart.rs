@@ -271,18 +271,19 @@ async fn a_stop_during_writes_finishes_them_and_saves_on_ejabberd() {
 }
 
 /// On Prosody, whose listing states each session's show and address, a
-/// clean restart does not wait for the probe answers of sessions listed
-/// exactly as the saved copy has them: it goes online when the others'
+/// restart does not wait for the probe answers of sessions listed exactly
+/// as active has them (saved copy or fetched): it goes online when the others'
 /// answers are in, and probes them then. A user who removed the component
 /// from the roster while it was down never answers: taken off active when
 /// a round trip behind those probes returns, long before `iq_timeout`
 /// (docs/protocol.md, "What the component publishes, and when", step 5).
-async fn unchanged_sessions_are_confirmed_after_online(p: Server) {
+async fn unchanged_sessions_are_confirmed_after_online(p: Server, with_copy: bool) {
     let d = p.domain().to_string();
     let jid = |u: &str| format!("{u}@{d}/r");
     let state = tempfile::tempdir().expect("state dir");
     // Long, so that only the barrier can end the wait in time.
-    let config = || format!("iq_timeout = \"30s\"\n{}", config(&p, Some(state.path())));
+    let dir = with_copy.then_some(state.path());
+    let config = || format!("iq_timeout = \"30s\"\n{}", config(&p, dir));
     p.register(WATCHER, WATCHER);
     let mut pp = Pubpresence::start(&config());
     let mut w = Watcher::connect(&p, WATCHER).await;
@@ -305,11 +306,17 @@ async fn unchanged_sessions_are_confirmed_after_online(p: Server) {
     let log = pp2.log_text();
     assert!(
         log.contains(
-            "2 listed sessions of 2 users are as the saved copy has them: not waiting for \
-             them, probing them once online"
+            "2 listed sessions of 2 users are as active has them: not waiting for them, \
+             probing them once online"
         ),
         "{log}"
     );
+    let step = if with_copy {
+        "active (saved copy)"
+    } else {
+        "active (beside them)"
+    };
+    assert!(log.contains(step), "{log}");
     // The changed session was waited for: on active, as it is now, when
     // the status says online.
     let at_online = table(&w).await;
@@ -359,7 +366,12 @@ async fn unchanged_sessions_are_confirmed_after_online(p: Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_restart_on_prosody_confirms_unchanged_sessions_after_online() {
-    unchanged_sessions_are_confirmed_after_online(Server::prosody()).await;
+    unchanged_sessions_are_confirmed_after_online(Server::prosody(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_prosody_fetching_active_confirms_unchanged_sessions_after_online() {
+    unchanged_sessions_are_confirmed_after_online(Server::prosody(), false).await;
 }
 
 /// After a clean stop, a session whose presence is unchanged since before

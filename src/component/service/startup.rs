@@ -17,6 +17,7 @@ use crate::wire::{ns, time};
 use crate::xmpp::IqError;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use xmpp_parsers::minidom::Element;
 
 /// Durations of the start-up's steps, written as `nodes 12ms, listing 3ms, ...`.
@@ -146,11 +147,22 @@ async fn discover(
     // overlaps with the fetch of active, and a restart with nothing
     // changed waits for the longer of the two rather than their sum.
     let begun = tokio::time::Instant::now();
-    let copy = saved.map(|c| c.items);
-    let (who, fetched) = tokio::join!(connected(cfg, publisher, listing, copy.as_deref()), async {
-        let r = match &copy {
-            Some(_) => Ok((Vec::new(), publisher.active_capacity().await)),
-            None => active(cfg, publisher).await,
+    // The items go to the probing too, as soon as they are known (see
+    // `Deferred`): at once from the saved copy, after the fetch otherwise.
+    let (items_tx, items_rx) = oneshot::channel();
+    let (who, fetched) = tokio::join!(connected(cfg, publisher, listing, items_rx), async {
+        let r = match saved {
+            Some(copy) => {
+                let _ = items_tx.send(copy.items.clone());
+                Ok((copy.items, publisher.active_capacity().await))
+            }
+            None => {
+                let r = active(cfg, publisher).await;
+                if let Ok((items, _)) = &r {
+                    let _ = items_tx.send(items.clone());
+                }
+                r
+            }
         };
         (r, begun.elapsed())
     });
@@ -163,8 +175,7 @@ async fn discover(
         listed_in,
         probed_in,
     } = who?;
-    let ((fetched_items, capacity), active_in) = (fetched.0?, fetched.1);
-    let active = copy.unwrap_or(fetched_items);
+    let ((active, capacity), active_in) = (fetched.0?, fetched.1);
     phases.push("listing", listed_in);
     phases.push("probes", probed_in);
     phases.push(active_step, active_in);
@@ -232,9 +243,10 @@ struct Connected {
     probed_in: Duration,
 }
 
-/// Listed sessions that the listing shows exactly as the saved copy has
-/// them (same status, same address), on a server that lists each
-/// session's show and answers in order (Prosody). The start-up does not
+/// Listed sessions that the listing shows exactly as active has them (same
+/// status, same address; active as saved at the last clean stop, or as
+/// fetched), on a server that lists each session's show and answers in
+/// order (Prosody). The start-up does not
 /// probe their users nor wait for them: the items stay as they are
 /// (`Late`), and the users are probed once `online` is confirmed, so that
 /// the server answers the status publish before those probes. An answer
@@ -281,13 +293,13 @@ fn unchanged_on<'a>(
 }
 
 /// Who is connected: the listing, a probe to every user with a session,
-/// and a round trip behind the probes. `copy`: active as saved at the last
-/// clean stop, when it still stands (see `Deferred`).
+/// and a round trip behind the probes. `items`: what active holds, once
+/// known (see `Deferred`).
 async fn connected(
     cfg: &ServiceConfig,
     publisher: &Publisher,
     listing: &publisher::Listing,
-    copy: Option<&[UserItem]>,
+    items: oneshot::Receiver<Vec<UserItem>>,
 ) -> Result<Connected, StartupError> {
     let m = &cfg.telemetry;
     let t = tokio::time::Instant::now();
@@ -305,6 +317,7 @@ async fn connected(
                 err,
             }
         })?;
+    let listed_in = t.elapsed();
     // Probe every user with a session: the answers (from tracked users only)
     // arrive as ordinary presences. Not where the server already sent them
     // all: Prosody's mod_privilege, granting presence permission, sends the
@@ -314,10 +327,19 @@ async fn connected(
     // per user (to a user without a subscription, an `unsubscribed`).
     let users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
     let granted = listing.ordered() && conn.presence_granted();
-    let (later, later_jids) = match copy {
-        Some(copy) if listing.ordered() && !granted => unchanged_on(cfg, &sessions, copy),
-        _ => (HashSet::new(), HashSet::new()),
+    // Where the sessions listed as active has them are not waited for, the
+    // probes wait for active's items. On Prosody that costs nothing: it
+    // answers a component's requests one after the other, so probes sent
+    // now would queue behind the fetch of active all the same.
+    let copy = match listing.ordered() && !granted {
+        true => items.await.ok(),
+        false => None,
     };
+    let (later, later_jids) = match &copy {
+        Some(copy) => unchanged_on(cfg, &sessions, copy),
+        None => (HashSet::new(), HashSet::new()),
+    };
+    let probing = tokio::time::Instant::now();
     if granted {
         tracing::info!(
             "not probing: the server sent every session's presence with its XEP-0356 \
@@ -335,7 +357,6 @@ async fn connected(
         .iter()
         .filter_map(|s| Some((s.fulljid.clone(), cfg.privacy.ip(s.ip.as_deref()?))))
         .collect();
-    let listed_in = t.elapsed();
     // A round trip behind the probes: Prosody answers a component's stanzas
     // in order, so once this returns every probe answer has been received.
     // There it is waited for as any answer (`iq_timeout`): a late barrier
@@ -361,11 +382,11 @@ async fn connected(
             false
         }
     };
-    let probed_in = t.elapsed() - listed_in;
+    let probed_in = probing.elapsed();
     let confirming = (!later.is_empty()).then(|| {
         tracing::info!(
-            "{} listed sessions of {} users are as the saved copy has them: not waiting for \
-             them, probing them once online",
+            "{} listed sessions of {} users are as active has them: not waiting for them, \
+             probing them once online",
             later_jids.len(),
             later.len()
         );
