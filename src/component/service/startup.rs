@@ -4,6 +4,7 @@
 //! sessions whose answers are late, are in `waiting`.
 
 use super::session::{Done, Session};
+use super::waiting::{unchanged_on, Deferred};
 use super::worker::count_retract;
 use super::{inbound::truncate, ServiceConfig};
 use crate::component::metrics::{ErrorKind, Node};
@@ -66,8 +67,8 @@ pub(super) struct Discovery {
     /// The probe barrier proved every answer arrived (see `Listing::ordered`),
     /// `confirming` aside.
     pub(super) answered: bool,
-    /// Listed sessions shown unchanged from the saved copy, whose users were
-    /// probed after the barrier (see `Deferred`).
+    /// Listed sessions shown as active has them, whose users are probed
+    /// once online (see `Deferred`).
     pub(super) confirming: Option<Deferred>,
     pub(super) active: Vec<UserItem>,
     capacity: Option<usize>,
@@ -243,55 +244,6 @@ struct Connected {
     probed_in: Duration,
 }
 
-/// Listed sessions that the listing shows exactly as active has them (same
-/// status, same address; active as saved at the last clean stop, or as
-/// fetched), on a server that lists each session's show and answers in
-/// order (Prosody). The start-up does not
-/// probe their users nor wait for them: the items stay as they are
-/// (`Late`), and the users are probed once `online` is confirmed, so that
-/// the server answers the status publish before those probes. An answer
-/// that repeats its item writes nothing, and a session that has not
-/// answered when a round trip behind the probes returns (its user removed
-/// the component from the roster while it was down) is taken off active
-/// then (docs/protocol.md, "What the component publishes, and when", step
-/// 5).
-pub(super) struct Deferred {
-    pub(super) jids: HashSet<String>,
-    pub(super) users: Vec<String>,
-}
-
-/// The users all of whose listed sessions are on `copy` exactly as listed
-/// (hidden users too: their answers count for nothing), and those sessions
-/// (hidden ones left out). Nothing when no such session is there.
-fn unchanged_on<'a>(
-    cfg: &ServiceConfig,
-    sessions: &'a [publisher::OnlineSession],
-    copy: &[UserItem],
-) -> (HashSet<&'a str>, HashSet<String>) {
-    let on_copy: HashMap<&str, &UserItem> = copy.iter().map(|i| (i.fulljid.as_str(), i)).collect();
-    let same = |s: &publisher::OnlineSession| {
-        on_copy.get(s.fulljid.as_str()).is_some_and(|item| {
-            s.status == Some(item.status)
-                && s.ip.as_deref().map(|ip| cfg.privacy.ip(ip)).as_deref() == Some(item.ip.as_str())
-        })
-    };
-    let mut users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
-    for s in sessions {
-        if !cfg.privacy.hidden(&s.bare) && !same(s) {
-            users.remove(s.bare.as_str());
-        }
-    }
-    let jids = sessions
-        .iter()
-        .filter(|s| users.contains(s.bare.as_str()) && !cfg.privacy.hidden(&s.bare))
-        .map(|s| s.fulljid.clone())
-        .collect::<HashSet<String>>();
-    if jids.is_empty() {
-        return (HashSet::new(), jids);
-    }
-    (users, jids)
-}
-
 /// Who is connected: the listing, a probe to every user with a session,
 /// and a round trip behind the probes. `items`: what active holds, once
 /// known (see `Deferred`).
@@ -331,12 +283,13 @@ async fn connected(
     // probes wait for active's items. On Prosody that costs nothing: it
     // answers a component's requests one after the other, so probes sent
     // now would queue behind the fetch of active all the same.
-    let copy = match listing.ordered() && !granted {
-        true => items.await.ok(),
-        false => None,
+    let on_active = if listing.ordered() && !granted {
+        items.await.ok()
+    } else {
+        None
     };
-    let (later, later_jids) = match &copy {
-        Some(copy) => unchanged_on(cfg, &sessions, copy),
+    let (later, later_jids) = match &on_active {
+        Some(items) => unchanged_on(cfg, &sessions, items),
         None => (HashSet::new(), HashSet::new()),
     };
     let probing = tokio::time::Instant::now();
@@ -529,93 +482,5 @@ impl Session<'_> {
             self.over_capacity = false;
             tracing::info!("{n} connections tracked: active can hold them all again");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::component::service::config::tests::sample;
-    use crate::config::IpMode;
-
-    fn session(
-        fulljid: &str,
-        status: Option<Status>,
-        ip: Option<&str>,
-    ) -> publisher::OnlineSession {
-        publisher::OnlineSession {
-            fulljid: fulljid.into(),
-            bare: fulljid.split('/').next().unwrap_or(fulljid).into(),
-            ip: ip.map(Into::into),
-            status,
-        }
-    }
-
-    fn item(fulljid: &str, status: Status, ip: &str) -> UserItem {
-        UserItem {
-            fulljid: fulljid.into(),
-            name: fulljid.split('/').next().unwrap_or(fulljid).into(),
-            status,
-            ip: ip.into(),
-            since: time::now(),
-        }
-    }
-
-    fn sorted<'a>(set: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-        let mut v: Vec<&str> = set.into_iter().collect();
-        v.sort();
-        v
-    }
-
-    /// Only users whose every session is on the copy as listed are left
-    /// unwaited-for; hidden users go with them, their sessions not.
-    #[test]
-    fn unchanged_users_are_those_listed_exactly_as_the_copy_has_them() {
-        let mut cfg = sample();
-        cfg.privacy.hide.insert("h@example.org".into());
-        let copy = vec![
-            item("a@example.org/1", Status::Online, "127.0.0.2"),
-            item("a@example.org/2", Status::Away, "127.0.0.3"),
-            item("b@example.org/1", Status::Online, "127.0.0.4"),
-            item("c@example.org/1", Status::Online, "127.0.0.5"),
-            item("d@example.org/1", Status::Dnd, "127.0.0.6"),
-        ];
-        let sessions = vec![
-            session("a@example.org/1", Some(Status::Online), Some("127.0.0.2")),
-            session("a@example.org/2", Some(Status::Away), Some("127.0.0.3")),
-            // Another status, another address, not on the copy, no status.
-            session("b@example.org/1", Some(Status::Xa), Some("127.0.0.4")),
-            session("c@example.org/1", Some(Status::Online), Some("127.0.0.9")),
-            session("d@example.org/1", Some(Status::Dnd), Some("127.0.0.6")),
-            session("d@example.org/2", Some(Status::Dnd), Some("127.0.0.6")),
-            session("e@example.org/1", None, Some("127.0.0.7")),
-            session("h@example.org/1", Some(Status::Online), Some("127.0.0.8")),
-        ];
-        let (users, jids) = unchanged_on(&cfg, &sessions, &copy);
-        assert_eq!(sorted(users), vec!["a@example.org", "h@example.org"]);
-        assert_eq!(
-            sorted(jids.iter().map(String::as_str)),
-            vec!["a@example.org/1", "a@example.org/2"]
-        );
-
-        // The copy holds addresses as published: masked here.
-        cfg.privacy.ip = IpMode::Masked;
-        let masked = vec![item("a@example.org/1", Status::Online, "127.0.0.0")];
-        let listed = vec![session(
-            "a@example.org/1",
-            Some(Status::Online),
-            Some("127.0.0.2"),
-        )];
-        let (users, _) = unchanged_on(&cfg, &listed, &masked);
-        assert_eq!(sorted(users), vec!["a@example.org"]);
-
-        // Hidden users alone: nothing to confirm later.
-        let hidden = vec![session(
-            "h@example.org/1",
-            Some(Status::Online),
-            Some("127.0.0.8"),
-        )];
-        let (users, jids) = unchanged_on(&cfg, &hidden, &copy);
-        assert!(users.is_empty() && jids.is_empty());
     }
 }

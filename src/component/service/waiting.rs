@@ -13,12 +13,19 @@
 //! has come within `iq_timeout` of the probes, it is taken off active then:
 //! a user who removed the component from their roster while it was down
 //! never answers.
+//!
+//! On Prosody, the sessions that the listing shows exactly as active has
+//! them are not waited for at all (`Deferred`): late from the start, their
+//! users probed once online.
 
 use super::session::{Done, Session};
-use super::startup::{Deferred, Discovery};
+use super::startup::Discovery;
+use super::ServiceConfig;
+use crate::component::publisher::OnlineSession;
 use crate::component::tracker::Change;
+use crate::wire::user::UserItem;
 use crate::wire::{ns, presence, time};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use xmpp_parsers::minidom::Element;
 
@@ -64,6 +71,56 @@ pub(super) struct Late {
     pub(super) started: tokio::time::Instant,
     /// Users to probe once `online` is confirmed.
     pub(super) probe_when_online: Vec<String>,
+}
+
+/// Listed sessions that the listing shows exactly as active has them (same
+/// status, same address; active as saved at the last clean stop, or as
+/// fetched), on a server that lists each session's show and answers in
+/// order (Prosody). The start-up does not probe their users nor wait for
+/// them: the items stay as they are
+/// (`Late`), and the users are probed once `online` is confirmed, so that
+/// the server answers the status publish before those probes. An answer
+/// that repeats its item writes nothing, and a session that has not
+/// answered when a round trip behind the probes returns (its user removed
+/// the component from the roster while it was down) is taken off active
+/// then (docs/protocol.md, "What the component publishes, and when", step
+/// 5).
+pub(super) struct Deferred {
+    pub(super) jids: HashSet<String>,
+    pub(super) users: Vec<String>,
+}
+
+/// The users all of whose listed sessions are on `active` exactly as listed
+/// (hidden users too: their answers count for nothing), and those sessions
+/// (hidden ones left out). Nothing when no such session is there.
+pub(super) fn unchanged_on<'a>(
+    cfg: &ServiceConfig,
+    sessions: &'a [OnlineSession],
+    active: &[UserItem],
+) -> (HashSet<&'a str>, HashSet<String>) {
+    let on_active: HashMap<&str, &UserItem> =
+        active.iter().map(|i| (i.fulljid.as_str(), i)).collect();
+    let same = |s: &OnlineSession| {
+        on_active.get(s.fulljid.as_str()).is_some_and(|item| {
+            s.status == Some(item.status)
+                && s.ip.as_deref().map(|ip| cfg.privacy.ip(ip)).as_deref() == Some(item.ip.as_str())
+        })
+    };
+    let mut users: HashSet<&str> = sessions.iter().map(|s| s.bare.as_str()).collect();
+    for s in sessions {
+        if !cfg.privacy.hidden(&s.bare) && !same(s) {
+            users.remove(s.bare.as_str());
+        }
+    }
+    let jids = sessions
+        .iter()
+        .filter(|s| users.contains(s.bare.as_str()) && !cfg.privacy.hidden(&s.bare))
+        .map(|s| s.fulljid.clone())
+        .collect::<HashSet<String>>();
+    if jids.is_empty() {
+        return (HashSet::new(), jids);
+    }
+    (users, jids)
 }
 
 impl Session<'_> {
@@ -274,5 +331,90 @@ impl Session<'_> {
             .filter(|j| !self.tracker.knows(j))
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::service::config::tests::sample;
+    use crate::config::IpMode;
+    use crate::wire::user::Status;
+
+    fn session(fulljid: &str, status: Option<Status>, ip: Option<&str>) -> OnlineSession {
+        OnlineSession {
+            fulljid: fulljid.into(),
+            bare: fulljid.split('/').next().unwrap_or(fulljid).into(),
+            ip: ip.map(Into::into),
+            status,
+        }
+    }
+
+    fn item(fulljid: &str, status: Status, ip: &str) -> UserItem {
+        UserItem {
+            fulljid: fulljid.into(),
+            name: fulljid.split('/').next().unwrap_or(fulljid).into(),
+            status,
+            ip: ip.into(),
+            since: time::now(),
+        }
+    }
+
+    fn sorted<'a>(set: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let mut v: Vec<&str> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Only users whose every session is on the copy as listed are left
+    /// unwaited-for; hidden users go with them, their sessions not.
+    #[test]
+    fn unchanged_users_are_those_listed_exactly_as_the_copy_has_them() {
+        let mut cfg = sample();
+        cfg.privacy.hide.insert("h@example.org".into());
+        let copy = vec![
+            item("a@example.org/1", Status::Online, "127.0.0.2"),
+            item("a@example.org/2", Status::Away, "127.0.0.3"),
+            item("b@example.org/1", Status::Online, "127.0.0.4"),
+            item("c@example.org/1", Status::Online, "127.0.0.5"),
+            item("d@example.org/1", Status::Dnd, "127.0.0.6"),
+        ];
+        let sessions = vec![
+            session("a@example.org/1", Some(Status::Online), Some("127.0.0.2")),
+            session("a@example.org/2", Some(Status::Away), Some("127.0.0.3")),
+            // Another status, another address, not on the copy, no status.
+            session("b@example.org/1", Some(Status::Xa), Some("127.0.0.4")),
+            session("c@example.org/1", Some(Status::Online), Some("127.0.0.9")),
+            session("d@example.org/1", Some(Status::Dnd), Some("127.0.0.6")),
+            session("d@example.org/2", Some(Status::Dnd), Some("127.0.0.6")),
+            session("e@example.org/1", None, Some("127.0.0.7")),
+            session("h@example.org/1", Some(Status::Online), Some("127.0.0.8")),
+        ];
+        let (users, jids) = unchanged_on(&cfg, &sessions, &copy);
+        assert_eq!(sorted(users), vec!["a@example.org", "h@example.org"]);
+        assert_eq!(
+            sorted(jids.iter().map(String::as_str)),
+            vec!["a@example.org/1", "a@example.org/2"]
+        );
+
+        // The copy holds addresses as published: masked here.
+        cfg.privacy.ip = IpMode::Masked;
+        let masked = vec![item("a@example.org/1", Status::Online, "127.0.0.0")];
+        let listed = vec![session(
+            "a@example.org/1",
+            Some(Status::Online),
+            Some("127.0.0.2"),
+        )];
+        let (users, _) = unchanged_on(&cfg, &listed, &masked);
+        assert_eq!(sorted(users), vec!["a@example.org"]);
+
+        // Hidden users alone: nothing to confirm later.
+        let hidden = vec![session(
+            "h@example.org/1",
+            Some(Status::Online),
+            Some("127.0.0.8"),
+        )];
+        let (users, jids) = unchanged_on(&cfg, &hidden, &copy);
+        assert!(users.is_empty() && jids.is_empty());
     }
 }
