@@ -374,6 +374,79 @@ async fn a_restart_on_prosody_fetching_active_confirms_unchanged_sessions_after_
     unchanged_sessions_are_confirmed_after_online(Server::prosody(), false).await;
 }
 
+/// The same restart when the round trip behind the start-up's probes is
+/// never answered (a server too busy to answer within `iq_timeout`): nothing
+/// then proves that the other answers are in, so the sessions listed as
+/// active has them are probed at once and waited for as everyone's. Left
+/// unprobed, they would not answer and go as late: `kept` would be taken off
+/// active and come back as a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_barrier_the_unchanged_sessions_are_probed_and_waited_for_on_prosody() {
+    let p = Server::Prosody(common::Prosody::start_with(
+        pubpresence_lab::ProsodyOptions {
+            lost_barrier: true,
+            ..Default::default()
+        },
+    ));
+    let d = p.domain().to_string();
+    let jid = |u: &str| format!("{u}@{d}/r");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = || format!("iq_timeout = \"2s\"\n{}", config(&p, Some(state.path())));
+    p.register(WATCHER, WATCHER);
+    let mut pp = Pubpresence::start(&config());
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let kept = user(&p, &mut w, "kept", 71).await;
+    let revoked = user(&p, &mut w, "revoked", 72).await;
+    let before = w.active().await;
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    revoked.remove_from_roster(p.component_jid()).await;
+    w.clear();
+
+    let pp2 = Pubpresence::start(&config());
+    w.wait_status(ServiceStatus::Online).await;
+    // The revoked session goes when its time as late is up.
+    w.wait_until("revoked off active, offline on live", T, |s| {
+        s.active_retracts.contains(&jid("revoked"))
+            && s.live.iter().any(|i| i.fulljid == jid("revoked"))
+    })
+    .await;
+    let log = pp2.log_text();
+    assert!(
+        log.contains(
+            "no proof that the probe answers are in: probing now the 2 users whose 2 listed \
+             sessions are as active has them"
+        ),
+        "the barrier was answered after all: {log}"
+    );
+    // The watcher, kept and revoked.
+    assert!(
+        log.contains("waiting up to 2s for the presence of 3 listed sessions"),
+        "{log}"
+    );
+    assert_eq!(
+        table(&w).await,
+        want(&[(&jid("kept"), "online", "127.0.0.71")])
+    );
+    assert_eq!(w.seen().active_retracts, vec![jid("revoked")]);
+    assert!(live_of(&w, &jid("kept")).is_empty(), "kept is unchanged");
+    assert_eq!(w.active().await[&jid("kept")], before[&jid("kept")]);
+    let Server::Prosody(server) = &p else {
+        unreachable!("started as Prosody")
+    };
+    let server_log = std::fs::read_to_string(server.log_path()).expect("read prosody's log");
+    assert_eq!(
+        server_log
+            .matches("lab_lost_barrier: leaving the component's first ping unanswered")
+            .count(),
+        2,
+        "one lost barrier per start: {server_log}"
+    );
+    drop((pp2, kept, revoked));
+}
+
 /// After a clean stop, a session whose presence is unchanged since before
 /// the stop keeps its item's address: ejabberd, which lists no addresses,
 /// is not asked for it (docs/protocol.md, "What the component publishes,

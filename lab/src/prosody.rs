@@ -101,6 +101,10 @@ pub struct ProsodyOptions {
     /// does while it sends every session's presence
     /// (`prosody-plugins/mod_lab_slow_handshake.lua`).
     pub slow_handshake: bool,
+    /// The component's first ping to the domain after each authentication
+    /// (the round trip behind its start-up probes) is never answered
+    /// (`prosody-plugins/mod_lab_lost_barrier.lua`).
+    pub lost_barrier: bool,
 }
 
 /// How long a `slow_handshake` Prosody holds the component's handshake
@@ -294,7 +298,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
-            profile_path = if profiling || o.busy_owner || o.slow_handshake {
+            profile_path = if profiling || o.busy_owner || o.slow_handshake || o.lost_barrier {
                 format!("\nplugin_paths = {{ \"{PLUGINS_DIR}\" }}")
             } else {
                 String::new()
@@ -351,6 +355,9 @@ Component "{pubsub_jid}" "pubsub"
                 "\n    lab_slow_handshake_seconds = {}",
                 SLOW_HANDSHAKE.as_secs()
             );
+        }
+        if self.options.lost_barrier {
+            modules.push("\"lab_lost_barrier\"");
         }
         if modules.is_empty() {
             return String::new();

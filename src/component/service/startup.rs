@@ -336,17 +336,9 @@ async fn connected(
         }
     };
     let probed_in = probing.elapsed();
-    let confirming = (!later.is_empty()).then(|| {
-        tracing::info!(
-            "{} listed sessions of {} users are as active has them: not waiting for them, \
-             probing them once online",
-            later_jids.len(),
-            later.len()
-        );
-        Deferred {
-            jids: later_jids,
-            users: later.iter().map(|u| u.to_string()).collect(),
-        }
+    let confirming = (!later.is_empty()).then(|| Deferred {
+        jids: later_jids,
+        users: later.iter().map(|u| u.to_string()).collect(),
     });
     Ok(Connected {
         sessions,

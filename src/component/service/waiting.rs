@@ -77,9 +77,9 @@ pub(super) struct Late {
 /// status, same address; active as saved at the last clean stop, or as
 /// fetched), on a server that lists each session's show and answers in
 /// order (Prosody). The start-up does not probe their users nor wait for
-/// them: the items stay as they are
-/// (`Late`), and the users are probed once `online` is confirmed, so that
-/// the server answers the status publish before those probes. An answer
+/// them: the items stay as they are (`Late`), and the users are probed once
+/// `online` is confirmed, so that the server answers the status publish
+/// before those probes. An answer
 /// that repeats its item writes nothing, and a session that has not
 /// answered when a round trip behind the probes returns (its user removed
 /// the component from the roster while it was down) is taken off active
@@ -127,8 +127,6 @@ impl Session<'_> {
     /// Discovery is done: reconcile at once when every answer is in,
     /// otherwise wait (bounded) for the listed sessions' presences.
     pub(super) fn discovered(&mut self, mut d: Discovery) {
-        // Without the first barrier's proof, the deferred sessions' answers
-        // are waited for as everyone's (their probes went all the same).
         let confirming = d.confirming.take();
         let unanswered: HashSet<String> = self.untracked(&d.listed);
         if d.answered || unanswered.is_empty() {
@@ -137,6 +135,21 @@ impl Session<'_> {
                 None => self.reconcile(d, &HashSet::new()),
             }
         } else {
+            // Without the barrier's proof nothing says that the others'
+            // answers are in: the sessions not waited for are probed now and
+            // waited for as everyone's (unprobed, they would not answer and
+            // their items would go as late).
+            if let Some(c) = confirming {
+                tracing::info!(
+                    "no proof that the probe answers are in: probing now the {} users whose {} \
+                     listed sessions are as active has them",
+                    c.users.len(),
+                    c.jids.len()
+                );
+                for u in &c.users {
+                    self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+                }
+            }
             tracing::info!(
                 "waiting up to {:?} for the presence of {} listed sessions",
                 self.cfg.probe_timeout,
@@ -225,10 +238,15 @@ impl Session<'_> {
         }
     }
 
-    /// Reconciles with the sessions shown unchanged from the saved copy kept
-    /// as they are (`Late`) until their users are probed once online
-    /// (`probe_late`).
+    /// Reconciles with the sessions listed as active has them kept as they
+    /// are (`Late`) until their users are probed once online (`probe_late`).
     fn confirm_later(&mut self, d: Discovery, c: Deferred) {
+        tracing::info!(
+            "{} listed sessions of {} users are as active has them: not waiting for them, \
+             probing them once online",
+            c.jids.len(),
+            c.users.len()
+        );
         let late: HashSet<String> = c
             .jids
             .into_iter()
@@ -260,7 +278,7 @@ impl Session<'_> {
         l.started = now;
         l.deadline = Some(now + wait);
         tracing::info!(
-            "probing the {} users whose {} sessions are kept as the saved copy had them",
+            "probing the {} users whose {} sessions are kept as active had them",
             users.len(),
             l.jids.len()
         );
