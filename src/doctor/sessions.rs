@@ -170,7 +170,7 @@ pub async fn unseen(
         note(el, &mut seen);
     }
     for u in &users {
-        let _ = ctx.conn.send(presence::build(&jid, u, Some("probe"), None));
+        let _ = ctx.conn.send(presence::probe(&jid, u));
     }
     let deadline = tokio::time::sleep(ctx.s.probe_timeout);
     tokio::pin!(deadline);

@@ -85,6 +85,12 @@ pub fn parse(el: &Element) -> Result<PresenceIn, PresenceError> {
     })
 }
 
+/// A probe from the component to `to` (a bare JID): its sessions answer
+/// with their current presence.
+pub fn probe(from: &str, to: &str) -> Element {
+    build(from, to, Some("probe"), None)
+}
+
 /// A presence from the component. `kind` is a `type` attribute or None for
 /// available; `show` only applies to available.
 pub fn build(from: &str, to: &str, kind: Option<&str>, show: Option<&str>) -> Element {

@@ -325,7 +325,7 @@ pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, 
         let t = Instant::now();
         if at.probes {
             for u in &users {
-                conn.send(presence::build(at.jid, u, Some("probe"), None))
+                conn.send(presence::probe(at.jid, u))
                     .map_err(iq_err("probes"))?;
             }
         }

@@ -97,7 +97,7 @@ impl Session<'_> {
             "another instance was connected as the component too: probing every user again"
         );
         for u in &users {
-            self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+            self.send(presence::probe(&self.cfg.jid, u));
         }
         self.start_audit();
     }
@@ -182,7 +182,7 @@ impl Session<'_> {
         for jid in &audit.probe {
             if let Some((bare, _)) = jid.split_once('/') {
                 if probed.insert(bare.to_string()) {
-                    self.send(presence::build(&self.cfg.jid, bare, Some("probe"), None));
+                    self.send(presence::probe(&self.cfg.jid, bare));
                 }
             }
         }

@@ -318,7 +318,7 @@ impl Session<'_> {
                 // successor's first presence: if that one is connected, its
                 // answer brings it back (see `replaced`).
                 tracing::debug!(fulljid = %t.full, "departure right after a presence: probing the user");
-                self.send(presence::build(&self.cfg.jid, &t.bare, Some("probe"), None));
+                self.send(presence::probe(&self.cfg.jid, &t.bare));
             }
         }
     }
