@@ -107,6 +107,13 @@ pub struct ProsodyOptions {
     pub lost_barrier: bool,
 }
 
+impl ProsodyOptions {
+    /// Whether one of the lab's own modules is asked for (`plugin_paths`).
+    fn uses_lab_modules(&self) -> bool {
+        self.busy_owner || self.slow_handshake || self.lost_barrier
+    }
+}
+
 /// How long a `slow_handshake` Prosody holds the component's handshake
 /// answer back: longer than the component's wait for a connection and the
 /// server's stream header.
@@ -298,7 +305,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 format!("\"{}\", \"admin@{}\"", self.component_jid, self.domain)
             },
-            profile_path = if profiling || o.busy_owner || o.slow_handshake || o.lost_barrier {
+            profile_path = if profiling || o.uses_lab_modules() {
                 format!("\nplugin_paths = {{ \"{PLUGINS_DIR}\" }}")
             } else {
                 String::new()
