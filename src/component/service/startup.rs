@@ -15,7 +15,7 @@ use crate::wire::presence;
 use crate::wire::status::ServiceStatus;
 use crate::wire::user::{Status, UserItem};
 use crate::wire::{ns, time};
-use crate::xmpp::IqError;
+use crate::xmpp::{Connection, IqError};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -159,8 +159,12 @@ async fn discover(
             }
             None => {
                 let r = active(cfg, publisher).await;
-                if let Ok((items, _)) = &r {
-                    let _ = items_tx.send(items.clone());
+                match &r {
+                    // Not cloned when the probing went without them.
+                    Ok((items, _)) if !items_tx.is_closed() => {
+                        let _ = items_tx.send(items.clone());
+                    }
+                    _ => {}
                 }
                 r
             }
@@ -286,6 +290,7 @@ async fn connected(
     let on_active = if listing.ordered() && !granted {
         items.await.ok()
     } else {
+        drop(items);
         None
     };
     let (later, later_jids) = match &on_active {
@@ -300,7 +305,7 @@ async fn connected(
         );
     } else {
         for u in users.difference(&later) {
-            let _ = conn.send(presence::build(&cfg.jid, u, Some("probe"), None));
+            let _ = conn.send(presence::probe(&cfg.jid, u));
         }
     }
     let users = users.len();
@@ -319,16 +324,12 @@ async fn connected(
     // active and came back). ejabberd answers the ping before the probes
     // (seen): there the session waits for the listed sessions' answers
     // instead, bounded by probe_timeout (see `Session::discovered`).
-    let barrier = Element::builder("ping", ns::PING).build();
     let wait = if listing.ordered() {
         cfg.iq_timeout.max(cfg.probe_timeout)
     } else {
         cfg.probe_timeout
     };
-    let answered = match conn
-        .iq_with_timeout("get", &cfg.domain, barrier, wait)
-        .await
-    {
+    let answered = match round_trip(conn, &cfg.domain, wait).await {
         Ok(_) => listing.ordered(),
         Err(e) => {
             tracing::debug!("probe barrier: {e}");
@@ -349,6 +350,18 @@ async fn connected(
         listed_in,
         probed_in,
     })
+}
+
+/// A ping to the server's domain behind what was sent. On a server that
+/// answers a component's stanzas in order (Prosody), its answer proves that
+/// everything sent before it was answered.
+pub(super) async fn round_trip(
+    conn: &Connection,
+    domain: &str,
+    wait: Duration,
+) -> Result<Element, IqError> {
+    let ping = Element::builder("ping", ns::PING).build();
+    conn.iq_with_timeout("get", domain, ping, wait).await
 }
 
 /// What active holds (unreadable items retracted) and how many items it

@@ -19,15 +19,14 @@
 //! users probed once online.
 
 use super::session::{Done, Session};
-use super::startup::Discovery;
+use super::startup::{round_trip, Discovery};
 use super::ServiceConfig;
 use crate::component::publisher::OnlineSession;
 use crate::component::tracker::Change;
 use crate::wire::user::UserItem;
-use crate::wire::{ns, presence, time};
+use crate::wire::{presence, time};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
-use xmpp_parsers::minidom::Element;
 
 /// Start-up waiting for probe answers where no barrier proves they all
 /// arrived (ejabberd answers the barrier before the probes). Users without a
@@ -147,7 +146,7 @@ impl Session<'_> {
                     c.jids.len()
                 );
                 for u in &c.users {
-                    self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+                    self.send(presence::probe(&self.cfg.jid, u));
                 }
             }
             tracing::info!(
@@ -283,15 +282,13 @@ impl Session<'_> {
             l.jids.len()
         );
         for u in &users {
-            self.send(presence::build(&self.cfg.jid, u, Some("probe"), None));
+            self.send(presence::probe(&self.cfg.jid, u));
         }
         let conn = self.conn.clone();
         let domain = self.cfg.domain.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let barrier = Element::builder("ping", ns::PING).build();
-            let proven = conn
-                .iq_with_timeout("get", &domain, barrier, wait)
+            let proven = round_trip(&conn, &domain, wait)
                 .await
                 .inspect_err(|e| tracing::debug!("the barrier behind the late probes: {e}"))
                 .is_ok();
