@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod ejabberd;
+pub mod held;
 pub mod install;
 pub mod log_fields;
 pub mod process;

@@ -105,12 +105,16 @@ pub struct ProsodyOptions {
     /// (the round trip behind its start-up probes) is never answered
     /// (`prosody-plugins/mod_lab_lost_barrier.lua`).
     pub lost_barrier: bool,
+    /// The VirtualHost holds client sessions without sockets when the
+    /// admin asks for them (`prosody-plugins/mod_lab_held_sessions.lua`,
+    /// [`Prosody::hold_sessions`]): sizes past the open-file limit.
+    pub held_sessions: bool,
 }
 
 impl ProsodyOptions {
     /// Whether one of the lab's own modules is asked for (`plugin_paths`).
     fn uses_lab_modules(&self) -> bool {
-        self.busy_owner || self.slow_handshake || self.lost_barrier
+        self.busy_owner || self.slow_handshake || self.lost_barrier || self.held_sessions
     }
 }
 
@@ -277,7 +281,7 @@ authentication = "internal_plain"
 admins = {{ {admins} }}
 modules_enabled = {{
     "roster"; "saslauth"; "disco"; "ping"; "posix";
-    "adhoc"; "admin_adhoc"; "version"; "time";{privilege_module}{profile_module}
+    "adhoc"; "admin_adhoc"; "version"; "time";{privilege_module}{profile_module}{held_module}
 }}
 modules_disabled = {{ "s2s"; "tls" }}
 
@@ -311,6 +315,11 @@ Component "{pubsub_jid}" "pubsub"
                 String::new()
             },
             profile_module = if profiling { " \"lab_profile\";" } else { "" },
+            held_module = if o.held_sessions {
+                " \"lab_held_sessions\";"
+            } else {
+                ""
+            },
             level = if o.quiet_log { "info" } else { "debug" },
             network = if o.no_nagle {
                 "\nnetwork_settings = { nagle = false }"

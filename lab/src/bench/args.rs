@@ -43,6 +43,11 @@ pub struct BenchArgs {
     /// subscriptions).
     #[arg(long)]
     pub privileged: bool,
+    /// The --connections base sessions are held inside Prosody, without
+    /// sockets (lab/prosody-plugins/mod_lab_held_sessions.lua): past the
+    /// open-file limit, which stops real connections short of it.
+    #[arg(long)]
+    pub held_sessions: bool,
     /// Instead: how long `pubpresence doctor` takes on a healthy Prosody with
     /// --connections sessions connected (default 10000; 100 with --quick).
     #[arg(long)]
@@ -121,6 +126,7 @@ impl BenchArgs {
         o.tcp_nodelay = self.tcp_nodelay;
         o.memory_storage = self.memory_storage;
         o.privileged = self.privileged;
+        o.held_sessions = self.held_sessions;
         o
     }
 }

@@ -28,6 +28,7 @@ use super::rate::{
     FLOOR, FLOOR_ACTIVE,
 };
 use super::server::{active_items, login, start_prosody, subscribe};
+use crate::held::HeldSessions;
 use crate::lock;
 use crate::sim::{self, SimControl, SimOptions};
 use crate::Prosody;
@@ -84,6 +85,10 @@ pub struct BenchOptions {
     /// (mod_privilege) and no user has it in the roster: the server sends
     /// it every presence, and nobody is probed.
     pub privileged: bool,
+    /// The base population is held inside Prosody without sockets
+    /// (`crate::held`), which goes past the open-file limit; the rate
+    /// phases' load still connects for real.
+    pub held_sessions: bool,
 }
 
 impl BenchOptions {
@@ -100,6 +105,7 @@ impl BenchOptions {
             memory_storage: false,
             knee: false,
             privileged: false,
+            held_sessions: false,
         }
     }
 
@@ -116,6 +122,7 @@ impl BenchOptions {
             memory_storage: false,
             knee: false,
             privileged: false,
+            held_sessions: false,
         }
     }
 }
@@ -236,7 +243,10 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     }
     let base_accounts = opts.connections.div_ceil(PER_ACCOUNT);
     let mut names: Vec<String> = vec![WATCHER.to_string()];
-    names.extend((1..=base_accounts).map(|i| format!("base{i}")));
+    // Held sessions' accounts are made by the module that holds them.
+    if !opts.held_sessions {
+        names.extend((1..=base_accounts).map(|i| format!("base{i}")));
+    }
     let load_accounts = opts
         .rates
         .iter()
@@ -250,6 +260,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
             no_nagle: opts.tcp_nodelay,
             memory_storage: opts.memory_storage,
             privileged: opts.privileged,
+            held_sessions: opts.held_sessions,
             ..Default::default()
         },
     )
@@ -346,19 +357,27 @@ async fn measured(
 
     // The base population: N sessions, connected and staying.
     let n = opts.connections;
-    let mut base_opts = SimOptions::sessions(prosody, "base", n, PER_ACCOUNT);
-    base_opts.subscribe = !prosody.options().privileged;
-    tracing::info!("connecting {n} base sessions");
-    base_opts.rate = 0.0;
-    base_opts.disconnect_share = 0.0;
-    base_opts.first_ip = Ipv4Addr::new(127, 0, 0, 2);
-    base_opts.login_concurrency = 32;
-    let (base_ctl, base_rx) = watch::channel(SimControl::Run);
-    let (btx, brx) = mpsc::unbounded_channel();
-    spawn_sim_reader(brx, SimLog::default());
-    let base_task = tokio::spawn(sim::run(base_opts, base_rx, Some(btx)));
+    let base = if opts.held_sessions {
+        None
+    } else {
+        Some(simulated_base(prosody, n))
+    };
 
     let result = async {
+        if opts.held_sessions {
+            tracing::info!("holding {n} base sessions inside Prosody");
+            let held = HeldSessions {
+                prefix: "base".into(),
+                sessions: n,
+                resources: PER_ACCOUNT,
+                first: BASE_FIRST_IP,
+                contact: (!prosody.options().privileged).then(|| prosody.component_jid.clone()),
+            };
+            let limit = Duration::from_secs(60 + n as u64 / 100);
+            crate::held::hold(admin, &prosody.domain, &held, limit)
+                .await
+                .map_err(setup)?;
+        }
         // Base sessions seen on live, the log read on from where the last
         // call stopped: it grows to tens of thousands of events, and the
         // watcher's reader waits for its lock meanwhile.
@@ -503,8 +522,10 @@ async fn measured(
     }
     .await;
 
-    let _ = base_ctl.send(SimControl::Stop);
-    let _ = tokio::time::timeout(Duration::from_secs(30), base_task).await;
+    if let Some((ctl, task)) = base {
+        let _ = ctl.send(SimControl::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
     comp.stop().await;
     let (startup, memory, rates) = result?;
     Ok(Report {
@@ -528,6 +549,31 @@ async fn measured(
         knee: Knee::of(&rates),
         rates,
     })
+}
+
+/// The first base session's address (the watcher and admin are on .1).
+const BASE_FIRST_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// `n` simulated sessions logging in over real connections and staying:
+/// the control that stops them and their task.
+fn simulated_base(
+    prosody: &Prosody,
+    n: usize,
+) -> (
+    watch::Sender<SimControl>,
+    tokio::task::JoinHandle<Result<sim::SimReport, sim::SimError>>,
+) {
+    let mut base_opts = SimOptions::sessions(prosody, "base", n, PER_ACCOUNT);
+    base_opts.subscribe = !prosody.options().privileged;
+    tracing::info!("connecting {n} base sessions");
+    base_opts.rate = 0.0;
+    base_opts.disconnect_share = 0.0;
+    base_opts.first_ip = BASE_FIRST_IP;
+    base_opts.login_concurrency = 32;
+    let (ctl, rx) = watch::channel(SimControl::Run);
+    let (btx, brx) = mpsc::unbounded_channel();
+    spawn_sim_reader(brx, SimLog::default());
+    (ctl, tokio::spawn(sim::run(base_opts, rx, Some(btx))))
 }
 
 /// The component's `state_dir` in the lab's directory.
