@@ -1,11 +1,13 @@
 //! The tracker's actions on their way to the server: at most `IN_FLIGHT`
-//! at once, the rest waiting in order, compactly.
+//! at once, fewer while the server answers slowly, the rest waiting in
+//! order, compactly.
 
 use super::small::{name_or_bare, odd_name, IpStr, JidStr};
 use super::tracker::Action;
 use crate::wire::time;
 use crate::wire::user::{Status, UserItem};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Tracker actions (publishes, retracts, address lookups) in flight at once.
 /// A cold start with 10,000 sessions otherwise sends some 30,000 requests
@@ -19,6 +21,20 @@ use std::collections::VecDeque;
 /// (some 2 KB each): after 10,000 logins the server was still working
 /// through 10,000 live publications, which as tasks held 22 MB.
 pub const IN_FLIGHT: usize = 256;
+
+/// The fewest actions in flight while the server answers slowly.
+///
+/// A server answers one connection's requests in order, so a request waits
+/// for all those sent before it: with 256 in flight and a server that
+/// publishes 25 items a second (Prosody on SQLite with 40,000 items on
+/// active: each publish also trims the node, a scan of all its items;
+/// docs/benchmarks.md, "100,000 sessions held inside Prosody"), the last
+/// one waits 10 s, `iq_timeout`. Fewer in flight cost nothing there: the
+/// server is busy all the same. So an action answered later than a quarter
+/// of `iq_timeout` halves the window, and a window's worth of actions
+/// answered within an eighth widens it by one again (TCP's additive
+/// increase, multiplicative decrease).
+pub const MIN_IN_FLIGHT: usize = 16;
 
 /// An action waiting in `Dispatch`, its strings inline (see
 /// `small`): after a burst of logins there is one per connection, each
@@ -99,10 +115,27 @@ pub(super) struct Dispatch {
     state: std::sync::Mutex<DispatchState>,
 }
 
-#[derive(Default)]
 struct DispatchState {
     waiting: VecDeque<Queued>,
     running: usize,
+    /// How many may run now: `MIN_IN_FLIGHT..=IN_FLIGHT`.
+    window: usize,
+    /// When the window was last halved.
+    cut_at: Option<Instant>,
+    /// Timely answers since the window last changed.
+    timely: usize,
+}
+
+impl Default for DispatchState {
+    fn default() -> DispatchState {
+        DispatchState {
+            waiting: VecDeque::new(),
+            running: 0,
+            window: IN_FLIGHT,
+            cut_at: None,
+            timely: 0,
+        }
+    }
 }
 
 impl Dispatch {
@@ -111,21 +144,60 @@ impl Dispatch {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `action`, or hands it back when a worker must be started for
-    /// it (fewer than `IN_FLIGHT` running: then nothing waits either).
+    /// Queues `action`, or hands back the action a new worker must start
+    /// with (fewer than the window running): `action` itself when nothing
+    /// waits, else the first that waits, `action` queued behind it.
     pub(super) fn push(&self, action: Action) -> Option<Action> {
         let mut s = self.lock();
-        if s.running < IN_FLIGHT && s.waiting.is_empty() {
+        if s.running < s.window {
             s.running += 1;
-            return Some(action);
+            if s.waiting.is_empty() {
+                return Some(action);
+            }
+            s.waiting.push_back(Queued::of(action));
+            return s.waiting.pop_front().map(Queued::action);
         }
         s.waiting.push_back(Queued::of(action));
         None
     }
 
-    /// The next action for a worker that finished one; `None`: it stops.
+    /// A worker's action was answered `took` after it was sent (see
+    /// `MIN_IN_FLIGHT`). One slow stretch halves the window once per
+    /// `took`: the answers behind the first slow one were sent before the
+    /// cut, and are as slow.
+    pub(super) fn answered(&self, took: Duration, iq_timeout: Duration, now: Instant) {
+        let mut s = self.lock();
+        if took > iq_timeout / 4 {
+            if !s.cut_at.is_some_and(|at| now.duration_since(at) < took) {
+                let window = (s.window / 2).max(MIN_IN_FLIGHT);
+                if window < s.window {
+                    tracing::info!(
+                        "the server answers {:.1} s late: {window} requests in flight, not {}",
+                        took.as_secs_f64(),
+                        s.window
+                    );
+                }
+                s.window = window;
+                s.cut_at = Some(now);
+                s.timely = 0;
+            }
+        } else if took <= iq_timeout / 8 && s.window < IN_FLIGHT {
+            s.timely += 1;
+            if s.timely >= s.window {
+                s.window += 1;
+                s.timely = 0;
+            }
+        }
+    }
+
+    /// The next action for a worker that finished one; `None`: it stops
+    /// (nothing waits, or more run than the window allows now).
     pub(super) fn next(&self) -> Option<Action> {
         let mut s = self.lock();
+        if s.running > s.window {
+            s.running -= 1;
+            return None;
+        }
         match s.waiting.pop_front() {
             Some(queued) => Some(queued.action()),
             None => {
@@ -163,6 +235,54 @@ mod tests {
         assert_eq!(d.push(retract(2000)), Some(retract(2000)));
         assert_eq!(d.push(retract(2001)), None);
         assert_eq!(d.lock().running, IN_FLIGHT);
+    }
+
+    #[test]
+    fn late_answers_narrow_the_window_and_timely_ones_widen_it_again() {
+        let retract = |i: usize| Action::RetractActive {
+            fulljid: format!("u{i}@l/r"),
+        };
+        let iq_timeout = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let d = Dispatch::default();
+        for i in 0..IN_FLIGHT {
+            assert!(d.push(retract(i)).is_some());
+        }
+        for i in 0..4 {
+            assert_eq!(d.push(retract(1000 + i)), None);
+        }
+        // An answer 3 s late halves the window; those answered late just
+        // after it (sent before the cut) do not halve it again.
+        let late = Duration::from_secs(3);
+        d.answered(late, iq_timeout, t0);
+        assert_eq!(d.lock().window, IN_FLIGHT / 2);
+        d.answered(late, iq_timeout, t0 + Duration::from_secs(1));
+        assert_eq!(d.lock().window, IN_FLIGHT / 2);
+        // Workers beyond the window stop, the queue waits for the others.
+        assert_eq!(d.next(), None);
+        assert_eq!(d.lock().running, IN_FLIGHT - 1);
+        assert_eq!(d.lock().waiting.len(), 4);
+        // Still late a stretch later: halved again, never below the floor.
+        for k in 1..10 {
+            d.answered(late, iq_timeout, t0 + late * (k + 1));
+        }
+        assert_eq!(d.lock().window, MIN_IN_FLIGHT);
+        // Answers between an eighth and a quarter change nothing.
+        d.answered(Duration::from_secs(2), iq_timeout, t0 + late * 20);
+        assert_eq!(d.lock().window, MIN_IN_FLIGHT);
+        // A window's worth of timely answers widens it by one.
+        for _ in 0..MIN_IN_FLIGHT - 1 {
+            d.answered(Duration::from_millis(50), iq_timeout, t0 + late * 20);
+        }
+        assert_eq!(d.lock().window, MIN_IN_FLIGHT);
+        d.answered(Duration::from_millis(50), iq_timeout, t0 + late * 20);
+        assert_eq!(d.lock().window, MIN_IN_FLIGHT + 1);
+        // Once fewer run than the window, a new action starts a worker
+        // with the first that waits, in order.
+        d.lock().running = MIN_IN_FLIGHT;
+        assert_eq!(d.push(retract(2000)), Some(retract(1000)));
+        assert_eq!(d.push(retract(2001)), None);
+        assert_eq!(d.next(), Some(retract(1001)));
     }
 
     #[test]

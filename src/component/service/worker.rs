@@ -7,6 +7,7 @@ use crate::component::metrics::{ErrorKind, Metrics, Node};
 use crate::component::tracker::Action;
 use crate::wire::status::ServiceStatus;
 use crate::xmpp::IqError;
+use std::time::Instant;
 
 impl Session<'_> {
     /// Runs the tracker's actions in worker tasks, at most `IN_FLIGHT` at
@@ -39,9 +40,11 @@ impl Session<'_> {
         let privacy = self.cfg.privacy.clone();
         let ips = self.ips.clone();
         let dispatch = self.dispatch.clone();
+        let iq_timeout = self.cfg.iq_timeout;
         tokio::spawn(async move {
             let mut next = Some(action);
             while let Some(action) = next {
+                let sent = Instant::now();
                 let done = match action {
                     Action::FetchIp { fulljid, name } => {
                         let resource = fulljid.split_once('/').map(|(_, r)| r).unwrap_or("");
@@ -100,6 +103,8 @@ impl Session<'_> {
                         Done::Status(ServiceStatus::Online, r)
                     }
                 };
+                let now = Instant::now();
+                dispatch.answered(now.duration_since(sent), iq_timeout, now);
                 let _ = tx.send(done);
                 next = dispatch.next();
             }
