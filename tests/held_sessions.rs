@@ -37,6 +37,7 @@ async fn held_sessions_are_on_active_as_real_logins_are() {
         resources: 2,
         first: Ipv4Addr::new(127, 0, 0, 60),
         contact: Some(p.component_jid.clone()),
+        rate: None,
     };
     let (admin, _admin_in) = admin_login(&p, "held").await;
     held::hold(&admin, &p.domain, &what, T)

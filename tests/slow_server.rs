@@ -227,3 +227,57 @@ async fn a_late_handshake_answer_is_waited_for_on_prosody() {
     );
     assert_eq!(w.status().await, Some(ServiceStatus::Online));
 }
+
+/// A fetch of active that the server answers after `iq_timeout` is still
+/// waited for: Prosody builds the whole node into one answer, some 25 s at
+/// 100,000 items (docs/benchmarks.md). Here every fetch of active is
+/// answered 3 s late (`slow_fetch`) and `iq_timeout` is 1 s: the first
+/// start and a restart that fetches come online on their first connection,
+/// with active as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_of_active_answered_after_iq_timeout_is_waited_for_on_prosody() {
+    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+        slow_fetch: true,
+        ..Default::default()
+    });
+    let p = Server::Prosody(p);
+    let cfg = format!(
+        "iq_timeout = \"1s\"\n{}",
+        p.config_toml(&[&format!("{WATCHER}@{}", p.domain())])
+    );
+    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 53), ("bob", 54)]).await;
+    let before = w.active().await;
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert_eq!(pp.connections(), 1, "online on its first connection");
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+
+    w.clear();
+    let pp2 = Pubpresence::start(&cfg);
+    let late = pubpresence_lab::SLOW_FETCH;
+    pp2.wait_log("online:", late + T, "online after the late fetch")
+        .await;
+    let log = pp2.log_text();
+    assert_eq!(
+        pp2.connections(),
+        1,
+        "online on its first connection: {log}"
+    );
+    assert!(!log.contains("fetching the items of active"), "{log}");
+    assert_eq!(w.active().await, before, "{log}");
+    assert!(w.seen().active_retracts.is_empty(), "{log}");
+    let Server::Prosody(prosody) = &p else {
+        unreachable!()
+    };
+    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    assert_eq!(
+        server_log
+            .matches(
+                "lab_slow_fetch: answering the fetch of presence/active from pubpresence.localhost"
+            )
+            .count(),
+        2,
+        "the server answered both start-ups' fetches late: {server_log}"
+    );
+    drop((pp2, users));
+}

@@ -15,7 +15,7 @@
 --   <iq type='set' to='DOMAIN'>
 --     <sessions xmlns='urn:pubpresence:lab:held-sessions' prefix='base'
 --       users='10000' resources='10' sessions='100000' first='127.0.0.2'
---       contact='COMPONENT'/>
+--       contact='COMPONENT' rate='1000'/>
 --   </iq>
 -- Users PREFIX1..PREFIXn get RESOURCES sessions each (r1, r2, ...), SESSIONS
 -- in all, the k-th session the
@@ -23,8 +23,9 @@
 -- simulated users count them). With `contact`, each such user has that JID
 -- in its roster with subscription "from", as if it had approved the
 -- component's subscription. The answer comes once every session has sent
--- its presence; the sessions are made a batch at a time, so that the
--- server goes on with other work between batches.
+-- its presence. The sessions are made a batch at a time, at most RATE a
+-- second when given: between batches the server reads only a little of
+-- each connection, so batches back to back would starve the component.
 
 local st = require "util.stanza";
 local sm = require "core.sessionmanager";
@@ -94,6 +95,8 @@ module:hook("iq-set/host/" .. xmlns .. ":sessions", function (event)
 	if ask.attr.contact then
 		contacts[prefix] = ask.attr.contact;
 	end
+	local rate = tonumber(ask.attr.rate);
+	local pause = rate and rate > 0 and BATCH / rate or 0;
 	local total = math.min(tonumber(ask.attr.sessions) or users * resources, users * resources);
 	local made, index = 0, 0;
 	local started = os.time();
@@ -115,7 +118,7 @@ module:hook("iq-set/host/" .. xmlns .. ":sessions", function (event)
 			index = index + 1;
 		end
 		if index < total then
-			return 0; -- again, after the server's other work
+			return pause; -- again, after the server's other work
 		end
 		module:log("info", "lab_held_sessions: %d of %d sessions held in %d s", made, total, os.time() - started);
 		if made == total then

@@ -28,6 +28,9 @@ pub struct HeldSessions {
     /// The JID each user has in its roster with subscription `from` (the
     /// component, unless it has XEP-0356 presence permission).
     pub contact: Option<String>,
+    /// At most this many new sessions a second (none: as fast as the
+    /// server makes them, which leaves it little time for anything else).
+    pub rate: Option<u32>,
 }
 
 impl HeldSessions {
@@ -53,6 +56,9 @@ impl HeldSessions {
             .a("first", self.first.to_string());
         if let Some(c) = &self.contact {
             ask = ask.a("contact", c.as_str());
+        }
+        if let Some(r) = self.rate {
+            ask = ask.a("rate", r.to_string());
         }
         Element::builder("iq", ns::CLIENT)
             .a("type", "set")
@@ -95,6 +101,7 @@ mod tests {
             resources: 10,
             first: Ipv4Addr::new(127, 0, 0, 2),
             contact: Some("pubpresence.localhost".into()),
+            rate: Some(1000),
         };
         assert_eq!(h.users(), 3);
         assert_eq!(
@@ -118,5 +125,6 @@ mod tests {
         assert_eq!(ask.attr("sessions"), Some("25"));
         assert_eq!(ask.attr("first"), Some("127.0.0.2"));
         assert_eq!(ask.attr("contact"), Some("pubpresence.localhost"));
+        assert_eq!(ask.attr("rate"), Some("1000"));
     }
 }

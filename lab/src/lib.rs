@@ -18,7 +18,9 @@ pub mod sim;
 pub mod soak;
 pub mod sse;
 
-pub use prosody::{LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_HANDSHAKE};
+pub use prosody::{
+    LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_FETCH, SLOW_HANDSHAKE,
+};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

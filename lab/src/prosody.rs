@@ -109,12 +109,26 @@ pub struct ProsodyOptions {
     /// admin asks for them (`prosody-plugins/mod_lab_held_sessions.lua`,
     /// [`Prosody::hold_sessions`]): sizes past the open-file limit.
     pub held_sessions: bool,
+    /// Prosody's garbage collector in Lua 5.4's generational mode
+    /// (`gc = { mode = "generational" }`) instead of its default,
+    /// incremental with a threshold of 105 %, which traverses the whole
+    /// heap each time it grows by 5 %: with 100,000 sessions, most of the
+    /// server's time.
+    pub generational_gc: bool,
+    /// The pubsub service answers every fetch of `presence/active`
+    /// [`SLOW_FETCH`] late, as Prosody does at 100,000 items
+    /// (`prosody-plugins/mod_lab_slow_fetch.lua`).
+    pub slow_fetch: bool,
 }
 
 impl ProsodyOptions {
     /// Whether one of the lab's own modules is asked for (`plugin_paths`).
     fn uses_lab_modules(&self) -> bool {
-        self.busy_owner || self.slow_handshake || self.lost_barrier || self.held_sessions
+        self.busy_owner
+            || self.slow_handshake
+            || self.lost_barrier
+            || self.held_sessions
+            || self.slow_fetch
     }
 }
 
@@ -122,6 +136,9 @@ impl ProsodyOptions {
 /// answer back: longer than the component's wait for a connection and the
 /// server's stream header.
 pub const SLOW_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(12);
+
+/// How late a `slow_fetch` pubsub service answers a fetch of active.
+pub const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How many of each node-owner request on each node a `busy_owner` pubsub
 /// service refuses.
@@ -265,7 +282,7 @@ impl Prosody {
 run_as_root = true{profile_path}
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
-log = {{ {level} = "{dir}/prosody.log" }}{network}
+log = {{ {level} = "{dir}/prosody.log" }}{network}{gc}
 interfaces = {{ "127.0.0.1", "::1" }}
 c2s_ports = {{ {c2s} }}
 component_ports = {{ {component} }}
@@ -295,14 +312,7 @@ Component "{pubsub_jid}" "pubsub"
     pubsub_max_items = {cap}
     storage_archive_item_limit = {cap}{pubsub_modules}
 "#,
-            pubsub_modules = if o.busy_owner {
-                format!(
-                    "\n    modules_enabled = {{ \"lab_busy_owner\" }}\
-                     \n    lab_busy_owner_failures = {BUSY_OWNER_REFUSALS}"
-                )
-            } else {
-                String::new()
-            },
+            pubsub_modules = self.pubsub_modules(),
             cap = o.item_cap.unwrap_or(100_000),
             admins = if o.no_admin {
                 format!("\"admin@{}\"", self.domain)
@@ -321,6 +331,11 @@ Component "{pubsub_jid}" "pubsub"
                 ""
             },
             level = if o.quiet_log { "info" } else { "debug" },
+            gc = if o.generational_gc {
+                "\ngc = { mode = \"generational\" }"
+            } else {
+                ""
+            },
             network = if o.no_nagle {
                 "\nnetwork_settings = { nagle = false }"
             } else {
@@ -355,6 +370,27 @@ Component "{pubsub_jid}" "pubsub"
                 String::new()
             },
             component_modules = self.component_modules(),
+        )
+    }
+
+    /// The pubsub service's lab modules, all the options asked for together.
+    fn pubsub_modules(&self) -> String {
+        let mut modules = Vec::new();
+        let mut settings = String::new();
+        if self.options.busy_owner {
+            modules.push("\"lab_busy_owner\"");
+            settings += &format!("\n    lab_busy_owner_failures = {BUSY_OWNER_REFUSALS}");
+        }
+        if self.options.slow_fetch {
+            modules.push("\"lab_slow_fetch\"");
+            settings += &format!("\n    lab_slow_fetch_seconds = {}", SLOW_FETCH.as_secs());
+        }
+        if modules.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\n    modules_enabled = {{ {} }}{settings}",
+            modules.join("; ")
         )
     }
 

@@ -317,7 +317,8 @@ async fn emit(
         tokio::spawn(async move {
             // Page by page where the service pages (`xmpp::paging`).
             let r = paging::all_items(&target.nodes.active, paging::PAGE, |ask| {
-                c2s.iq(iq("get", &target.pubsub, ask), target.iq_timeout)
+                let wait = paging::answer_wait(target.iq_timeout);
+                c2s.iq(iq("get", &target.pubsub, ask), wait)
             })
             .await;
             let items = match r {

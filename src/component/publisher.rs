@@ -402,8 +402,11 @@ impl Publisher {
     /// is its full JID are returned apart (to be retracted).
     /// Read page by page where the service pages (`xmpp::paging`).
     pub async fn active_items(&self) -> Result<(Vec<UserItem>, Vec<String>), IqError> {
+        // A whole node in one answer may take the server longer than any
+        // other request (`paging::ANSWER_WAIT`).
+        let wait = paging::answer_wait(self.conn.iq_timeout());
         let items = paging::all_items(&self.nodes.active, paging::PAGE, |ask| {
-            self.pubsub_iq("get", ask)
+            self.conn.iq_with_timeout("get", &self.service, ask, wait)
         })
         .await?;
         let mut good = Vec::new();

@@ -17,6 +17,7 @@
 use crate::wire::pubsub;
 use std::collections::HashSet;
 use std::future::Future;
+use std::time::Duration;
 use xmpp_parsers::minidom::Element;
 
 /// Items asked for per page: about 2 MB of `<user/>` items. Large pages on
@@ -26,6 +27,21 @@ use xmpp_parsers::minidom::Element;
 /// of CPU against 0.4 s in one request (docs/benchmarks.md, "ejabberd
 /// cluster: the floors").
 pub const PAGE: usize = 10_000;
+
+/// How long one answer of a fetch is waited for, beyond `iq_timeout`
+/// (which stays the wait for every other request). A service that does not
+/// page builds the whole node into one answer: Prosody 13 on its one thread
+/// took 0.25 ms an item, so some 25 s at 100,000 items (docs/benchmarks.md,
+/// "100,000 sessions held inside Prosody"). Just under the streams' own
+/// limit on silence (`read_timeout` plus `response_timeout`, 80 s), past
+/// which the connection is taken for gone anyway.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(75);
+
+/// The wait for one answer of a fetch, for a connection whose other
+/// requests wait `iq_timeout`.
+pub fn answer_wait(iq_timeout: Duration) -> Duration {
+    iq_timeout.max(ANSWER_WAIT)
+}
 
 /// Every item of `node` as (id, payload), asking `ask` for each page of
 /// `page` items. An item seen on an earlier page is not taken twice.
@@ -86,6 +102,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_waits_at_least_the_answer_wait_and_never_less_than_iq_timeout() {
+        assert_eq!(answer_wait(Duration::from_secs(10)), ANSWER_WAIT);
+        assert_eq!(
+            answer_wait(Duration::from_secs(120)),
+            Duration::from_secs(120)
+        );
+    }
 
     /// A node of `n` items served by pages as ejabberd does, or whole.
     fn serve(n: usize, paged: bool, ask: &Element) -> Element {

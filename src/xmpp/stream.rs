@@ -157,6 +157,11 @@ impl Connection {
             .map_err(|_| IqError::Disconnected)
     }
 
+    /// How long a request waits for its answer (`iq_timeout`).
+    pub fn iq_timeout(&self) -> Duration {
+        self.iq_timeout
+    }
+
     /// Sends an IQ of `kind` to `to` with `payload` and waits for its answer.
     pub async fn iq(&self, kind: &str, to: &str, payload: Element) -> Result<Element, IqError> {
         self.iq_with_timeout(kind, to, payload, self.iq_timeout)

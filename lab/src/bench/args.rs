@@ -48,6 +48,17 @@ pub struct BenchArgs {
     /// open-file limit, which stops real connections short of it.
     #[arg(long)]
     pub held_sessions: bool,
+    /// Prosody's Lua garbage collector in generational mode (`gc = { mode =
+    /// "generational" }`) instead of its incremental default, which at
+    /// 100,000 sessions spends most of the server's time traversing its heap.
+    #[arg(long)]
+    pub generational_gc: bool,
+    /// Only the tracking of --connections sessions, the two restarts and
+    /// the restart floor: no start-up with active empty, no start-up
+    /// floor, no rate phases (each takes hours at 100,000 items on
+    /// Prosody's SQLite store).
+    #[arg(long)]
+    pub restarts_only: bool,
     /// Instead: how long `pubpresence doctor` takes on a healthy Prosody with
     /// --connections sessions connected (default 10000; 100 with --quick).
     #[arg(long)]
@@ -127,6 +138,8 @@ impl BenchArgs {
         o.memory_storage = self.memory_storage;
         o.privileged = self.privileged;
         o.held_sessions = self.held_sessions;
+        o.generational_gc = self.generational_gc;
+        o.restarts_only = self.restarts_only;
         o
     }
 }

@@ -143,15 +143,18 @@ pub(crate) async fn items_of(
     service: &str,
     node: &str,
 ) -> Result<Vec<UserItem>, BenchError> {
-    c.iq(client_iq("get", service, pubsub::items(node)), IQ_TIMEOUT)
-        .await
-        .map(|r| {
-            pubsub::parse_items(&r)
-                .into_iter()
-                .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
-                .collect()
-        })
-        .map_err(|e| setup(format!("reading {node} for the start-up floor: {e}")))
+    c.iq(
+        client_iq("get", service, pubsub::items(node)),
+        pubpresence::xmpp::paging::ANSWER_WAIT,
+    )
+    .await
+    .map(|r| {
+        pubsub::parse_items(&r)
+            .into_iter()
+            .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
+            .collect()
+    })
+    .map_err(|e| setup(format!("reading {node} for the start-up floor: {e}")))
 }
 
 /// Publishes `items` as the component's start-up does (see the module

@@ -89,6 +89,14 @@ pub struct BenchOptions {
     /// (`crate::held`), which goes past the open-file limit; the rate
     /// phases' load still connects for real.
     pub held_sessions: bool,
+    /// Prosody's Lua collector in generational mode
+    /// (`ProsodyOptions::generational_gc`).
+    pub generational_gc: bool,
+    /// Only the tracking, the two restarts and the restart floor: no
+    /// start-up with active empty, no start-up floor, no rate phases
+    /// (at 100,000 items on Prosody's SQLite store each of those takes
+    /// an hour or more: docs/benchmarks.md).
+    pub restarts_only: bool,
 }
 
 impl BenchOptions {
@@ -106,6 +114,8 @@ impl BenchOptions {
             knee: false,
             privileged: false,
             held_sessions: false,
+            generational_gc: false,
+            restarts_only: false,
         }
     }
 
@@ -123,6 +133,8 @@ impl BenchOptions {
             knee: false,
             privileged: false,
             held_sessions: false,
+            generational_gc: false,
+            restarts_only: false,
         }
     }
 }
@@ -261,6 +273,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
             memory_storage: opts.memory_storage,
             privileged: opts.privileged,
             held_sessions: opts.held_sessions,
+            generational_gc: opts.generational_gc,
             ..Default::default()
         },
     )
@@ -372,6 +385,7 @@ async fn measured(
                 resources: PER_ACCOUNT,
                 first: BASE_FIRST_IP,
                 contact: (!prosody.options().privileged).then(|| prosody.component_jid.clone()),
+                rate: Some(HELD_RATE),
             };
             let limit = Duration::from_secs(60 + n as u64 / 100);
             crate::held::hold(admin, &prosody.domain, &held, limit)
@@ -403,9 +417,13 @@ async fn measured(
         // read only once live has stalled: a fetch of thousands of items
         // costs the server seconds, and fetching every 2 s during the
         // logins kept Prosody 13 busy with it and the logins crawled.
+        // And a read of active is not asked again before ten times what
+        // the last one took has passed: at 30,000 items one costs Prosody
+        // some 10 s, and reads back to back took most of its time.
         let limit = Duration::from_secs(60 + n as u64 / 10);
         let deadline = Instant::now() + limit;
         let mut progress = (0, Instant::now());
+        let mut read_again = Instant::now();
         loop {
             let live = base_seen(seen);
             if live >= n {
@@ -413,11 +431,18 @@ async fn measured(
             }
             if live != progress.0 {
                 progress = (live, Instant::now());
-            } else if progress.1.elapsed() >= LIVE_STALLED {
+            } else if progress.1.elapsed() >= LIVE_STALLED && Instant::now() >= read_again {
                 progress.1 = Instant::now();
-                if active_items(watcher, &pubsub_jid).await >= n {
+                let on_active = active_items(watcher, &pubsub_jid).await;
+                let took = progress.1.elapsed();
+                tracing::info!(
+                    "live stalled at {live} of {n}: active holds {on_active} items (read in {:.1} s)",
+                    took.as_secs_f64()
+                );
+                if on_active >= n {
                     break;
                 }
+                read_again = Instant::now() + took * 10;
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Timeout(format!(
@@ -447,8 +472,13 @@ async fn measured(
         subscribe(watcher, &pubsub_jid, LIVE).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let restarted_kib = rss_kib(comp.pid()).unwrap_or(0);
-        let (restart_floor, (cold_s, cold_cpu), publish_floor) =
-            cold_start(prosody, opts, watcher, admin, &mut comp, server_pid).await?;
+        let (restart_floor, (cold_s, cold_cpu), publish_floor) = if opts.restarts_only {
+            let floor = restart_floor(prosody, watcher, &mut comp, server_pid).await?;
+            (floor, (0.0, 0.0), PublishFloor::default())
+        } else {
+            cold_start(prosody, opts, watcher, admin, &mut comp, server_pid).await?
+        };
+        let rates_asked: &[f64] = if opts.restarts_only { &[] } else { &opts.rates };
 
         let rig = Rig {
             prosody,
@@ -459,7 +489,7 @@ async fn measured(
             floor_rate: opts.floor_rate,
         };
         let mut rates: Vec<RatePoint> = Vec::new();
-        for (i, &rate) in opts.rates.iter().enumerate() {
+        for (i, &rate) in rates_asked.iter().enumerate() {
             let point = phase(&rig, comp.pid(), i, rate).await?;
             // The same churn again with the component stopped, its writes
             // mirrored by a plain client: the knee's floor.
@@ -550,6 +580,11 @@ async fn measured(
         rates,
     })
 }
+
+/// How many held sessions the server makes a second: some ten times the
+/// real logins' rate (docs/benchmarks.md), so that the component's
+/// requests still get their share of the server.
+const HELD_RATE: u32 = 1000;
 
 /// The first base session's address (the watcher and admin are on .1).
 const BASE_FIRST_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -670,17 +705,14 @@ impl Restarts<'_> {
     }
 }
 
-/// With the component stopped: the restart floor; then active deleted and
-/// the component started (the start-up with active empty, timed to
-/// `online`); then the start-up floor with the items it published.
-async fn cold_start(
+/// The component stopped, then the restart floor: what a restart with
+/// nothing changed asks of the server, asked as the component.
+async fn restart_floor(
     prosody: &Prosody,
-    opts: &BenchOptions,
     watcher: &C2s,
-    admin: &C2s,
     comp: &mut Component,
     server_pid: u32,
-) -> Result<(RestartFloor, (f64, f64), PublishFloor), BenchError> {
+) -> Result<RestartFloor, BenchError> {
     let pubsub_jid = prosody.pubsub_jid.as_str();
     comp.stop().await;
     wait_status(
@@ -692,7 +724,7 @@ async fn cold_start(
     )
     .await?;
     tracing::info!("the restart floor: listing, probes, one fetch of active");
-    let restart_floor = floors::restart_floor(&AsComponent {
+    floors::restart_floor(&AsComponent {
         addr: prosody.component_addr(),
         jid: &prosody.component_jid,
         secret: &prosody.secret,
@@ -707,7 +739,22 @@ async fn cold_start(
         probes: !prosody.options().privileged,
         privileged_as: None,
     })
-    .await?;
+    .await
+}
+
+/// With the component stopped: the restart floor; then active deleted and
+/// the component started (the start-up with active empty, timed to
+/// `online`); then the start-up floor with the items it published.
+async fn cold_start(
+    prosody: &Prosody,
+    opts: &BenchOptions,
+    watcher: &C2s,
+    admin: &C2s,
+    comp: &mut Component,
+    server_pid: u32,
+) -> Result<(RestartFloor, (f64, f64), PublishFloor), BenchError> {
+    let pubsub_jid = prosody.pubsub_jid.as_str();
+    let restart_floor = restart_floor(prosody, watcher, comp, server_pid).await?;
     // The floor's stream is closed; Prosody takes the component's next
     // connection once it has let go of that one.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -225,16 +225,31 @@ impl Report {
              component's steps: {}\n",
             st.saved.seconds, st.saved.server_cpu_s, st.saved_over_floor, st.saved.phases,
         ));
-        s.push_str(&format!(
+        if st.cold_seconds == 0.0 {
+            s.push_str("start-up, active empty: not measured (--restarts-only)\n");
+        } else {
+            s.push_str(&format!(
             "start-up, active empty, to online: {:.3} s (server CPU {:.2} s)\n  \
              floor ({} items on an active-like then a live-like node, {} in flight): {:.3} s (server CPU {:.2} s) -> {:.2}x (one node only: {:.3} s)\n",
             st.cold_seconds, st.cold_server_cpu_s, pf.items, pf.in_flight, pf.pairs_s, pf.pairs_server_cpu_s, st.cold_over_floor, pf.single_s,
         ));
+        }
         let mem = &self.memory;
         s.push_str(&format!(
             "component RSS: {} KiB idle, {} KiB with {} sessions tracked ({:.0} B per connection), {} KiB after the restart\n\n",
             mem.idle_kib, mem.loaded_kib, mem.connections, mem.per_connection_bytes, mem.restarted_kib
         ));
+        if self.rates.is_empty() {
+            s.push_str("no rate phases (--restarts-only)\n");
+        } else {
+            self.rates_table(&mut s);
+        }
+        s.push_str(&format!("(all figures: {})\n", self.storage));
+        s
+    }
+
+    /// The rate phases, their mirror and the knee.
+    fn rates_table(&self, s: &mut String) {
         s.push_str(
             "rate/s  sent/s  conns  changes  recv   p50 ms   p99 ms  floor p50  floor p99  p99/floor  window s  server CPU s  comp CPU s  comp/server\n",
         );
@@ -286,8 +301,6 @@ impl Report {
             k.ratio,
             if k.found { "" } else { " (the sweep did not pass both: the knee may lie higher)" },
         ));
-        s.push_str(&format!("(all figures: {})\n", self.storage));
-        s
     }
 }
 

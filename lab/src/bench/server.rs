@@ -36,7 +36,8 @@ pub(super) async fn login(
 pub(super) async fn active_items(c: &C2s, pubsub_jid: &str) -> usize {
     c.iq(
         client_iq("get", pubsub_jid, pubsub::items(ACTIVE)),
-        IQ_TIMEOUT,
+        // The whole node in one answer on Prosody.
+        pubpresence::xmpp::paging::ANSWER_WAIT,
     )
     .await
     .map(|r| pubsub::parse_items(&r).len())
