@@ -29,12 +29,14 @@ use xmpp_parsers::minidom::Element;
 pub const PAGE: usize = 10_000;
 
 /// How long one answer of a fetch is waited for, beyond `iq_timeout`
-/// (which stays the wait for every other request). A service that does not
-/// page builds the whole node into one answer: Prosody 13 on its one thread
-/// took 0.25 ms an item, so some 25 s at 100,000 items (docs/benchmarks.md,
-/// "100,000 sessions held inside Prosody"). Just under the streams' own
-/// limit on silence (`read_timeout` plus `response_timeout`, 80 s), past
-/// which the connection is taken for gone anyway.
+/// (which stays the wait for every other request); the component's listing
+/// of every session waits as long (`Connection::iq_whole`). A service that
+/// does not page builds the whole node into one answer, on Prosody its one
+/// thread: 6.8 s for 30,000 items on Prosody 13, 50 s for 79,000
+/// (docs/benchmarks.md, "Past the open-file limit: sessions held inside
+/// Prosody"). Just under the streams' own limit on silence (`read_timeout`
+/// plus `response_timeout`, 80 s), past which the connection is taken for
+/// gone anyway.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(75);
 
 /// The wait for one answer of a fetch, for a connection whose other

@@ -157,9 +157,17 @@ impl Connection {
             .map_err(|_| IqError::Disconnected)
     }
 
-    /// How long a request waits for its answer (`iq_timeout`).
-    pub fn iq_timeout(&self) -> Duration {
-        self.iq_timeout
+    /// An IQ whose answer holds the whole of something that grows with the
+    /// server (every session, every item of active): waited for
+    /// `paging::answer_wait`, not `iq_timeout`.
+    pub async fn iq_whole(
+        &self,
+        kind: &str,
+        to: &str,
+        payload: Element,
+    ) -> Result<Element, IqError> {
+        let wait = super::paging::answer_wait(self.iq_timeout);
+        self.iq_with_timeout(kind, to, payload, wait).await
     }
 
     /// Sends an IQ of `kind` to `to` with `payload` and waits for its answer.
