@@ -666,6 +666,10 @@ impl Restarts<'_> {
     async fn restart(&self, comp: &mut Component, keep_copy: bool) -> Result<Restart, BenchError> {
         let pubsub_jid = &self.prosody.pubsub_jid;
         let dir = self.prosody.dir.path();
+        // A start-up leaves the server work that follows `online` (the
+        // confirming probes' answers: a minute at 100,000 sessions on
+        // Prosody 13); a stop in the middle of it measures that instead.
+        server_settled(self.server_pid).await;
         tracing::info!(keep_copy, "restarting the component");
         comp.stop().await;
         let _ = wait_status(
@@ -743,6 +747,26 @@ async fn restart_floor(
         privileged_as: None,
     })
     .await
+}
+
+/// Waits until the server has used less than a tenth of a CPU over a
+/// second, for at most two minutes.
+async fn server_settled(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let t0 = Instant::now();
+    loop {
+        let from = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if floors::cpu_since(pid, from) < 0.1 || Instant::now() > deadline {
+            break;
+        }
+    }
+    if t0.elapsed() > Duration::from_secs(2) {
+        tracing::info!(
+            "the server settled after {:.0} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// With the component stopped: the restart floor; then active deleted and
