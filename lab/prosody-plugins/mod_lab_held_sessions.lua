@@ -1,7 +1,7 @@
 -- Client sessions held inside Prosody, without sockets: the benchmark's
 -- way past this machine's open-file limit, which stops real connections
--- short of 20,000 (docs/benchmarks.md, "100,000 sessions held inside
--- Prosody"). Loaded on the VirtualHost by `bench --held-sessions`.
+-- short of 20,000 (docs/benchmarks.md, "Past the open-file limit: sessions
+-- held inside Prosody"). Loaded on the VirtualHost by `bench --held-sessions`.
 --
 -- Each session is what mod_c2s makes of a login: a session from the
 -- session manager, authenticated, its resource bound (which loads its

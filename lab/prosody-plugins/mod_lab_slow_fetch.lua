@@ -1,6 +1,6 @@
 -- Plays a pubsub service that takes long to answer a fetch of a whole node,
 -- as Prosody itself does with 100,000 items on it (docs/benchmarks.md,
--- "100,000 sessions held inside Prosody"): every request for the items of
+-- "Past the open-file limit: sessions held inside Prosody"): every request for the items of
 -- `lab_slow_fetch_node` is answered `lab_slow_fetch_seconds` late. Loaded on
 -- the pubsub service by the test that checks how long the component and
 -- the reference client wait for such an answer (tests/held_sessions.rs).

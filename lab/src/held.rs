@@ -2,7 +2,8 @@
 //! (`prosody-plugins/mod_lab_held_sessions.lua`, loaded with
 //! [`crate::ProsodyOptions::held_sessions`]): how a benchmark goes past the
 //! open-file limit, which stops real connections short of 20,000 here
-//! (docs/benchmarks.md, "100,000 sessions held inside Prosody").
+//! (docs/benchmarks.md, "Past the open-file limit: sessions held inside
+//! Prosody").
 //!
 //! The server treats them as logged-in clients: it lists them with their
 //! addresses, broadcasts their presence and answers probes for them. What

@@ -28,8 +28,8 @@ pub const IN_FLIGHT: usize = 256;
 /// for all those sent before it: with 256 in flight and a server that
 /// publishes 25 items a second (Prosody on SQLite with 40,000 items on
 /// active: each publish also trims the node, a scan of all its items;
-/// docs/benchmarks.md, "100,000 sessions held inside Prosody"), the last
-/// one waits 10 s, `iq_timeout`. Fewer in flight cost nothing there: the
+/// docs/benchmarks.md, "Past the open-file limit: sessions held inside
+/// Prosody"), the last one waits 10 s, `iq_timeout`. Fewer in flight cost nothing there: the
 /// server is busy all the same. So an action answered later than a quarter
 /// of `iq_timeout` halves the window, and a window's worth of actions
 /// answered within an eighth widens it by one again (TCP's additive
