@@ -107,13 +107,12 @@ pub struct ProsodyOptions {
     pub lost_barrier: bool,
     /// The VirtualHost holds client sessions without sockets when the
     /// admin asks for them (`prosody-plugins/mod_lab_held_sessions.lua`,
-    /// [`Prosody::hold_sessions`]): sizes past the open-file limit.
+    /// [`crate::held::hold`]): sizes past the open-file limit.
     pub held_sessions: bool,
     /// Prosody's garbage collector in Lua 5.4's generational mode
     /// (`gc = { mode = "generational" }`) instead of its default,
-    /// incremental with a threshold of 105 %, which traverses the whole
-    /// heap each time it grows by 5 %: with 100,000 sessions, most of the
-    /// server's time.
+    /// incremental with a threshold of 105 %. Its effect at 100,000
+    /// sessions is not measured apart (docs/benchmarks.md).
     pub generational_gc: bool,
     /// The pubsub service answers every fetch of `presence/active`
     /// [`SLOW_FETCH`] late, as Prosody does at 100,000 items
@@ -146,6 +145,18 @@ pub const BUSY_OWNER_REFUSALS: usize = 2;
 
 /// The lab's own Prosody modules (`plugin_paths`).
 const PLUGINS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/prosody-plugins");
+
+/// A component section's `modules_enabled` line and the modules' settings
+/// (nothing when no module is asked for).
+fn section_modules(modules: &[&str], settings: &str) -> String {
+    if modules.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n    modules_enabled = {{ {} }}{settings}",
+        modules.join("; ")
+    )
+}
 
 impl std::fmt::Debug for Prosody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -385,13 +396,7 @@ Component "{pubsub_jid}" "pubsub"
             modules.push("\"lab_slow_fetch\"");
             settings += &format!("\n    lab_slow_fetch_seconds = {}", SLOW_FETCH.as_secs());
         }
-        if modules.is_empty() {
-            return String::new();
-        }
-        format!(
-            "\n    modules_enabled = {{ {} }}{settings}",
-            modules.join("; ")
-        )
+        section_modules(&modules, &settings)
     }
 
     /// The component's own modules, all the options asked for together.
@@ -411,13 +416,7 @@ Component "{pubsub_jid}" "pubsub"
         if self.options.lost_barrier {
             modules.push("\"lab_lost_barrier\"");
         }
-        if modules.is_empty() {
-            return String::new();
-        }
-        format!(
-            "\n    modules_enabled = {{ {} }}{settings}",
-            modules.join("; ")
-        )
+        section_modules(&modules, &settings)
     }
 
     fn spawn(&mut self) -> Result<(), LabError> {

@@ -49,14 +49,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub held_sessions: bool,
     /// Prosody's Lua garbage collector in generational mode (`gc = { mode =
-    /// "generational" }`) instead of its incremental default, which at
-    /// 100,000 sessions spends most of the server's time traversing its heap.
+    /// "generational" }`) instead of its incremental default (its effect is
+    /// not measured apart: docs/benchmarks.md).
     #[arg(long)]
     pub generational_gc: bool,
     /// Only the tracking of --connections sessions, the two restarts and
     /// the restart floor: no start-up with active empty, no start-up
-    /// floor, no rate phases (each takes hours at 100,000 items on
-    /// Prosody's SQLite store).
+    /// floor, no rate phases (the first two cost about what the tracking
+    /// does at 100,000 items on Prosody's SQLite store).
     #[arg(long)]
     pub restarts_only: bool,
     /// Instead: how long `pubpresence doctor` takes on a healthy Prosody with

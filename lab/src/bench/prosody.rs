@@ -94,8 +94,9 @@ pub struct BenchOptions {
     pub generational_gc: bool,
     /// Only the tracking, the two restarts and the restart floor: no
     /// start-up with active empty, no start-up floor, no rate phases
-    /// (at 100,000 items on Prosody's SQLite store each of those takes
-    /// an hour or more: docs/benchmarks.md).
+    /// (at 100,000 items on Prosody's SQLite store each of the first two
+    /// costs about what the tracking does, some 15 minutes here:
+    /// docs/benchmarks.md).
     pub restarts_only: bool,
 }
 
