@@ -281,3 +281,110 @@ async fn a_fetch_of_active_answered_after_iq_timeout_is_waited_for_on_prosody() 
     );
     drop((pp2, users));
 }
+
+/// A server that answers the probes behind a restart later than
+/// `iq_timeout` and `probe_timeout`, in order, as Prosody does at 100,000
+/// sessions (docs/benchmarks.md, "Past the open-file limit: sessions held
+/// inside Prosody"): here every probe and ping of the component is handled
+/// 4 s late (`slow_probes`) with `iq_timeout = 1s`. The round trip behind
+/// the probes is waited for as a fetch of active is, so the sessions kept
+/// on active stay there, and their answers confirm them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answered_after_iq_timeout_take_no_session_off_active_on_prosody() {
+    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+        slow_probes: true,
+        ..Default::default()
+    });
+    let p = Server::Prosody(p);
+    let cfg = format!(
+        "iq_timeout = \"1s\"\n{}",
+        p.config_toml(&[&format!("{WATCHER}@{}", p.domain())])
+    );
+    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 55), ("bob", 56)]).await;
+    let before = w.active().await;
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+
+    w.clear();
+    let pp2 = Pubpresence::start(&cfg);
+    let late = pubpresence_lab::SLOW_PROBES;
+    pp2.wait_log("online:", late + T, "online after the late barrier")
+        .await;
+    pp2.wait_log(
+        "every listed session on active answered",
+        late * 2 + T,
+        "the late answers",
+    )
+    .await;
+    let log = pp2.log_text();
+    assert!(
+        !log.contains("taken off active"),
+        "sessions dropped:\n{log}"
+    );
+    // Nothing changed: no live event, active exactly as before.
+    assert!(w.seen().live.is_empty(), "{:#?}\n{log}", w.seen().live);
+    assert!(w.seen().active_retracts.is_empty(), "{log}");
+    assert_eq!(w.active().await, before, "{log}");
+    let Server::Prosody(prosody) = &p else {
+        unreachable!()
+    };
+    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    assert!(
+        server_log.contains("lab_slow_probes: handling a probe to ann@localhost in 4 s"),
+        "the server held the probes: {server_log}"
+    );
+    drop((pp2, users));
+}
+
+/// A server that closes the component's connection instead of answering
+/// its fetch of active, as Prosody 13 does when that answer passes its
+/// `max_send_buffer_size` (`cut_fetch`, once): the component says what
+/// most likely cut it and how to fix it, connects again and comes online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_prosody() {
+    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+        cut_fetch: true,
+        ..Default::default()
+    });
+    let p = Server::Prosody(p);
+    let cfg = p.config_toml(&[&format!("{WATCHER}@{}", p.domain())]);
+    p.register(WATCHER, WATCHER);
+    let pp = Pubpresence::start(&cfg);
+    let w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    let log = pp.log_text();
+    assert_eq!(
+        pp.connections(),
+        2,
+        "online on its second connection: {log}"
+    );
+    let cut: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection lost:"))
+        .collect();
+    assert_eq!(cut.len(), 1, "{log}");
+    assert!(
+        cut[0].contains(
+            "connection lost: the server closed the connection, while waiting for an answer \
+             holding a whole node or every session: if the server is Prosody 13 or later, it \
+             closes a connection whose unsent data pass its max_send_buffer_size"
+        ),
+        "{log}"
+    );
+    assert!(
+        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
+        "{log}"
+    );
+    let Server::Prosody(prosody) = &p else {
+        unreachable!()
+    };
+    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    assert_eq!(
+        server_log
+            .matches("lab_cut_fetch: closing the connection of pubpresence.localhost")
+            .count(),
+        1,
+        "the server cut one fetch: {server_log}"
+    );
+}

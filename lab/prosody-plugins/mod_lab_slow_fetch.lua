@@ -3,7 +3,7 @@
 -- "Past the open-file limit: sessions held inside Prosody"): every request for the items of
 -- `lab_slow_fetch_node` is answered `lab_slow_fetch_seconds` late. Loaded on
 -- the pubsub service by the test that checks how long the component and
--- the reference client wait for such an answer (tests/held_sessions.rs).
+-- the reference client wait for such an answer (tests/slow_server.rs).
 
 local node = module:get_option_string("lab_slow_fetch_node", "presence/active");
 local delay = module:get_option_number("lab_slow_fetch_seconds", 3);

@@ -114,10 +114,23 @@ pub struct ProsodyOptions {
     /// incremental with a threshold of 105 %. Its effect at 100,000
     /// sessions is not measured apart (docs/benchmarks.md).
     pub generational_gc: bool,
+    /// `max_send_buffer_size` in `network_settings`, in MiB. Prosody 13's
+    /// server_epoll closes a connection whose unsent data would pass it
+    /// (32 MiB unless set), and one answer holding the whole of active is
+    /// that big near 80,000 sessions. 0.12's server_epoll has no such cap.
+    pub send_buffer_mib: Option<u32>,
     /// The pubsub service answers every fetch of `presence/active`
     /// [`SLOW_FETCH`] late, as Prosody does at 100,000 items
     /// (`prosody-plugins/mod_lab_slow_fetch.lua`).
     pub slow_fetch: bool,
+    /// The component's probes and pings to the domain are handled
+    /// [`SLOW_PROBES`] late, in order, as by a server busy answering
+    /// 100,000 sessions' probes (`prosody-plugins/mod_lab_slow_probes.lua`).
+    pub slow_probes: bool,
+    /// The pubsub service closes the connection of the first fetch of
+    /// `presence/active` instead of answering it, as Prosody 13 does past its
+    /// send-buffer cap (`prosody-plugins/mod_lab_cut_fetch.lua`).
+    pub cut_fetch: bool,
 }
 
 impl ProsodyOptions {
@@ -128,6 +141,8 @@ impl ProsodyOptions {
             || self.lost_barrier
             || self.held_sessions
             || self.slow_fetch
+            || self.slow_probes
+            || self.cut_fetch
     }
 }
 
@@ -135,6 +150,10 @@ impl ProsodyOptions {
 /// answer back: longer than the component's wait for a connection and the
 /// server's stream header.
 pub const SLOW_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(12);
+
+/// How late a `slow_probes` Prosody handles the component's probes and
+/// pings: longer than `probe_timeout` (3 s) and a test's `iq_timeout` (1 s).
+pub const SLOW_PROBES: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// How late a `slow_fetch` pubsub service answers a fetch of active.
 pub const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(3);
@@ -145,6 +164,21 @@ pub const BUSY_OWNER_REFUSALS: usize = 2;
 
 /// The lab's own Prosody modules (`plugin_paths`).
 const PLUGINS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/prosody-plugins");
+
+/// The global `network_settings` line (nothing when none is asked for).
+fn network_settings(o: &ProsodyOptions) -> String {
+    let mut settings = Vec::new();
+    if o.no_nagle {
+        settings.push("nagle = false".to_string());
+    }
+    if let Some(mib) = o.send_buffer_mib {
+        settings.push(format!("max_send_buffer_size = {mib}*1024*1024"));
+    }
+    if settings.is_empty() {
+        return String::new();
+    }
+    format!("\nnetwork_settings = {{ {} }}", settings.join("; "))
+}
 
 /// A component section's `modules_enabled` line and the modules' settings
 /// (nothing when no module is asked for).
@@ -347,11 +381,7 @@ Component "{pubsub_jid}" "pubsub"
             } else {
                 ""
             },
-            network = if o.no_nagle {
-                "\nnetwork_settings = { nagle = false }"
-            } else {
-                ""
-            },
+            network = network_settings(o),
             storage = if o.file_storage {
                 "-- the default store: flat files".to_string()
             } else if o.memory_storage {
@@ -396,6 +426,10 @@ Component "{pubsub_jid}" "pubsub"
             modules.push("\"lab_slow_fetch\"");
             settings += &format!("\n    lab_slow_fetch_seconds = {}", SLOW_FETCH.as_secs());
         }
+        if self.options.cut_fetch {
+            modules.push("\"lab_cut_fetch\"");
+            settings += "\n    lab_cut_fetch_times = 1";
+        }
         section_modules(&modules, &settings)
     }
 
@@ -415,6 +449,10 @@ Component "{pubsub_jid}" "pubsub"
         }
         if self.options.lost_barrier {
             modules.push("\"lab_lost_barrier\"");
+        }
+        if self.options.slow_probes {
+            modules.push("\"lab_slow_probes\"");
+            settings += &format!("\n    lab_slow_probes_seconds = {}", SLOW_PROBES.as_secs());
         }
         section_modules(&modules, &settings)
     }
@@ -636,6 +674,17 @@ mod tests {
         assert!(
             bench.contains("\nnetwork_settings = { nagle = false }\n"),
             "{bench}"
+        );
+        let big = config(ProsodyOptions {
+            no_nagle: true,
+            send_buffer_mib: Some(128),
+            ..ProsodyOptions::default()
+        });
+        assert!(
+            big.contains(
+                "\nnetwork_settings = { nagle = false; max_send_buffer_size = 128*1024*1024 }\n"
+            ),
+            "{big}"
         );
         assert!(bench.contains("Component \"pubsub.localhost\" \"pubsub\"\n    storage = \"memory\"\n    pubsub_max_items = 100000\n"), "{bench}");
         assert!(!bench.contains("SQLite3"), "{bench}");

@@ -327,6 +327,13 @@ async fn emit(
                         .filter_map(|(_, p)| p.as_ref().and_then(UserItem::from_element))
                         .collect(),
                 ),
+                Err(C2sError::Disconnected) => {
+                    tracing::warn!(
+                        "fetching active failed: the connection was lost before the answer: {}",
+                        paging::CUT_MID_ANSWER
+                    );
+                    None
+                }
                 Err(e) => {
                     tracing::warn!("fetching active failed: {e}");
                     if matches!(&e, C2sError::Stanza { condition, .. } if condition == "item-not-found")

@@ -1,7 +1,8 @@
 //! Fetching a whole node page by page (XEP-0059) where the pubsub service
 //! pages its items (ejabberd), in one request where it does not (Prosody
 //! ignores the paging request and answers with every item): with 100,000
-//! connections, active in one answer is a stanza of some 20 MB.
+//! connections, active in one answer is a stanza of tens of MB (past 32 MiB
+//! near 80,000 items on Prosody 13, see `CUT_MID_ANSWER`).
 //!
 //! The pages are read at different moments, which the client procedure
 //! allows (docs/protocol.md, "Why nothing is lost or duplicated"): an item
@@ -38,6 +39,16 @@ pub const PAGE: usize = 10_000;
 /// plus `response_timeout`, 80 s), past which the connection is taken for
 /// gone anyway.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(75);
+
+/// What most likely ended a connection while an answer holding a whole
+/// node was awaited, and the fix (docs/benchmarks.md, "Past the open-file
+/// limit: sessions held inside Prosody"): Prosody 13 drops a connection
+/// whose unsent data would pass its send-buffer cap, and such an answer
+/// passes the default cap near 80,000 items on active.
+pub const CUT_MID_ANSWER: &str = "if the server is Prosody 13 or later, it closes a connection \
+     whose unsent data pass its max_send_buffer_size (32 MiB unless set; active's whole answer \
+     passes that near 80,000 sessions): raise it in Prosody's config, e.g. \
+     network_settings = { max_send_buffer_size = 128*1024*1024 }";
 
 /// The wait for one answer of a fetch, for a connection whose other
 /// requests wait `iq_timeout`.

@@ -14,7 +14,7 @@ use crate::wire::privilege::{self, Permissions};
 use crate::wire::{self, ns};
 use futures::{SinkExt, StreamExt};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::BufStream;
@@ -60,6 +60,10 @@ pub enum Disconnect {
     /// The server stopped answering our privileged IQs: it dropped the
     /// XEP-0356 grant of this connection (we closed it, to get a new one).
     GrantLost,
+    /// The server closed the connection (or it failed) while an answer
+    /// holding a whole node or every session was awaited: the reason, and
+    /// what is then the likely cause (`paging::CUT_MID_ANSWER`).
+    MidWholeAnswer(String),
 }
 
 impl std::fmt::Display for Disconnect {
@@ -74,6 +78,12 @@ impl std::fmt::Display for Disconnect {
                 "the server stopped answering privileged IQs within {GRANT_CHECK_EVERY:?}: \
                  it dropped this connection's XEP-0356 grant (ejabberd 24.10 and later do \
                  when another connection of the same component JID closes)"
+            ),
+            Disconnect::MidWholeAnswer(reason) => write!(
+                f,
+                "{reason}, while waiting for an answer holding a whole node or every session: \
+                 {}",
+                super::paging::CUT_MID_ANSWER
             ),
         }
     }
@@ -142,6 +152,25 @@ pub struct Connection {
     out: mpsc::UnboundedSender<Out>,
     iq_timeout: Duration,
     shared: Shared,
+    /// How many `iq_whole` answers are awaited: a connection that ends
+    /// meanwhile says what may have ended it (`Disconnect::MidWholeAnswer`).
+    whole: Arc<AtomicUsize>,
+}
+
+/// Counts one awaited whole answer for as long as it lives.
+struct Awaiting(Arc<AtomicUsize>);
+
+impl Awaiting {
+    fn new(count: &Arc<AtomicUsize>) -> Awaiting {
+        count.fetch_add(1, Ordering::AcqRel);
+        Awaiting(count.clone())
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Connection {
@@ -167,6 +196,7 @@ impl Connection {
         payload: Element,
     ) -> Result<Element, IqError> {
         let wait = super::paging::answer_wait(self.iq_timeout);
+        let _awaiting = Awaiting::new(&self.whole);
         self.iq_with_timeout(kind, to, payload, wait).await
     }
 
@@ -270,7 +300,9 @@ pub async fn connect_secondary(
     shared: Shared,
 ) -> Result<Secondary, ConnectError> {
     let stream = handshake(addr, jid, secret).await?;
-    let (out_tx, in_rx, task) = spawn_task(stream, jid, shared);
+    // Requests leave by the first connection only: nothing whole is
+    // awaited here.
+    let (out_tx, in_rx, task) = spawn_task(stream, jid, shared, Arc::default());
     Ok(Secondary {
         _out: out_tx,
         inbound: in_rx,
@@ -297,12 +329,14 @@ pub async fn connect_component(
 > {
     let stream = handshake(addr, jid, secret).await?;
     let shared = Shared::default();
-    let (out, in_rx, task) = spawn_task(stream, jid, shared.clone());
+    let whole = Arc::new(AtomicUsize::new(0));
+    let (out, in_rx, task) = spawn_task(stream, jid, shared.clone(), whole.clone());
     let conn = Connection {
         jid: jid.to_string(),
         out,
         iq_timeout,
         shared,
+        whole,
     };
     Ok((conn, in_rx, task))
 }
@@ -313,6 +347,7 @@ fn spawn_task(
     stream: Stream,
     jid: &str,
     shared: Shared,
+    whole: Arc<AtomicUsize>,
 ) -> (
     mpsc::UnboundedSender<Out>,
     mpsc::UnboundedReceiver<Element>,
@@ -320,8 +355,31 @@ fn spawn_task(
 ) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(stream, out_rx, in_tx, jid.to_string(), shared));
+    let jid = jid.to_string();
+    let task = tokio::spawn(run(stream, out_rx, in_tx, jid, shared, whole));
     (out_tx, in_rx, task)
+}
+
+/// The server closed the socket without its stream footer (Prosody 13 does
+/// when a connection's unsent data pass its send-buffer cap): the XML
+/// parser reports an end of input where the stream must go on.
+fn ended_mid_stream(e: &std::io::Error) -> bool {
+    use xmpp_parsers::minidom::rxml;
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rxml::Error>())
+        .is_some_and(|e| matches!(e, rxml::Error::InvalidEof(_)))
+}
+
+/// A connection the server ended while `awaited` whole answers were
+/// pending says what is then the likely cause; one we closed, or ended by a
+/// stream error (which names its own cause), keeps its reason.
+fn mid_whole_answer(reason: Disconnect, awaited: usize) -> Disconnect {
+    match reason {
+        Disconnect::Eof | Disconnect::Io(_) if awaited > 0 => {
+            Disconnect::MidWholeAnswer(reason.to_string())
+        }
+        other => other,
+    }
 }
 
 /// How long the connection and the server's stream header may take.
@@ -448,6 +506,7 @@ async fn run(
     inbound: mpsc::UnboundedSender<Element>,
     jid: String,
     shared: Shared,
+    whole: Arc<AtomicUsize>,
 ) -> Disconnect {
     let Shared {
         pending,
@@ -544,11 +603,14 @@ async fn run(
                     }
                     tracing::debug!("quiet stream: sent keepalive ping");
                 }
+                Some(Err(ReadError::HardError(e))) if ended_mid_stream(&e) => break Disconnect::Eof,
                 Some(Err(ReadError::HardError(e))) => break Disconnect::Io(e.to_string()),
                 Some(Err(ReadError::StreamFooterReceived)) | None => break Disconnect::Eof,
             }
         }
     };
+    // Read before the waiters are failed, which ends their count.
+    let reason = mid_whole_answer(reason, whole.load(Ordering::Acquire));
     pending.fail_all();
     reason
 }
@@ -598,4 +660,67 @@ async fn close(stream: &mut Stream) -> Disconnect {
     })
     .await;
     Disconnect::Closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_ended_by_the_server_during_a_whole_answer_names_the_send_buffer() {
+        let cut = mid_whole_answer(Disconnect::Eof, 1);
+        assert_eq!(
+            cut,
+            Disconnect::MidWholeAnswer("the server closed the connection".into())
+        );
+        let line = cut.to_string();
+        assert!(
+            line.starts_with(
+                "the server closed the connection, while waiting for an answer holding a whole \
+                 node or every session: if the server is Prosody 13"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
+            "{line}"
+        );
+        let io = mid_whole_answer(Disconnect::Io("connection reset".into()), 2);
+        assert_eq!(io, Disconnect::MidWholeAnswer("connection reset".into()));
+    }
+
+    #[test]
+    fn an_end_of_input_inside_the_stream_is_the_server_closing_it() {
+        use xmpp_parsers::minidom::rxml;
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rxml::Error::InvalidEof(None),
+        );
+        assert!(ended_mid_stream(&eof));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!ended_mid_stream(&reset));
+    }
+
+    #[test]
+    fn other_ends_keep_their_reason() {
+        assert_eq!(mid_whole_answer(Disconnect::Eof, 0), Disconnect::Eof);
+        for own in [
+            Disconnect::Closed,
+            Disconnect::StreamError("system-shutdown".into()),
+            Disconnect::GrantLost,
+        ] {
+            assert_eq!(mid_whole_answer(own.clone(), 1), own);
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_is_counted_while_it_is_awaited() {
+        let count = Arc::new(AtomicUsize::new(0));
+        {
+            let _a = Awaiting::new(&count);
+            let _b = Awaiting::new(&count);
+            assert_eq!(count.load(Ordering::Acquire), 2);
+        }
+        assert_eq!(count.load(Ordering::Acquire), 0);
+    }
 }
