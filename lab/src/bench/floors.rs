@@ -275,10 +275,25 @@ pub(crate) const ANSWERS_WAIT: Duration = Duration::from_secs(10);
 pub(crate) async fn restart_floor(at: &AsComponent<'_>) -> Result<RestartFloor, BenchError> {
     let t0 = Instant::now();
     let cpu = cpu_seconds(at.server_pid);
-    let (conn, mut inbound, _task) =
-        pubpresence::xmpp::connect_component(&at.addr, at.jid, at.secret, Duration::from_secs(120))
-            .await
-            .map_err(|e| setup(format!("the restart floor's connection: {e}")))?;
+    // A server still letting go of the stopped component's connection
+    // refuses this one (`conflict`) for a while: asked again, as the
+    // component does.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let (conn, mut inbound, _task) = loop {
+        match pubpresence::xmpp::connect_component(
+            &at.addr,
+            at.jid,
+            at.secret,
+            Duration::from_secs(120),
+        )
+        .await
+        {
+            Err(pubpresence::xmpp::ConnectError::Conflict { .. }) if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => break r.map_err(|e| setup(format!("the restart floor's connection: {e}")))?,
+        }
+    };
     if let Some(user) = at.privileged_as {
         // The server's permission message comes first; until then a request
         // might go the wrong way.

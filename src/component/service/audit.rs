@@ -29,6 +29,25 @@ const NODE_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// nothing. Six small requests (configuration and members of each node).
 pub(super) const NODE_WATCH: Duration = Duration::from_secs(30);
 
+/// What to say when an audit took more than a tenth of `interval`: the
+/// server spends about that long answering it (on Prosody, active is built
+/// into one answer on its only thread: a minute at 100,000 sessions,
+/// docs/benchmarks.md, "Past the open-file limit: sessions held inside
+/// Prosody"), and every other request waits meanwhile.
+fn costly(took: Duration, interval: Duration) -> Option<String> {
+    if interval.is_zero() || took * 10 <= interval {
+        return None;
+    }
+    Some(format!(
+        "the audit took {:.1} s, more than a tenth of audit_interval ({}): the server is \
+         busy answering it for about that long; at this size raise audit_interval to at \
+         least {}",
+        took.as_secs_f64(),
+        humantime::format_duration(interval),
+        humantime::format_duration(Duration::from_secs((took * 10).as_secs().div_ceil(60) * 60)),
+    ))
+}
+
 impl Session<'_> {
     /// Checks that the nodes exist (and are configured right): on a
     /// reader's probe, its word that it follows (docs/protocol.md, "Client
@@ -117,6 +136,7 @@ impl Session<'_> {
             return;
         }
         self.auditing = true;
+        self.audit_began = Some(tokio::time::Instant::now());
         // Writes that end from now on may or may not show in the fetch.
         self.tracker.audit_begins();
         let publisher = self.publisher.clone();
@@ -162,6 +182,13 @@ impl Session<'_> {
         r: Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>,
     ) {
         self.auditing = false;
+        if let Some(line) = self
+            .audit_began
+            .take()
+            .and_then(|t| costly(t.elapsed(), self.cfg.audit_interval))
+        {
+            tracing::warn!("{line}");
+        }
         let (on_active, sessions) = match r {
             Ok(v) => v,
             Err(e) => {
@@ -274,5 +301,26 @@ impl Session<'_> {
         if gone > 0 {
             tracing::info!("session check: {gone} sessions ended without an unavailable presence");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::costly;
+    use std::time::Duration;
+
+    #[test]
+    fn an_audit_past_a_tenth_of_its_interval_says_what_to_raise_it_to() {
+        let five_min = Duration::from_secs(300);
+        assert_eq!(costly(Duration::from_secs(30), five_min), None);
+        assert_eq!(costly(Duration::from_secs(58), Duration::ZERO), None);
+        assert_eq!(
+            costly(Duration::from_millis(58_400), five_min).as_deref(),
+            Some(
+                "the audit took 58.4 s, more than a tenth of audit_interval (5m): the server \
+                 is busy answering it for about that long; at this size raise audit_interval \
+                 to at least 10m"
+            )
+        );
     }
 }

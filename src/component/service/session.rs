@@ -78,6 +78,9 @@ pub(super) struct Session<'a> {
     pub(super) capacity: Option<usize>,
     pub(super) over_capacity: bool,
     pub(super) auditing: bool,
+    /// When the audit under way began (what it cost the server is said
+    /// when it is large: `audit::costly`).
+    pub(super) audit_began: Option<tokio::time::Instant>,
     /// Tracker actions executing (`pubpresence_requests_in_flight`).
     pub(super) in_flight: usize,
     /// When a reader's probe last had the nodes checked (`check_nodes_on_probe`).
@@ -135,6 +138,7 @@ impl<'a> Session<'a> {
                 capacity: None,
                 over_capacity: false,
                 auditing: false,
+                audit_began: None,
                 in_flight: 0,
                 node_check: None,
                 audit_when_online: false,

@@ -87,6 +87,24 @@ pub(super) struct Late {
     pub(super) probe_when_online: Vec<String>,
 }
 
+impl Late {
+    /// `fulljid` answered at `now`: true when it was the last of them. While
+    /// answers keep coming the server is working through them, so the
+    /// others' time runs at least `pause` past this one.
+    fn answered(&mut self, fulljid: &str, now: tokio::time::Instant, pause: Duration) -> bool {
+        if !self.jids.remove(fulljid) {
+            return false;
+        }
+        if self.jids.is_empty() {
+            return true;
+        }
+        if let Some(deadline) = &mut self.deadline {
+            *deadline = (*deadline).max(now + pause);
+        }
+        false
+    }
+}
+
 /// Listed sessions that the listing shows exactly as active has them (same
 /// status, same address; active as saved at the last clean stop, or as
 /// fetched), on a server that lists each session's show and answers in
@@ -311,22 +329,16 @@ impl Session<'_> {
         });
     }
 
-    /// A presence of `fulljid` was read: it is late no more. While answers
-    /// keep coming the server is working through them, so the others' time
-    /// runs at least `iq_timeout` past this one.
+    /// A presence of `fulljid` was read: it is late no more.
     pub(super) fn answered_late(&mut self, fulljid: &str) {
+        let now = tokio::time::Instant::now();
         if let Some(l) = &mut self.late {
-            if !l.jids.remove(fulljid) {
-                return;
-            }
-            if l.jids.is_empty() {
+            if l.answered(fulljid, now, self.cfg.iq_timeout) {
                 tracing::info!(
                     "every listed session on active answered, the last {:?} after the probes",
                     l.started.elapsed()
                 );
                 self.late = None;
-            } else if let Some(deadline) = &mut l.deadline {
-                *deadline = (*deadline).max(tokio::time::Instant::now() + self.cfg.iq_timeout);
             }
         }
     }
@@ -395,6 +407,29 @@ mod tests {
             ip: ip.into(),
             since: time::now(),
         }
+    }
+
+    /// Each late answer pushes the others' deadline to at least `pause`
+    /// past it, never earlier; the last one ends the wait.
+    #[test]
+    fn late_answers_keep_the_others_waiting_while_they_come() {
+        let t0 = tokio::time::Instant::now();
+        let pause = Duration::from_secs(10);
+        let mut late = Late {
+            jids: ["a@x/1", "a@x/2", "b@x/1"].map(String::from).into(),
+            deadline: Some(t0 + Duration::from_secs(75)),
+            started: t0,
+            probe_when_online: Vec::new(),
+        };
+        assert!(!late.answered("a@x/1", t0 + Duration::from_secs(5), pause));
+        assert_eq!(late.deadline, Some(t0 + Duration::from_secs(75)));
+        assert!(!late.answered("a@x/2", t0 + Duration::from_secs(70), pause));
+        assert_eq!(late.deadline, Some(t0 + Duration::from_secs(80)));
+        // Not one of them: nothing changes.
+        assert!(!late.answered("c@x/1", t0 + Duration::from_secs(79), pause));
+        assert_eq!(late.deadline, Some(t0 + Duration::from_secs(80)));
+        assert!(late.answered("b@x/1", t0 + Duration::from_secs(79), pause));
+        assert!(late.jids.is_empty());
     }
 
     fn sorted<'a>(set: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
