@@ -49,6 +49,48 @@ async fn started_with(
     (pp, w, connected)
 }
 
+/// A Prosody started with `options` (one of the lab's slow servers), and
+/// the component's config for it with `iq_timeout = 1s`.
+fn slow_prosody(options: pubpresence_lab::ProsodyOptions) -> (Server, String) {
+    let p = Server::Prosody(common::Prosody::start_with(options));
+    let cfg = format!(
+        "iq_timeout = \"1s\"\n{}",
+        p.config_toml(&[&format!("{WATCHER}@{}", p.domain())])
+    );
+    (p, cfg)
+}
+
+/// Two users on active (ann and bob at the given last octets), then the
+/// component stopped cleanly and the watcher's record cleared: what the
+/// restart under test starts from. Returns active as it was.
+async fn two_on_active_then_stopped(
+    p: &Server,
+    cfg: &str,
+    ips: [u8; 2],
+) -> (
+    Watcher,
+    Vec<User>,
+    Pubpresence,
+    std::collections::BTreeMap<String, pubpresence::wire::user::UserItem>,
+) {
+    let (mut pp, mut w, users) = started_with(p, cfg, [("ann", ips[0]), ("bob", ips[1])]).await;
+    let before = w.active().await;
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert_eq!(pp.connections(), 1, "online on its first connection");
+    assert!(pp.terminate().success());
+    w.wait_status(ServiceStatus::Offline).await;
+    w.clear();
+    (w, users, pp, before)
+}
+
+/// Prosody's own log (where the lab's modules say what they did).
+fn server_log(p: &Server) -> String {
+    let Server::Prosody(prosody) = p else {
+        unreachable!("started as Prosody")
+    };
+    std::fs::read_to_string(prosody.log_path()).expect("read prosody's log")
+}
+
 async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server) {
     // probe_timeout well below the relay's round trip: every answer comes
     // after it, as on a server busy for longer than probe_timeout.
@@ -229,30 +271,18 @@ async fn a_late_handshake_answer_is_waited_for_on_prosody() {
 }
 
 /// A fetch of active that the server answers after `iq_timeout` is still
-/// waited for: Prosody builds the whole node into one answer, some 25 s at
-/// 100,000 items (docs/benchmarks.md). Here every fetch of active is
+/// waited for: Prosody builds the whole node into one answer, 50 s for
+/// 79,000 items on Prosody 13 (docs/benchmarks.md). Here every fetch of active is
 /// answered 3 s late (`slow_fetch`) and `iq_timeout` is 1 s: the first
 /// start and a restart that fetches come online on their first connection,
 /// with active as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_of_active_answered_after_iq_timeout_is_waited_for_on_prosody() {
-    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+    let (p, cfg) = slow_prosody(pubpresence_lab::ProsodyOptions {
         slow_fetch: true,
         ..Default::default()
     });
-    let p = Server::Prosody(p);
-    let cfg = format!(
-        "iq_timeout = \"1s\"\n{}",
-        p.config_toml(&[&format!("{WATCHER}@{}", p.domain())])
-    );
-    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 53), ("bob", 54)]).await;
-    let before = w.active().await;
-    assert_eq!(before.len(), 2, "{before:#?}");
-    assert_eq!(pp.connections(), 1, "online on its first connection");
-    assert!(pp.terminate().success());
-    w.wait_status(ServiceStatus::Offline).await;
-
-    w.clear();
+    let (w, users, _pp, before) = two_on_active_then_stopped(&p, &cfg, [53, 54]).await;
     let pp2 = Pubpresence::start(&cfg);
     let late = pubpresence_lab::SLOW_FETCH;
     pp2.wait_log("online:", late + T, "online after the late fetch")
@@ -266,10 +296,7 @@ async fn a_fetch_of_active_answered_after_iq_timeout_is_waited_for_on_prosody() 
     assert!(!log.contains("fetching the items of active"), "{log}");
     assert_eq!(w.active().await, before, "{log}");
     assert!(w.seen().active_retracts.is_empty(), "{log}");
-    let Server::Prosody(prosody) = &p else {
-        unreachable!()
-    };
-    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    let server_log = server_log(&p);
     assert_eq!(
         server_log
             .matches(
@@ -291,22 +318,11 @@ async fn a_fetch_of_active_answered_after_iq_timeout_is_waited_for_on_prosody() 
 /// on active stay there, and their answers confirm them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_answered_after_iq_timeout_take_no_session_off_active_on_prosody() {
-    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+    let (p, cfg) = slow_prosody(pubpresence_lab::ProsodyOptions {
         slow_probes: true,
         ..Default::default()
     });
-    let p = Server::Prosody(p);
-    let cfg = format!(
-        "iq_timeout = \"1s\"\n{}",
-        p.config_toml(&[&format!("{WATCHER}@{}", p.domain())])
-    );
-    let (mut pp, mut w, users) = started_with(&p, &cfg, [("ann", 55), ("bob", 56)]).await;
-    let before = w.active().await;
-    assert_eq!(before.len(), 2, "{before:#?}");
-    assert!(pp.terminate().success());
-    w.wait_status(ServiceStatus::Offline).await;
-
-    w.clear();
+    let (w, users, _pp, before) = two_on_active_then_stopped(&p, &cfg, [55, 56]).await;
     let pp2 = Pubpresence::start(&cfg);
     let late = pubpresence_lab::SLOW_PROBES;
     pp2.wait_log("online:", late + T, "online after the late barrier")
@@ -326,10 +342,7 @@ async fn probes_answered_after_iq_timeout_take_no_session_off_active_on_prosody(
     assert!(w.seen().live.is_empty(), "{:#?}\n{log}", w.seen().live);
     assert!(w.seen().active_retracts.is_empty(), "{log}");
     assert_eq!(w.active().await, before, "{log}");
-    let Server::Prosody(prosody) = &p else {
-        unreachable!()
-    };
-    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    let server_log = server_log(&p);
     assert!(
         server_log.contains("lab_slow_probes: handling a probe to ann@localhost in 4 s"),
         "the server held the probes: {server_log}"
@@ -376,10 +389,7 @@ async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_pros
         cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
         "{log}"
     );
-    let Server::Prosody(prosody) = &p else {
-        unreachable!()
-    };
-    let server_log = std::fs::read_to_string(prosody.log_path()).expect("read prosody's log");
+    let server_log = server_log(&p);
     assert_eq!(
         server_log
             .matches("lab_cut_fetch: closing the connection of pubpresence.localhost")
