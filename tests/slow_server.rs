@@ -7,7 +7,8 @@
 //! their items until the answers come, and one that never answers is taken
 //! off later. Real servers on loopback; the component reaches them through
 //! a relay that holds every chunk 700 ms each way. And a server whose
-//! answer to the handshake comes late.
+//! answer to the handshake comes late, and one that closes the connection
+//! of a fetch of active (the component's, and `pubpresence watch`'s).
 
 mod common;
 
@@ -357,7 +358,7 @@ async fn probes_answered_after_iq_timeout_take_no_session_off_active_on_prosody(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_prosody() {
     let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
-        cut_fetch: true,
+        cut_fetch: Some(pubpresence_lab::Cut::Component),
         ..Default::default()
     });
     let p = Server::Prosody(p);
@@ -397,4 +398,85 @@ async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_pros
         1,
         "the server cut one fetch: {server_log}"
     );
+}
+
+/// The same cut met by a reader: `pubpresence watch`, whose first fetch
+/// of active the server closes instead of answering, says what most likely
+/// cut it and how to fix it, connects again and serves the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_cut_during_its_snapshot_names_the_send_buffer_on_prosody() {
+    use common::web::{get_state, http, WatchProcess, DASHBOARD};
+    let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
+        cut_fetch: Some(pubpresence_lab::Cut::Client),
+        ..Default::default()
+    });
+    p.register(WATCHER, WATCHER);
+    p.register(DASHBOARD, DASHBOARD);
+    p.register("ann", "ann");
+    let cfg = p.config_toml(&[
+        &format!("{WATCHER}@{}", p.domain),
+        &format!("{DASHBOARD}@{}", p.domain),
+    ]);
+    let pp = Pubpresence::start(&cfg);
+    let mut w = Watcher::connect(&p, WATCHER).await;
+    w.until_online(&pp).await;
+    w.subscribe_all().await;
+    let ann = User::connect(&p, "ann", "r", loopback(61)).await;
+    ann.subscribe_to(&p.component_jid);
+    let jid = ann.jid.clone();
+    w.wait_until(&format!("{jid} on live"), T, |s| {
+        s.live.iter().any(|i| i.fulljid == jid)
+    })
+    .await;
+
+    let watch = WatchProcess::start(&p, &cfg);
+    let http = http();
+    let deadline = tokio::time::Instant::now() + T;
+    let state = loop {
+        let s = get_state(&http, &watch.url("/state")).await;
+        if s["synced"] == true {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never in sync: {s}\n{}",
+            watch.read("err")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let users = state["users"].as_array().expect("users");
+    assert_eq!(users.len(), 1, "{state}");
+    assert_eq!(users[0]["fulljid"], jid.as_str(), "{state}");
+    assert_eq!(users[0]["ip"], "127.0.0.61", "{state}");
+
+    let err = watch.read("err");
+    let cut: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("fetching active failed"))
+        .collect();
+    assert_eq!(cut.len(), 1, "{err}");
+    assert!(
+        cut[0].contains(
+            "fetching active failed: the connection was lost before the answer: if the server \
+             is Prosody 13 or later, it closes a connection whose unsent data pass its \
+             max_send_buffer_size"
+        ),
+        "{err}"
+    );
+    assert!(
+        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
+        "{err}"
+    );
+    let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
+    assert_eq!(
+        server_log
+            .matches(&format!(
+                "lab_cut_fetch: closing the connection of {DASHBOARD}@{}",
+                p.domain
+            ))
+            .count(),
+        1,
+        "the server cut one fetch: {server_log}"
+    );
+    drop((pp, ann));
 }

@@ -19,7 +19,8 @@ pub mod soak;
 pub mod sse;
 
 pub use prosody::{
-    LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_FETCH, SLOW_HANDSHAKE, SLOW_PROBES,
+    Cut, LabError, Prosody, ProsodyOptions, BUSY_OWNER_REFUSALS, SLOW_FETCH, SLOW_HANDSHAKE,
+    SLOW_PROBES,
 };
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -128,9 +128,29 @@ pub struct ProsodyOptions {
     /// 100,000 sessions' probes (`prosody-plugins/mod_lab_slow_probes.lua`).
     pub slow_probes: bool,
     /// The pubsub service closes the connection of the first fetch of
-    /// `presence/active` instead of answering it, as Prosody 13 does past its
-    /// send-buffer cap (`prosody-plugins/mod_lab_cut_fetch.lua`).
-    pub cut_fetch: bool,
+    /// `presence/active` from this kind of session instead of answering it,
+    /// as Prosody 13 does past its send-buffer cap
+    /// (`prosody-plugins/mod_lab_cut_fetch.lua`).
+    pub cut_fetch: Option<Cut>,
+}
+
+/// Whose fetch a `cut_fetch` Prosody cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The component's (its session type `component`).
+    Component,
+    /// A client's, such as `pubpresence watch` (session type `c2s`).
+    Client,
+}
+
+impl Cut {
+    /// Prosody's name for the session type (`origin.type`).
+    fn origin(self) -> &'static str {
+        match self {
+            Cut::Component => "component",
+            Cut::Client => "c2s",
+        }
+    }
 }
 
 impl ProsodyOptions {
@@ -142,7 +162,7 @@ impl ProsodyOptions {
             || self.held_sessions
             || self.slow_fetch
             || self.slow_probes
-            || self.cut_fetch
+            || self.cut_fetch.is_some()
     }
 }
 
@@ -426,9 +446,12 @@ Component "{pubsub_jid}" "pubsub"
             modules.push("\"lab_slow_fetch\"");
             settings += &format!("\n    lab_slow_fetch_seconds = {}", SLOW_FETCH.as_secs());
         }
-        if self.options.cut_fetch {
+        if let Some(cut) = self.options.cut_fetch {
             modules.push("\"lab_cut_fetch\"");
-            settings += "\n    lab_cut_fetch_times = 1";
+            settings += &format!(
+                "\n    lab_cut_fetch_times = 1\n    lab_cut_fetch_origin = \"{}\"",
+                cut.origin()
+            );
         }
         section_modules(&modules, &settings)
     }

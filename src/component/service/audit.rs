@@ -59,7 +59,7 @@ impl Session<'_> {
         let due = self
             .node_check
             .map_or(true, |t| t.elapsed() >= NODE_CHECK_EVERY);
-        if !due || self.auditing || self.status != ServiceStatus::Online {
+        if !due || self.audit_began.is_some() || self.status != ServiceStatus::Online {
             return;
         }
         self.node_check = Some(tokio::time::Instant::now());
@@ -129,13 +129,12 @@ impl Session<'_> {
         if !self.tracker.is_running() || self.status != ServiceStatus::Online {
             return;
         }
-        if self.auditing {
+        if self.audit_began.is_some() {
             // Its listing may predate what this one is for (a resync after
             // another instance left): another once it ends.
             self.audit_again = true;
             return;
         }
-        self.auditing = true;
         self.audit_began = Some(tokio::time::Instant::now());
         // Writes that end from now on may or may not show in the fetch.
         self.tracker.audit_begins();
@@ -181,7 +180,6 @@ impl Session<'_> {
         &mut self,
         r: Result<(HashMap<String, UserItem>, Vec<publisher::OnlineSession>), IqError>,
     ) {
-        self.auditing = false;
         if let Some(line) = self
             .audit_began
             .take()

@@ -77,9 +77,8 @@ pub(super) struct Session<'a> {
     /// How many items active can hold, if the server says.
     pub(super) capacity: Option<usize>,
     pub(super) over_capacity: bool,
-    pub(super) auditing: bool,
-    /// When the audit under way began (what it cost the server is said
-    /// when it is large: `audit::costly`).
+    /// When the audit under way began; `None` when none is (what it cost
+    /// the server is said when it is large: `audit::costly`).
     pub(super) audit_began: Option<tokio::time::Instant>,
     /// Tracker actions executing (`pubpresence_requests_in_flight`).
     pub(super) in_flight: usize,
@@ -137,7 +136,6 @@ impl<'a> Session<'a> {
                 done_tx,
                 capacity: None,
                 over_capacity: false,
-                auditing: false,
                 audit_began: None,
                 in_flight: 0,
                 node_check: None,
