@@ -36,6 +36,13 @@ pub const IN_FLIGHT: usize = 256;
 /// increase, multiplicative decrease).
 pub const MIN_IN_FLIGHT: usize = 16;
 
+/// How often, while writes go unanswered, one of them is logged: the rest
+/// are counted into the next line. At 100,000 sessions a server busy for
+/// half a minute (a fetch of active) left some 400 writes unanswered at
+/// once, a line each (docs/benchmarks.md, "Past the open-file limit:
+/// sessions held inside Prosody").
+pub const UNANSWERED_EVERY: Duration = Duration::from_secs(10);
+
 /// An action waiting in `Dispatch`, its strings inline (see
 /// `small`): after a burst of logins there is one per connection, each
 /// made in the middle of the burst; as `UserItem`s their three strings
@@ -124,6 +131,9 @@ struct DispatchState {
     cut_at: Option<Instant>,
     /// Timely answers since the window last changed.
     timely: usize,
+    /// When an unanswered write was last logged, and how many more went
+    /// unanswered since (see `UNANSWERED_EVERY`).
+    unanswered: Option<(Instant, usize)>,
 }
 
 impl Default for DispatchState {
@@ -134,6 +144,7 @@ impl Default for DispatchState {
             window: IN_FLIGHT,
             cut_at: None,
             timely: 0,
+            unanswered: None,
         }
     }
 }
@@ -161,6 +172,25 @@ impl Dispatch {
         None
     }
 
+    /// A write got no answer within `iq_timeout` (taken as done: the
+    /// server applies it late). `Some(n)`: log it, saying that `n` more
+    /// went unanswered since the last such line; `None`: counted, to be
+    /// said with the next line or when answers come in time again.
+    pub(super) fn unanswered(&self, now: Instant) -> Option<usize> {
+        let mut s = self.lock();
+        match &mut s.unanswered {
+            Some((said_at, more)) if now.duration_since(*said_at) < UNANSWERED_EVERY => {
+                *more += 1;
+                None
+            }
+            stretch => {
+                let more = stretch.map_or(0, |(_, more)| more);
+                *stretch = Some((now, 0));
+                Some(more)
+            }
+        }
+    }
+
     /// A worker's action was answered `took` after it was sent (see
     /// `MIN_IN_FLIGHT`). One slow stretch halves the window once per
     /// `took`: the answers behind the first slow one were sent before the
@@ -181,7 +211,16 @@ impl Dispatch {
                 s.cut_at = Some(now);
                 s.timely = 0;
             }
-        } else if took <= iq_timeout / 8 && s.window < IN_FLIGHT {
+            return;
+        }
+        // Answered in time again: the unanswered writes not yet said are.
+        if let Some((_, more)) = s.unanswered.take().filter(|(_, more)| *more > 0) {
+            tracing::warn!(
+                "{more} more writes got no answer within {iq_timeout:?} (the server was busy); \
+                 taken as done"
+            );
+        }
+        if took <= iq_timeout / 8 && s.window < IN_FLIGHT {
             s.timely += 1;
             if s.timely >= s.window {
                 s.window += 1;
@@ -283,6 +322,31 @@ mod tests {
         assert_eq!(d.push(retract(2000)), Some(retract(1000)));
         assert_eq!(d.push(retract(2001)), None);
         assert_eq!(d.next(), Some(retract(1001)));
+    }
+
+    #[test]
+    fn unanswered_writes_are_logged_once_per_stretch_and_counted_into_the_next_line() {
+        let iq_timeout = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let d = Dispatch::default();
+        assert_eq!(d.unanswered(t0), Some(0), "the first is said");
+        for k in 1..=399 {
+            assert_eq!(d.unanswered(t0 + Duration::from_millis(k)), None);
+        }
+        // Still unanswered a stretch later: said again, with the count.
+        assert_eq!(d.unanswered(t0 + UNANSWERED_EVERY), Some(399));
+        assert_eq!(d.unanswered(t0 + UNANSWERED_EVERY), None);
+        // A late answer is no end of the stretch; a timely one is, and
+        // what was counted is said then (one line), the count cleared.
+        d.answered(iq_timeout, iq_timeout, t0 + UNANSWERED_EVERY);
+        assert_eq!(d.lock().unanswered, Some((t0 + UNANSWERED_EVERY, 1)));
+        d.answered(Duration::from_millis(5), iq_timeout, t0 + UNANSWERED_EVERY);
+        assert_eq!(d.lock().unanswered, None);
+        assert_eq!(
+            d.unanswered(t0 + UNANSWERED_EVERY),
+            Some(0),
+            "a new stretch"
+        );
     }
 
     #[test]

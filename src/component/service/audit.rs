@@ -48,6 +48,30 @@ fn costly(took: Duration, interval: Duration) -> Option<String> {
     ))
 }
 
+/// The line for a check of the nodes that failed. The checks run only
+/// while online, when this connection's pubsub requests have been answered,
+/// so a request not answered at all means a busy server (docs/benchmarks.md,
+/// "Past the open-file limit: sessions held inside Prosody"), not one of the
+/// set-up causes that `SetupError::NoAnswer` lists for a first connection.
+fn check_failed(e: &publisher::SetupError) -> String {
+    match e {
+        publisher::SetupError::NoAnswer {
+            what,
+            node,
+            service,
+            timeout,
+        } => format!(
+            "checking the nodes: {what} node {node:?} on {service} got no answer within \
+             {timeout:?}; {service} answered the component's requests before on this \
+             connection, so it is most likely busy (at 100,000 sessions a fetch of active or \
+             the answers to the probes after a restart take it about a minute); the nodes are \
+             checked again in {}",
+            humantime::format_duration(NODE_WATCH)
+        ),
+        e => format!("checking the nodes: {e}"),
+    }
+}
+
 impl Session<'_> {
     /// Checks that the nodes exist (and are configured right): on a
     /// reader's probe, its word that it follows (docs/protocol.md, "Client
@@ -78,7 +102,7 @@ impl Session<'_> {
                 Ok(None) => {}
                 Err(e) => {
                     m.error(ErrorKind::Setup);
-                    tracing::warn!("checking the nodes: {e}");
+                    tracing::warn!("{}", check_failed(&e));
                 }
             }
         });
@@ -157,7 +181,7 @@ impl Session<'_> {
                 Ok(None) => {}
                 Err(e) => {
                     m.error(ErrorKind::Setup);
-                    tracing::warn!("checking the node configuration: {e}");
+                    tracing::warn!("{}", check_failed(&e));
                 }
             }
             let r = async {
@@ -304,8 +328,27 @@ impl Session<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::costly;
+    use super::{check_failed, costly};
+    use crate::component::publisher::SetupError;
     use std::time::Duration;
+
+    #[test]
+    fn a_check_of_the_nodes_not_answered_while_online_names_a_busy_server() {
+        let line = check_failed(&SetupError::NoAnswer {
+            what: "reading the configuration of",
+            node: "presence/status".into(),
+            service: "pubsub.localhost".into(),
+            timeout: Duration::from_secs(10),
+        });
+        assert_eq!(
+            line,
+            "checking the nodes: reading the configuration of node \"presence/status\" on \
+             pubsub.localhost got no answer within 10s; pubsub.localhost answered the \
+             component's requests before on this connection, so it is most likely busy (at \
+             100,000 sessions a fetch of active or the answers to the probes after a restart \
+             take it about a minute); the nodes are checked again in 30s"
+        );
+    }
 
     #[test]
     fn an_audit_past_a_tenth_of_its_interval_says_what_to_raise_it_to() {

@@ -3,6 +3,7 @@
 //! first, then live; one connection's changes strictly in order).
 
 use super::session::{Done, Session};
+use crate::component::dispatch::Dispatch;
 use crate::component::metrics::{ErrorKind, Metrics, Node};
 use crate::component::tracker::Action;
 use crate::wire::status::ServiceStatus;
@@ -58,7 +59,7 @@ impl Session<'_> {
                         let t = m.start();
                         let r = publisher.set_active(&item).await;
                         m.publish_done(Node::Active, t, r.is_ok());
-                        log_write_error("publishing on active", &item.fulljid, &r);
+                        log_write_error("publishing on active", &item.fulljid, &r, &dispatch);
                         Done::Written {
                             fulljid: item.fulljid,
                             ok: applied(&r),
@@ -68,7 +69,7 @@ impl Session<'_> {
                     Action::RetractActive { fulljid } => {
                         let r = publisher.retract_active(&fulljid).await;
                         count_retract(&m, &r);
-                        log_write_error("retracting from active", &fulljid, &r);
+                        log_write_error("retracting from active", &fulljid, &r, &dispatch);
                         Done::Written {
                             fulljid,
                             ok: applied(&r),
@@ -88,7 +89,7 @@ impl Session<'_> {
                         let t = m.start();
                         let r = publisher.publish_live(&item).await;
                         m.publish_done(Node::Live, t, r.is_ok());
-                        log_write_error("publishing on live", &item.fulljid, &r);
+                        log_write_error("publishing on live", &item.fulljid, &r, &dispatch);
                         Done::Written {
                             fulljid: item.fulljid,
                             ok: applied(&r),
@@ -133,7 +134,7 @@ fn node_gone(r: &Result<(), IqError>) -> bool {
     matches!(r, Err(e) if e.condition() == Some("item-not-found"))
 }
 
-fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>) {
+fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>, dispatch: &Dispatch) {
     let Err(e) = r else { return };
     let text = e.to_string();
     if text.contains("quota")
@@ -149,7 +150,15 @@ fn log_write_error(what: &str, fulljid: &str, r: &Result<(), IqError>) {
         );
     } else if let IqError::Timeout(_) = e {
         // See `applied`: late, most likely not lost; an audit would catch it.
-        tracing::warn!("{what} {fulljid}: {e} (the server is busy); taking it as done");
+        // One line per `UNANSWERED_EVERY`, the others counted into it.
+        if let Some(more) = dispatch.unanswered(Instant::now()) {
+            let also = if more > 0 {
+                format!(" ({more} more since the last such line, taken as done too)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("{what} {fulljid}: {e} (the server is busy); taking it as done{also}");
+        }
     } else {
         tracing::error!("{what} {fulljid} failed: {e}");
     }
