@@ -92,6 +92,25 @@ fn server_log(p: &Server) -> String {
     std::fs::read_to_string(prosody.log_path()).expect("read prosody's log")
 }
 
+/// Exactly one line of `log` has `marker`, and it says `said`, then that
+/// the likely cause is Prosody 13's send-buffer cap, and the fix
+/// (`xmpp::paging::CUT_MID_ANSWER`).
+fn one_cut_line(log: &str, marker: &str, said: &str) {
+    let cut: Vec<&str> = log.lines().filter(|l| l.contains(marker)).collect();
+    assert_eq!(cut.len(), 1, "{log}");
+    assert!(
+        cut[0].contains(&format!(
+            "{said}: if the server is Prosody 13 or later, it closes a connection whose \
+             unsent data pass its max_send_buffer_size"
+        )),
+        "{log}"
+    );
+    assert!(
+        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
+        "{log}"
+    );
+}
+
 async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server) {
     // probe_timeout well below the relay's round trip: every answer comes
     // after it, as on a server busy for longer than probe_timeout.
@@ -373,22 +392,11 @@ async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_pros
         2,
         "online on its second connection: {log}"
     );
-    let cut: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("connection lost:"))
-        .collect();
-    assert_eq!(cut.len(), 1, "{log}");
-    assert!(
-        cut[0].contains(
-            "connection lost: the server closed the connection, while waiting for an answer \
-             holding a whole node or every session: if the server is Prosody 13 or later, it \
-             closes a connection whose unsent data pass its max_send_buffer_size"
-        ),
-        "{log}"
-    );
-    assert!(
-        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
-        "{log}"
+    one_cut_line(
+        &log,
+        "connection lost:",
+        "connection lost: the server closed the connection, while waiting for an answer \
+         holding a whole node or every session",
     );
     let server_log = server_log(&p);
     assert_eq!(
@@ -405,7 +413,7 @@ async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_pros
 /// cut it and how to fix it, connects again and serves the snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_cut_during_its_snapshot_names_the_send_buffer_on_prosody() {
-    use common::web::{get_state, http, WatchProcess, DASHBOARD};
+    use common::web::{http, synced_state, WatchProcess, DASHBOARD};
     let p = common::Prosody::start_with(pubpresence_lab::ProsodyOptions {
         cut_fetch: Some(pubpresence_lab::Cut::Client),
         ..Default::default()
@@ -430,42 +438,17 @@ async fn a_watch_cut_during_its_snapshot_names_the_send_buffer_on_prosody() {
     .await;
 
     let watch = WatchProcess::start(&p, &cfg);
-    let http = http();
-    let deadline = tokio::time::Instant::now() + T;
-    let state = loop {
-        let s = get_state(&http, &watch.url("/state")).await;
-        if s["synced"] == true {
-            break s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never in sync: {s}\n{}",
-            watch.read("err")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let state = synced_state(&http(), &watch).await;
     let users = state["users"].as_array().expect("users");
     assert_eq!(users.len(), 1, "{state}");
     assert_eq!(users[0]["fulljid"], jid.as_str(), "{state}");
     assert_eq!(users[0]["ip"], "127.0.0.61", "{state}");
 
     let err = watch.read("err");
-    let cut: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("fetching active failed"))
-        .collect();
-    assert_eq!(cut.len(), 1, "{err}");
-    assert!(
-        cut[0].contains(
-            "fetching active failed: the connection was lost before the answer: if the server \
-             is Prosody 13 or later, it closes a connection whose unsent data pass its \
-             max_send_buffer_size"
-        ),
-        "{err}"
-    );
-    assert!(
-        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
-        "{err}"
+    one_cut_line(
+        &err,
+        "fetching active failed",
+        "fetching active failed: the connection was lost before the answer",
     );
     let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
     assert_eq!(

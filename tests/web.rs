@@ -6,7 +6,9 @@
 mod common;
 
 use common::pp::{Pubpresence, User, Watcher};
-use common::web::{assert_envelope, get_state, http, Sse, WatchProcess, DASHBOARD, T, TOKEN};
+use common::web::{
+    assert_envelope, get_state, http, synced_state, Sse, WatchProcess, DASHBOARD, T, TOKEN,
+};
 use common::{loopback, Prosody};
 use pubpresence::client::follow::WatchEvent;
 use pubpresence::client::watch::{self, Update};
@@ -89,20 +91,7 @@ async fn state_and_events_follow_active() {
     let http = http();
 
     // /state, once in sync.
-    let deadline = tokio::time::Instant::now() + T;
-    let state = loop {
-        let s = get_state(&http, &w.url("/state")).await;
-        if s["synced"] == true {
-            break s;
-        }
-        assert_eq!(
-            s["users"],
-            serde_json::json!([]),
-            "no users while not in sync"
-        );
-        assert!(tokio::time::Instant::now() < deadline, "never in sync: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let state = synced_state(&http, &w).await;
     assert_eq!(state["service"], "online");
     assert!(time::parse(state["at"].as_str().expect("at")).is_some());
     assert_eq!(state["users"], users_json(&active), "/state = active");

@@ -97,6 +97,29 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// `/state` once the feed is in sync, within `T`; until then it lists no
+/// users (docs/protocol.md, "Web feed").
+pub async fn synced_state(http: &reqwest::Client, w: &WatchProcess) -> Value {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let s = get_state(http, &w.url("/state")).await;
+        if s["synced"] == true {
+            return s;
+        }
+        assert_eq!(
+            s["users"],
+            serde_json::json!([]),
+            "no users while not in sync"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never in sync: {s}\n{}",
+            w.read("err")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn get_state(http: &reqwest::Client, url: &str) -> Value {
     let r = http
         .get(url)
