@@ -110,6 +110,38 @@ pub struct EjabberdOptions {
     /// Namespaces left out of the XEP-0356 `iq` grant on 24.10 and later
     /// (a grant that does not let every request through).
     pub iq_grant_omits: &'static [&'static str],
+    /// Every node holds client sessions without sockets when the admin
+    /// asks for them (`ejabberd-modules/mod_lab_held_sessions.erl`,
+    /// [`crate::held::hold`]): sizes past the open-file limit.
+    pub held_sessions: bool,
+}
+
+/// The lab's own ejabberd modules, in `lab/ejabberd-modules/`.
+const LAB_MODULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ejabberd-modules");
+
+/// Compiles the lab's module `name` into `ebin` with the system's `erlc`:
+/// both ejabberd generations the lab runs use the system's Erlang
+/// (`/usr/bin/erl`), and the module uses no record of ejabberd's own.
+fn compile_lab_module(ebin: &std::path::Path, name: &str) -> Result<(), EjabberdError> {
+    std::fs::create_dir_all(ebin).map_err(io(format!("creating {}", ebin.display())))?;
+    let src = format!("{LAB_MODULES}/{name}.erl");
+    let out = Command::new("erlc")
+        .arg("-o")
+        .arg(ebin)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(
+            "running erlc (Erlang's compiler, in erlang-base, which ejabberd installs)",
+        ))?;
+    if !out.status.success() {
+        return Err(EjabberdError::Startup(format!(
+            "erlc {src} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// On ejabberd 24.10 and later, the user on whose behalf a privileged
@@ -762,8 +794,15 @@ members = [{members}]
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(io(format!("writing {name}")))
         };
+        let ebin = self.dir.path().join("ebin");
+        if self.options.held_sessions && i == 0 {
+            compile_lab_module(&ebin, "mod_lab_held_sessions")?;
+        }
         write("ejabberd.yml", self.yaml_config(&node))?;
-        write("ejabberdctl.cfg", ctl_config(&node))?;
+        write(
+            "ejabberdctl.cfg",
+            ctl_config(&node, self.options.held_sessions.then_some(ebin.as_path())),
+        )?;
         write("inetrc", INETRC.to_string())?;
         // ejabberdctl runs the VM as the `ejabberd` user.
         let out = Command::new("chown")
@@ -903,8 +942,13 @@ modules:
       - flat
       - pep
     max_items_node: {max_items_node}
-{privilege}"#,
+{privilege}{lab_modules}"#,
             name = node.name,
+            lab_modules = if o.held_sessions {
+                "  mod_lab_held_sessions: {}\n"
+            } else {
+                ""
+            },
             loglevel = if o.debug_log { "debug" } else { "info" },
             max_items_node = o.max_items_node.unwrap_or(100_000),
             createnode = if o.no_create_node { "deny" } else { "allow" },
@@ -941,11 +985,13 @@ impl Drop for Ejabberd {
 /// ejabberd hands a stanza to a session on the other node with `nosuspend`
 /// and drops it when the link's buffer is over the limit (1 MB by default),
 /// which lost probe answers at 10,000 sessions (docs/benchmarks.md, "Roster
-/// mode: every address kept").
-fn ctl_config(node: &EjabberdNode) -> String {
+/// mode: every address kept"). With `ebin`, the lab's compiled modules are
+/// on the code path.
+fn ctl_config(node: &EjabberdNode, ebin: Option<&std::path::Path>) -> String {
+    let code_path = ebin.map_or(String::new(), |d| format!(" -pa {}", d.display()));
     format!(
         r#"# written by pubpresence::lab (lab/src/ejabberd.rs)
-ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {{127,0,0,1}} +zdbbl 65536"
+ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {{127,0,0,1}} +zdbbl 65536{code_path}"
 ERL_EPMD_ADDRESS=127.0.0.1
 EJABBERD_PID_PATH={pid}
 EJABBERD_BYPASS_WARNINGS=true

@@ -1,6 +1,8 @@
-//! Sessions held inside the lab's Prosody, without sockets
+//! Sessions held inside the lab's Prosody or ejabberd, without sockets
 //! (`prosody-plugins/mod_lab_held_sessions.lua`, loaded with
-//! [`crate::ProsodyOptions::held_sessions`]): how a benchmark goes past the
+//! [`crate::ProsodyOptions::held_sessions`];
+//! `ejabberd-modules/mod_lab_held_sessions.erl`, loaded with
+//! [`crate::ejabberd::EjabberdOptions::held_sessions`]): how a benchmark goes past the
 //! open-file limit, which stops real connections short of 20,000 here
 //! (docs/benchmarks.md, "Past the open-file limit: sessions held inside
 //! Prosody").
@@ -83,8 +85,8 @@ pub async fn hold(
         .map(|_| ())
         .map_err(|e| {
             format!(
-                "holding {} sessions in Prosody (is mod_lab_held_sessions loaded? \
-                 ProsodyOptions::held_sessions): {e}",
+                "holding {} sessions in the server (is the lab's mod_lab_held_sessions \
+                 loaded? ProsodyOptions::held_sessions, EjabberdOptions::held_sessions): {e}",
                 what.sessions
             )
         })

@@ -43,9 +43,11 @@ pub struct BenchArgs {
     /// subscriptions).
     #[arg(long)]
     pub privileged: bool,
-    /// The --connections base sessions are held inside Prosody, without
-    /// sockets (lab/prosody-plugins/mod_lab_held_sessions.lua): past the
-    /// open-file limit, which stops real connections short of it.
+    /// The --connections base sessions are held inside the server, without
+    /// sockets (lab/prosody-plugins/mod_lab_held_sessions.lua; with
+    /// --ejabberd-cluster lab/ejabberd-modules/mod_lab_held_sessions.erl,
+    /// roster mode): past the open-file limit, which stops real connections
+    /// short of it.
     #[arg(long)]
     pub held_sessions: bool,
     /// Prosody's Lua garbage collector in generational mode (`gc = { mode =

@@ -33,6 +33,12 @@
 //!    nodes' own background (the clients' keepalive pings, Mnesia); the
 //!    background less this is what the session checks cost the nodes.
 //!
+//! With `--held-sessions` the N sessions are held inside the nodes, half on
+//! each, without sockets (`ejabberd-modules/mod_lab_held_sessions.erl`,
+//! `crate::held`): past the open-file limit, as the Prosody bench does. They
+//! answer the component's probes as subscribed users do, so the run is in
+//! roster mode, and no account is made for them.
+//!
 //! Bytes on the wire: the payload bytes of the component's TCP connections
 //! to the nodes' component listeners (its only sockets), `bytes_received`
 //! and `bytes_sent` of the kernel's TCP_INFO as `ss -tin` prints them.
@@ -75,11 +81,14 @@ use windows::{measure_audit, start_up};
 
 /// The server, named next to every figure: the ejabberd version the lab
 /// really runs (`crate::install`), and how the component hears presence.
-pub fn server(roster: bool) -> String {
+pub fn server(roster: bool, held: bool) -> String {
     let label = crate::install::ejabberd()
         .map(|i| i.label())
         .unwrap_or_else(|_| "ejabberd (not installed)".into());
-    let presence = if roster {
+    let presence = if held {
+        "sessions held inside the nodes without sockets, each answering the component's probes \
+         (mod_lab_held_sessions), no mod_privilege"
+    } else if roster {
         "every user subscribed to the component (roster, subscription both), no mod_privilege"
     } else {
         "mod_privilege presence: managed_entity, no roster subscriptions"
@@ -95,6 +104,12 @@ const PREFIX: &str = "s";
 const SESSION_CHECK_S: f64 = 5.0;
 /// Source addresses of node 0's and node 1's sessions.
 const FIRST_IP: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 10, 0, 1), Ipv4Addr::new(127, 20, 0, 1)];
+/// Held sessions: users `h0s1..` on node 0 and `h1s1..` on node 1, this
+/// many sessions each (as the Prosody bench's users), made at most this
+/// many a second on each node.
+const HELD_PREFIX: [&str; 2] = ["h0s", "h1s"];
+const HELD_PER_USER: usize = 10;
+const HELD_RATE: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -111,6 +126,9 @@ pub struct ClusterOptions {
     /// presence permission, so start-up's probes are answered, with the
     /// time of each session's presence.
     pub roster: bool,
+    /// The sessions are held inside the nodes (`--held-sessions`; roster
+    /// mode, see the module comment).
+    pub held_sessions: bool,
 }
 
 impl ClusterOptions {
@@ -122,6 +140,7 @@ impl ClusterOptions {
             component_bin,
             login_concurrency: 32,
             roster: false,
+            held_sessions: false,
         }
     }
 
@@ -134,7 +153,8 @@ impl ClusterOptions {
         if let Some(d) = args.duration {
             o.background = d;
         }
-        o.roster = args.roster;
+        o.held_sessions = args.held_sessions;
+        o.roster = args.roster || args.held_sessions;
         o
     }
 }
@@ -252,8 +272,9 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
     }
     ejabberd::check_installed().map_err(setup)?;
     let n = opts.connections;
+    let held = opts.held_sessions;
     let own = open_files_limit(std::process::id()).unwrap_or(0);
-    if own < n as u64 + 200 {
+    if !held && own < n as u64 + 200 {
         return Err(setup(format!(
             "{n} sessions need more open files than this process may have ({own}): raise `ulimit -n`"
         )));
@@ -263,13 +284,18 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
     let (e, register_s) = tokio::task::spawn_blocking(move || {
         let mut e = Ejabberd::start_with(EjabberdOptions {
             privileged_presence: !roster,
+            held_sessions: held,
             ..Default::default()
         })?;
         e.add_node()?;
-        raise_open_files(&mut e, n / 2 + 200)?;
-        let names: Vec<String> = std::iter::once(WATCHER.to_string())
-            .chain((1..=n).map(|i| format!("{PREFIX}{i}")))
-            .collect();
+        let names: Vec<String> = if held {
+            vec![WATCHER.to_string()]
+        } else {
+            raise_open_files(&mut e, n / 2 + 200)?;
+            std::iter::once(WATCHER.to_string())
+                .chain((1..=n).map(|i| format!("{PREFIX}{i}")))
+                .collect()
+        };
         let accounts: Vec<(&str, &str)> = names.iter().map(|s| (s.as_str(), s.as_str())).collect();
         let t = Instant::now();
         if roster {
@@ -320,7 +346,6 @@ async fn bench(
         e.c2s_addr_of(0).map_err(setup)?,
         e.c2s_addr_of(1).map_err(setup)?,
     ];
-    let dir = e.dir.path().to_path_buf();
     let n = opts.connections;
     let per_node = vec![n - n / 2, n / 2];
 
@@ -337,13 +362,17 @@ async fn bench(
     // and this presence, sent before the component starts, is not replayed).
     watcher.send(Element::builder("presence", ns::CLIENT).build())?;
 
+    let t = Instant::now();
+    if opts.held_sessions {
+        hold_on_nodes(e, &c2s_addrs, &per_node).await?;
+        return measured(e, opts, register_s, probe, watcher, None, t).await;
+    }
     tracing::info!(
         "logging in {n} sessions ({} on node 0, {} on node 1, {} in flight per node)",
         per_node[0],
         per_node[1],
         opts.login_concurrency
     );
-    let t = Instant::now();
     let names = |range: std::ops::Range<usize>| -> Vec<String> {
         range.map(|i| format!("{PREFIX}{}", i + 1)).collect()
     };
@@ -364,8 +393,70 @@ async fn bench(
         ),
     );
     let sessions = (s0?, s1?);
+    measured(e, opts, register_s, probe, watcher, Some(sessions), t).await
+}
+
+/// Holds `per_node[i]` sessions on node `i`, both nodes at once, each asked
+/// by an admin logged in there (`crate::held`).
+async fn hold_on_nodes(
+    e: &Ejabberd,
+    c2s_addrs: &[SocketAddr; 2],
+    per_node: &[usize],
+) -> Result<(), BenchError> {
+    tracing::info!(
+        "holding {} sessions on node 0 and {} on node 1, {HELD_PER_USER} a user",
+        per_node[0],
+        per_node[1]
+    );
+    let hold = |i: usize| async move {
+        let (admin, rx) = c2s::connect_as(
+            &format!("admin@{}/hold{i}", e.domain),
+            "admin",
+            c2s_addrs[i],
+            crate::loopback(5 + i as u8),
+        )
+        .await?;
+        drop(rx);
+        let what = crate::held::HeldSessions {
+            prefix: HELD_PREFIX[i].into(),
+            sessions: per_node[i],
+            resources: HELD_PER_USER,
+            first: FIRST_IP[i],
+            contact: Some(e.component_jid.clone()),
+            rate: Some(HELD_RATE),
+        };
+        let limit = Duration::from_secs(60 + per_node[i] as u64 / 100);
+        let r = crate::held::hold(&admin, &e.domain, &what, limit)
+            .await
+            .map_err(setup);
+        admin.close().await;
+        r
+    };
+    let (a, b) = tokio::join!(hold(0), hold(1));
+    a?;
+    b
+}
+
+/// Everything after the sessions are there (`sessions`: the logins', kept
+/// open until the end; none when they are held).
+async fn measured(
+    e: &Ejabberd,
+    opts: &ClusterOptions,
+    register_s: f64,
+    probe: Probe,
+    watcher: C2s,
+    sessions: Option<(Vec<C2s>, Vec<C2s>)>,
+    t: Instant,
+) -> Result<ClusterReport, BenchError> {
+    let n = opts.connections;
+    let per_node = vec![n - n / 2, n / 2];
+    let dir = e.dir.path().to_path_buf();
+    let c2s_addrs = [
+        e.c2s_addr_of(0).map_err(setup)?,
+        e.c2s_addr_of(1).map_err(setup)?,
+    ];
     let login_s = t.elapsed().as_secs_f64();
-    tracing::info!("{n} sessions logged in after {login_s:.1} s");
+    tracing::info!("{n} sessions there after {login_s:.1} s");
     // Their available presences reach the server before the component starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -490,13 +581,15 @@ async fn bench(
     watcher.close().await;
     drop(sessions);
     Ok(ClusterReport {
-        mode: if opts.roster {
+        mode: if opts.held_sessions {
+            "ejabberd-cluster-held"
+        } else if opts.roster {
             "ejabberd-cluster-roster"
         } else {
             "ejabberd-cluster"
         },
         machine: Machine::probe(),
-        server: server(opts.roster),
+        server: server(opts.roster, opts.held_sessions),
         connections: n,
         per_node,
         register_s,
@@ -539,7 +632,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
         opts.connections,
         opts.background,
-        server(opts.roster)
+        server(opts.roster, opts.held_sessions)
     );
     let report = output::unless_stopped(run(opts)).await?;
     output::print_report(args.json, &report.table(), &report.to_json());
