@@ -365,7 +365,12 @@ async fn bench(
     let t = Instant::now();
     if opts.held_sessions {
         hold_on_nodes(e, &c2s_addrs, &per_node).await?;
-        return measured(e, opts, register_s, probe, watcher, None, t).await;
+        let at = There {
+            c2s_addrs,
+            per_node,
+            t,
+        };
+        return measured(e, opts, register_s, probe, watcher, None, at).await;
     }
     tracing::info!(
         "logging in {n} sessions ({} on node 0, {} on node 1, {} in flight per node)",
@@ -393,7 +398,20 @@ async fn bench(
         ),
     );
     let sessions = (s0?, s1?);
-    measured(e, opts, register_s, probe, watcher, Some(sessions), t).await
+    let at = There {
+        c2s_addrs,
+        per_node,
+        t,
+    };
+    measured(e, opts, register_s, probe, watcher, Some(sessions), at).await
+}
+
+/// Where the sessions are and since when they were being made: what
+/// `bench` worked out before them, handed on to `measured`.
+struct There {
+    c2s_addrs: [SocketAddr; 2],
+    per_node: Vec<usize>,
+    t: Instant,
 }
 
 /// Holds `per_node[i]` sessions on node `i`, both nodes at once, each asked
@@ -446,15 +464,14 @@ async fn measured(
     probe: Probe,
     watcher: C2s,
     sessions: Option<(Vec<C2s>, Vec<C2s>)>,
-    t: Instant,
+    There {
+        c2s_addrs,
+        per_node,
+        t,
+    }: There,
 ) -> Result<ClusterReport, BenchError> {
     let n = opts.connections;
-    let per_node = vec![n - n / 2, n / 2];
     let dir = e.dir.path().to_path_buf();
-    let c2s_addrs = [
-        e.c2s_addr_of(0).map_err(setup)?,
-        e.c2s_addr_of(1).map_err(setup)?,
-    ];
     let login_s = t.elapsed().as_secs_f64();
     tracing::info!("{n} sessions there after {login_s:.1} s");
     // Their available presences reach the server before the component starts.
