@@ -40,6 +40,11 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -f /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ] || missing+=(prosody-modules)
 # Prosody's SQLite driver: the pubsub component stores items with storage = "sql".
 dpkg-query -W -f '${Status}' lua-dbi-sqlite3 2>/dev/null | grep -q "install ok installed" || missing+=(lua-dbi-sqlite3)
+# ejabberd's SQLite driver and the sqlite3 command: the lab's cluster with
+# mod_pubsub in SQL (its schema is loaded with sqlite3). Both generations
+# use Debian 12's driver.
+dpkg-query -W -f '${Status}' erlang-p1-sqlite3 2>/dev/null | grep -q "install ok installed" || missing+=(erlang-p1-sqlite3)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt_update

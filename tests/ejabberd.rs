@@ -44,17 +44,24 @@ async fn user(e: &Ejabberd, name: &str, res: &str, ip: u8) -> User {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roster_subscriptions_on_ejabberd() {
-    let e = start(false);
-    let (pp, mut w) = online(&e).await;
+/// alice@localhost/desk from 127.0.0.`ip`, subscribed to the component
+/// (roster mode), once she is on live.
+async fn subscribed_alice(e: &Ejabberd, w: &mut Watcher, ip: u8) -> User {
     e.register("alice", "alice").expect("register");
-    let desk = user(&e, "alice", "desk", 150).await;
+    let desk = user(e, "alice", "desk", ip).await;
     desk.subscribe_to(&e.component_jid);
     w.wait_until("alice on live", T, |s| {
         s.live.iter().any(|i| i.fulljid == desk.jid)
     })
     .await;
+    desk
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_subscriptions_on_ejabberd() {
+    let e = start(false);
+    let (pp, mut w) = online(&e).await;
+    let desk = subscribed_alice(&e, &mut w, 150).await;
     let active = w.active().await;
     assert_eq!(
         active[&desk.jid].ip, "127.0.0.150",
@@ -303,4 +310,44 @@ async fn a_grant_dropped_by_another_connection_is_noticed_and_got_again() {
         e.label()
     );
     drop((pp, late));
+}
+
+/// With mod_pubsub in SQL, a busy database makes ejabberd answer a publish
+/// `internal-server-error` ("Database failure", type `wait`): nothing was
+/// written, and the component asks again (README, "Configuring ejabberd")
+/// instead of leaving active wrong until the next audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_busy_sql_store_refuses_is_asked_again() {
+    let e = Ejabberd::start_with(EjabberdOptions {
+        pubsub_sql: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (pp, mut w) = online(&e).await;
+    let desk = subscribed_alice(&e, &mut w, 152).await;
+    assert!(!pp.log_text().contains("asking again"), "{}", pp.log_text());
+
+    let lock = e.lock_sql_store().unwrap_or_else(|e| panic!("{e}"));
+    desk.show(Some("dnd"));
+    // The first answer refused it; the next attempt comes 200 ms later.
+    pp.wait_log(
+        "Database failure); asking again",
+        T,
+        "the publish refused by the locked store is asked again",
+    )
+    .await;
+    lock.release().unwrap_or_else(|e| panic!("{e}"));
+
+    w.wait_until("dnd on live", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == desk.jid && st(i) == "dnd")
+    })
+    .await;
+    assert_eq!(st(&w.active().await[&desk.jid]), "dnd", "active has it too");
+    assert!(
+        !pp.log_text().contains("failed"),
+        "nothing given up: {}",
+        pp.log_text()
+    );
 }

@@ -11,7 +11,7 @@ mod cluster_quick;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_start_up_in_roster_mode_keeps_every_address() {
     let n = 20;
-    let r = cluster_quick::run(n, false).await;
+    let r = cluster_quick::run(cluster_quick::quick(n)).await;
     assert_eq!(r.mode, "ejabberd-cluster-roster");
     assert_eq!(r.per_node, [10, 10]);
     cluster_quick::every_session_answered(&r, n);

@@ -117,9 +117,12 @@ impl Publisher {
         self.conn.iq(kind, &self.service, payload).await
     }
 
-    /// A node-owner request (create, configure, set members), asked again on
-    /// a temporary error: a transaction ejabberd before 25.10 gave up (`again_on_wait`).
-    async fn owner_iq(&self, payload: impl Fn() -> Element) -> Result<Element, IqError> {
+    /// A write (a node-owner request: create, configure, set members; or a
+    /// publish or retraction), asked again on a temporary error: a
+    /// transaction ejabberd before 25.10 gave up, or its SQL store's
+    /// "Database failure" (`again_on_wait`; README, "Configuring ejabberd").
+    /// Nothing was written then, so an item is never published twice.
+    async fn write_iq(&self, payload: impl Fn() -> Element) -> Result<Element, IqError> {
         again_on_wait(|| self.pubsub_iq("set", payload())).await
     }
 
@@ -143,7 +146,7 @@ impl Publisher {
     ) -> Result<bool, SetupError> {
         let config = pubsub::config_form(fields);
         match self
-            .owner_iq(|| pubsub::configure(node, config.clone()))
+            .write_iq(|| pubsub::configure(node, config.clone()))
             .await
         {
             Ok(_) => Ok(false),
@@ -252,7 +255,7 @@ impl Publisher {
     }
 
     async fn create(&self, node: &str, config: Element) -> Result<(), IqError> {
-        match self.owner_iq(|| pubsub::create(node, config.clone())).await {
+        match self.write_iq(|| pubsub::create(node, config.clone())).await {
             // Created meanwhile (a second instance, a retry): fine.
             Err(e) if e.condition() == Some("conflict") => Ok(()),
             r => r.map(|_| ()),
@@ -320,7 +323,7 @@ impl Publisher {
                     "node was reconfigured behind our back ({}); configuring it again",
                     what.join(", ")
                 );
-                self.owner_iq(|| pubsub::configure(node, pubsub::config_form(&fields)))
+                self.write_iq(|| pubsub::configure(node, pubsub::config_form(&fields)))
                     .await
                     .map_err(|e| refused("configuring", e))?;
             }
@@ -352,7 +355,7 @@ impl Publisher {
         }
         if !changes.is_empty() {
             tracing::info!(node, changes = changes.len(), "updating node members");
-            self.owner_iq(|| pubsub::affiliations_set(node, &changes))
+            self.write_iq(|| pubsub::affiliations_set(node, &changes))
                 .await?;
         }
         Ok(())
@@ -420,17 +423,16 @@ impl Publisher {
     }
 
     pub async fn set_active(&self, item: &UserItem) -> Result<(), IqError> {
-        self.pubsub_iq(
-            "set",
-            pubsub::publish(&self.nodes.active, Some(&item.fulljid), item.to_element()),
-        )
+        self.write_iq(|| {
+            pubsub::publish(&self.nodes.active, Some(&item.fulljid), item.to_element())
+        })
         .await
         .map(|_| ())
     }
 
     pub async fn retract_active(&self, fulljid: &str) -> Result<(), IqError> {
         match self
-            .pubsub_iq("set", pubsub::retract(&self.nodes.active, fulljid))
+            .write_iq(|| pubsub::retract(&self.nodes.active, fulljid))
             .await
         {
             // Already gone: the goal is reached.
@@ -440,12 +442,9 @@ impl Publisher {
     }
 
     pub async fn publish_live(&self, item: &UserItem) -> Result<(), IqError> {
-        self.pubsub_iq(
-            "set",
-            pubsub::publish(&self.nodes.live, None, item.to_element()),
-        )
-        .await
-        .map(|_| ())
+        self.write_iq(|| pubsub::publish(&self.nodes.live, None, item.to_element()))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// (subscription both) instead of XEP-0356 privileged presence.
     #[arg(long, requires = "ejabberd_cluster")]
     pub roster: bool,
+    /// With --ejabberd-cluster: mod_pubsub stores in SQL (`db_type: sql`,
+    /// one SQLite file for both nodes, `max_items_node: unlimited`) instead
+    /// of Mnesia. Needs `apt-get install sqlite3 erlang-p1-sqlite3`.
+    #[arg(long, requires = "ejabberd_cluster")]
+    pub pubsub_sql: bool,
     /// Instead: N consumers of the web feed's /events (default 1000) at
     /// --rates (one rate, default 1000/s) for --duration (lab/src/bench/web.rs).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]

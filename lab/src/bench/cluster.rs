@@ -81,7 +81,8 @@ use windows::{measure_audit, start_up};
 
 /// The server, named next to every figure: the ejabberd version the lab
 /// really runs (`crate::install`), and how the component hears presence.
-pub fn server(roster: bool, held: bool) -> String {
+pub fn server(opts: &ClusterOptions) -> String {
+    let (roster, held) = (opts.roster, opts.held_sessions);
     let label = crate::install::ejabberd()
         .map(|i| i.label())
         .unwrap_or_else(|_| "ejabberd (not installed)".into());
@@ -93,7 +94,12 @@ pub fn server(roster: bool, held: bool) -> String {
     } else {
         "mod_privilege presence: managed_entity, no roster subscriptions"
     };
-    format!("{label}, a cluster of two nodes on this machine, {presence}, loglevel info")
+    let store = if opts.pubsub_sql {
+        "mod_pubsub in SQL (one SQLite file for both nodes, max_items_node: unlimited)"
+    } else {
+        "mod_pubsub in Mnesia"
+    };
+    format!("{label}, a cluster of two nodes on this machine, {presence}, {store}, loglevel info")
 }
 
 const WATCHER: &str = "watcher";
@@ -129,6 +135,9 @@ pub struct ClusterOptions {
     /// The sessions are held inside the nodes (`--held-sessions`; roster
     /// mode, see the module comment).
     pub held_sessions: bool,
+    /// mod_pubsub's store is SQL (`--pubsub-sql`,
+    /// `EjabberdOptions::pubsub_sql`) instead of Mnesia.
+    pub pubsub_sql: bool,
 }
 
 impl ClusterOptions {
@@ -141,6 +150,7 @@ impl ClusterOptions {
             login_concurrency: 32,
             roster: false,
             held_sessions: false,
+            pubsub_sql: false,
         }
     }
 
@@ -154,6 +164,7 @@ impl ClusterOptions {
             o.background = d;
         }
         o.held_sessions = args.held_sessions;
+        o.pubsub_sql = args.pubsub_sql;
         o.roster = args.roster || args.held_sessions;
         o
     }
@@ -280,11 +291,12 @@ pub async fn run(opts: ClusterOptions) -> Result<ClusterReport, BenchError> {
         )));
     }
     tracing::info!("starting a two-node ejabberd cluster and registering {n} accounts");
-    let roster = opts.roster;
+    let (roster, pubsub_sql) = (opts.roster, opts.pubsub_sql);
     let (e, register_s) = tokio::task::spawn_blocking(move || {
         let mut e = Ejabberd::start_with(EjabberdOptions {
             privileged_presence: !roster,
             held_sessions: held,
+            pubsub_sql,
             ..Default::default()
         })?;
         e.add_node()?;
@@ -507,7 +519,9 @@ async fn measured(
     .await?;
     tracing::info!("cold start-up: {:.2} s", cold.0.seconds);
     comp.stop().await;
+    component_closed(e)?;
     let cold = cold.0;
+    let sql_items = e.sql_items().map_err(setup)?;
 
     // Warm: active full; the first audit comes T after the spawn.
     let t_audit = (cold.seconds * 1.5 + 15.0)
@@ -539,6 +553,7 @@ async fn measured(
     )
     .await;
     comp.stop().await;
+    component_closed(e)?;
     let mut audit = audit?;
 
     // The restart's floors, with active full and the component stopped: its
@@ -561,6 +576,7 @@ async fn measured(
         privileged_as: e.wants_privileged_iq().then_some(ejabberd::PRIVILEGED_AS),
     };
     let restart_floor = restart_floor_again(&floor(false)).await?;
+    component_closed(e)?;
     let restart_floor_with_addresses = restart_floor_again(&floor(true)).await?;
 
     // The nodes' own background: the same sessions, no component.
@@ -606,18 +622,25 @@ async fn measured(
             "ejabberd-cluster"
         },
         machine: Machine::probe(),
-        server: server(opts.roster, opts.held_sessions),
+        server: server(opts),
         connections: n,
         per_node,
         register_s,
         login_s,
         cold_startup: cold,
+        sql_items,
         warm_startup: warm,
         publish_floor,
         restart_floor,
         restart_floor_with_addresses,
         audit,
     })
+}
+
+/// Before the component's JID connects again: the previous connection gone
+/// on the nodes' side too (`Ejabberd::wait_component_closed` says why).
+fn component_closed(e: &Ejabberd) -> Result<(), BenchError> {
+    tokio::task::block_in_place(|| e.wait_component_closed(Duration::from_secs(30))).map_err(setup)
 }
 
 /// The restart floor, tried up to three times. ejabberd may still be
@@ -649,7 +672,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "pubpresence bench --ejabberd-cluster: {} sessions over two nodes, background window {:?}; {}",
         opts.connections,
         opts.background,
-        server(opts.roster, opts.held_sessions)
+        server(&opts)
     );
     let report = output::unless_stopped(run(opts)).await?;
     output::print_report(args.json, &report.table(), &report.to_json());

@@ -339,7 +339,7 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
     tokio::spawn(async move { while a_in.recv().await.is_some() {} });
     // The latency floor's nodes, configured as live and as active are.
     floors::create(&admin, &pubsub_jid, FLOOR, floors::live_like()).await?;
-    floors::create(&admin, &pubsub_jid, FLOOR_ACTIVE, floors::active_like(1000)).await?;
+    floors::create(&admin, &pubsub_jid, FLOOR_ACTIVE, floors::active_like()).await?;
     subscribe(&watcher, &pubsub_jid, FLOOR).await?;
 
     // The component, no session connected.

@@ -6,15 +6,18 @@ use pubpresence_lab::bench::cluster::{self as bench_cluster, ClusterOptions, Clu
 use std::time::Duration;
 
 /// The cluster bench with `n` sessions and a 2-s background window, in
-/// roster mode, the sessions held inside the nodes when `held`.
-pub async fn run(n: usize, held: bool) -> ClusterReport {
-    let opts = ClusterOptions {
+/// roster mode; the caller sets what else differs (`..quick(n)`).
+pub fn quick(n: usize) -> ClusterOptions {
+    ClusterOptions {
         connections: n,
         background: Duration::from_secs(2),
         roster: true,
-        held_sessions: held,
         ..ClusterOptions::full(pubpresence_lab::product_binary().expect("the pubpresence binary"))
-    };
+    }
+}
+
+/// Runs the cluster bench with `opts`.
+pub async fn run(opts: ClusterOptions) -> ClusterReport {
     bench_cluster::run(opts)
         .await
         .expect("the cluster benchmark runs")

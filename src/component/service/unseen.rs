@@ -90,7 +90,7 @@ impl Session<'_> {
         };
         tracing::warn!(
             "{when}: {} connected sessions of {} users send the component no presence (no \
-             subscription): {}{}; {asking}",
+             subscription, or a busy server's late answer, tracked when it comes): {}{}; {asking}",
             unseen.len(),
             users.len(),
             named.join(", "),

@@ -162,6 +162,9 @@ pub struct ClusterReport {
     pub login_s: f64,
     /// Active empty, audits off.
     pub cold_startup: Startup,
+    /// With mod_pubsub in SQL: the items in its store after the cold
+    /// start-up (active's, and status's one).
+    pub sql_items: Option<usize>,
     /// Restart with active full.
     pub warm_startup: Startup,
     /// The cold start-up's floor: the same items published by a plain
@@ -265,6 +268,11 @@ impl ClusterReport {
             s.push_str(&format!(
                 "\n{name} start-up to online: {:.2} s; tracked {}; active holds {} items ({} with an IP, {} `unknown`); {} addresses kept from active (not asked); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
                 st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.addresses_kept, st.rss_kib, st.warnings, st.unanswered_publishes
+            ));
+        }
+        if let Some(rows) = self.sql_items {
+            s.push_str(&format!(
+                "\nmod_pubsub's SQL store after the cold start-up: {rows} items"
             ));
         }
         let (pf, rf, ra) = (
