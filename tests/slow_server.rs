@@ -92,23 +92,28 @@ fn server_log(p: &Server) -> String {
     std::fs::read_to_string(prosody.log_path()).expect("read prosody's log")
 }
 
-/// Exactly one line of `log` has `marker`, and it says `said`, then that
-/// the likely cause is Prosody 13's send-buffer cap, and the fix
-/// (`xmpp::paging::CUT_MID_ANSWER`).
-fn one_cut_line(log: &str, marker: &str, said: &str) {
+/// `n` lines of `log` have `marker` (at least one when `n` is None), and
+/// each says `said`, then that the likely cause is Prosody 13's send-buffer
+/// cap, and the fix (`xmpp::paging::CUT_MID_ANSWER`).
+fn cut_lines(log: &str, marker: &str, said: &str, n: Option<usize>) {
     let cut: Vec<&str> = log.lines().filter(|l| l.contains(marker)).collect();
-    assert_eq!(cut.len(), 1, "{log}");
-    assert!(
-        cut[0].contains(&format!(
-            "{said}: if the server is Prosody 13 or later, it closes a connection whose \
-             unsent data pass its max_send_buffer_size"
-        )),
-        "{log}"
-    );
-    assert!(
-        cut[0].contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
-        "{log}"
-    );
+    match n {
+        Some(n) => assert_eq!(cut.len(), n, "{log}"),
+        None => assert!(!cut.is_empty(), "{log}"),
+    }
+    for line in cut {
+        assert!(
+            line.contains(&format!(
+                "{said}: if the server is Prosody 13 or later, it closes a connection whose \
+                 unsent data pass its max_send_buffer_size"
+            )),
+            "{log}"
+        );
+        assert!(
+            line.contains("network_settings = { max_send_buffer_size = 128*1024*1024 }"),
+            "{log}"
+        );
+    }
 }
 
 async fn a_slow_server_keeps_every_session_on_active_across_a_restart(p: Server) {
@@ -392,11 +397,12 @@ async fn a_connection_cut_during_a_fetch_of_active_names_the_send_buffer_on_pros
         2,
         "online on its second connection: {log}"
     );
-    one_cut_line(
+    cut_lines(
         &log,
         "connection lost:",
         "connection lost: the server closed the connection, while waiting for an answer \
          holding a whole node or every session",
+        Some(1),
     );
     let server_log = server_log(&p);
     assert_eq!(
@@ -445,10 +451,14 @@ async fn a_watch_cut_during_its_snapshot_names_the_send_buffer_on_prosody() {
     assert_eq!(users[0]["ip"], "127.0.0.61", "{state}");
 
     let err = watch.read("err");
-    one_cut_line(
+    // One line per fetch of active in flight when the connection was cut:
+    // the snapshot's, and at times the one the component's presence asks
+    // for (seen in CI on 0.12.3: two).
+    cut_lines(
         &err,
         "fetching active failed",
         "fetching active failed: the connection was lost before the answer",
+        None,
     );
     let server_log = std::fs::read_to_string(p.log_path()).expect("read prosody's log");
     assert_eq!(
