@@ -2,7 +2,8 @@
 //! per node, privileged presence, no roster subscriptions. Every session is
 //! seen whatever its node; a node killed takes its sessions off active
 //! within 15 s while the component stays online; the node coming back is
-//! reconnected by itself.
+//! reconnected by itself; a stop closes each node's stream, and a start
+//! right after it sees both nodes' sessions.
 
 mod common;
 
@@ -22,7 +23,7 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
         ("n1c", "n1c"),
     ])
     .expect("register");
-    let pp = Pubpresence::start(&e.config_toml_cluster(&["watcher@localhost"]));
+    let mut pp = Pubpresence::start(&e.config_toml_cluster(&["watcher@localhost"]));
     let mut w = Watcher::connect_to(
         e.c2s_addr_of(0).unwrap(),
         &e.domain,
@@ -135,5 +136,39 @@ async fn one_connection_per_node_and_a_dead_node_is_noticed() {
     })
     .await;
     assert_eq!(w.active().await["n1c@localhost/r"].ip, "127.0.0.172");
+
+    // Stopped, it ends each node's stream as a stream ends, so that no node
+    // still routes to it; started again at once, it lists both nodes'
+    // sessions (older than it, without a subscription: `unknown`), and a
+    // node-1 user's change reaches it.
+    let node1 = e.component_addr_of(1).unwrap();
+    assert!(pp.terminate().success());
+    let closed = format!("closed the connection to cluster node node={node1}");
+    assert!(pp.log_text().contains(&closed), "{}", pp.log_text());
+    let again = Pubpresence::start(&e.config_toml_cluster(&["watcher@localhost"]));
+    w.until_online(&again).await;
+    let active = w.active().await;
+    let seen: Vec<(&str, &str, &str)> = active
+        .iter()
+        .map(|(jid, i)| (jid.as_str(), st(i), i.ip.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("n0a@localhost/r", "unknown", "127.0.0.160"),
+            ("n1c@localhost/r", "unknown", "127.0.0.172"),
+            ("watcher@localhost/watch", "unknown", "127.0.0.1"),
+        ],
+        "{}",
+        again.log_text()
+    );
+    w.clear();
+    back.show(Some("dnd"));
+    w.wait_until("n1c dnd after the restart", T, |s| {
+        s.live
+            .iter()
+            .any(|i| i.fulljid == "n1c@localhost/r" && st(i) == "dnd")
+    })
+    .await;
     drop((on0, on1, back));
 }

@@ -285,11 +285,23 @@ impl Connection {
 
 /// A receive-only connection to one more node of a cluster (README, "An
 /// ejabberd cluster"): it brings that node's presences, and IQ answers to the
-/// shared `Pending`. Dropping it closes the stream.
+/// shared `Pending`. Dropping it closes the stream without waiting.
 pub struct Secondary {
-    _out: mpsc::UnboundedSender<Out>,
+    out: mpsc::UnboundedSender<Out>,
     pub inbound: mpsc::UnboundedReceiver<Element>,
     pub task: tokio::task::JoinHandle<Disconnect>,
+}
+
+impl Secondary {
+    /// Ends the stream as [`Connection::close`] does (our footer, then the
+    /// server's, bounded) and waits for the connection task.
+    pub async fn close(self) -> Disconnect {
+        let Secondary { out, inbound, task } = self;
+        // With nothing left to write, the task closes the stream.
+        drop(out);
+        drop(inbound);
+        task.await.unwrap_or_else(|e| Disconnect::Io(e.to_string()))
+    }
 }
 
 /// Connects to one more node as the same component.
@@ -304,7 +316,7 @@ pub async fn connect_secondary(
     // awaited here.
     let (out_tx, in_rx, task) = spawn_task(stream, jid, shared, Arc::default());
     Ok(Secondary {
-        _out: out_tx,
+        out: out_tx,
         inbound: in_rx,
         task,
     })

@@ -7,7 +7,7 @@ use super::session::Session;
 use super::ServiceConfig;
 use crate::xmpp::stream::Shared;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use xmpp_parsers::minidom::Element;
 
 /// A cluster node's secondary connection came or went.
@@ -28,25 +28,42 @@ pub(super) async fn node_event(
 }
 
 /// Keeps a receive-only connection to one more node of a cluster, with
-/// capped backoff, forwarding its stanzas into the session's inbound.
+/// capped backoff, forwarding its stanzas into the session's inbound, until
+/// `closing` says the session ended.
 async fn keep_node(
     cfg: ServiceConfig,
     addr: String,
     shared: Shared,
     inbound: mpsc::UnboundedSender<Element>,
     events: mpsc::UnboundedSender<NodeEvent>,
+    mut closing: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, shared.clone())
-            .await
-        {
+        let connected = tokio::select! {
+            r = crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, shared.clone()) => r,
+            _ = closing.changed() => return,
+        };
+        match connected {
             Ok(mut node) => {
                 backoff.reset();
                 let _ = events.send(NodeEvent::Up(addr.clone()));
-                while let Some(el) = node.inbound.recv().await {
-                    if inbound.send(el).is_err() {
-                        return;
+                loop {
+                    tokio::select! {
+                        el = node.inbound.recv() => match el {
+                            Some(el) => {
+                                if inbound.send(el).is_err() {
+                                    node.close().await;
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = closing.changed() => {
+                            node.close().await;
+                            tracing::info!(node = %addr, "closed the connection to cluster node");
+                            return;
+                        }
                     }
                 }
                 let reason = match (&mut node.task).await {
@@ -58,12 +75,62 @@ async fn keep_node(
             Err(e) => {
                 let d = backoff.take();
                 tracing::warn!(node = %addr, "{e}; retrying in {d:?}");
-                tokio::time::sleep(d).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = closing.changed() => return,
+                }
                 continue;
             }
         }
         let d = backoff.take();
-        tokio::time::sleep(d).await;
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = closing.changed() => return,
+        }
+    }
+}
+
+/// How long the session's end waits for each other node's stream to close.
+const NODE_CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// The connections to a cluster's other nodes, kept while a session runs.
+pub(super) struct Keepers {
+    forward: Option<tokio::task::JoinHandle<()>>,
+    nodes: Vec<tokio::task::JoinHandle<()>>,
+    closing: watch::Sender<bool>,
+}
+
+impl Keepers {
+    /// A single server: nothing to keep.
+    pub(super) fn none() -> Self {
+        Keepers {
+            forward: None,
+            nodes: Vec::new(),
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Ends every other node's stream as a stream ends (our footer, then
+    /// the node's) and waits for it, bounded. ejabberd removes the node's
+    /// route to a component connection before it sends its footer; a socket
+    /// merely dropped leaves that route standing a moment longer, and a
+    /// connection of the same JID made meanwhile (our reconnect, or the
+    /// next start) shares it, so the node hands some stanzas to the old
+    /// connection, which drops them. Seen: every probe answer from one
+    /// node's users lost after a quick restart.
+    pub(super) async fn close(self) {
+        let _ = self.closing.send(true);
+        if let Some(f) = self.forward {
+            f.abort();
+        }
+        for mut node in self.nodes {
+            if tokio::time::timeout(NODE_CLOSE_WAIT, &mut node)
+                .await
+                .is_err()
+            {
+                node.abort();
+            }
+        }
     }
 }
 
@@ -71,7 +138,7 @@ async fn keep_node(
 /// answered carries every request; the others bring their node's presences
 /// (XEP-0356 presence comes only from the node the connection is on) and
 /// whatever IQ answers come back there. Returns the merged inbound, the node
-/// events and the keepers (aborted when the session ends).
+/// events and the keepers ([`Keepers::close`] when the session ends).
 pub(super) fn attach_nodes(
     cfg: &ServiceConfig,
     primary: &str,
@@ -80,29 +147,43 @@ pub(super) fn attach_nodes(
 ) -> (
     mpsc::UnboundedReceiver<Element>,
     mpsc::UnboundedReceiver<NodeEvent>,
-    Vec<tokio::task::JoinHandle<()>>,
+    Keepers,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
+    let (closing, closing_rx) = watch::channel(false);
     let fwd = tx.clone();
-    tasks.push(tokio::spawn(async move {
+    let forward = tokio::spawn(async move {
         while let Some(el) = inbound.recv().await {
             if fwd.send(el).is_err() {
                 return;
             }
         }
-    }));
-    for addr in cfg.servers.iter().filter(|a| a.as_str() != primary) {
-        tasks.push(tokio::spawn(keep_node(
-            cfg.clone(),
-            addr.clone(),
-            shared.clone(),
-            tx.clone(),
-            ev_tx.clone(),
-        )));
-    }
-    (rx, ev_rx, tasks)
+    });
+    let nodes = cfg
+        .servers
+        .iter()
+        .filter(|a| a.as_str() != primary)
+        .map(|addr| {
+            tokio::spawn(keep_node(
+                cfg.clone(),
+                addr.clone(),
+                shared.clone(),
+                tx.clone(),
+                ev_tx.clone(),
+                closing_rx.clone(),
+            ))
+        })
+        .collect();
+    (
+        rx,
+        ev_rx,
+        Keepers {
+            forward: Some(forward),
+            nodes,
+            closing,
+        },
+    )
 }
 
 impl Session<'_> {

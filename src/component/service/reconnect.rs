@@ -2,7 +2,7 @@
 //! backoff (or hand back to standby), and what a session's end means.
 
 use super::backoff::Backoff;
-use super::cluster::attach_nodes;
+use super::cluster::{attach_nodes, Keepers};
 use super::session::run_session;
 use super::{LoopEnd, RunError, ServiceConfig};
 use crate::component::metrics::ErrorKind;
@@ -100,7 +100,7 @@ pub async fn component_loop(
                     let (i, n, k) = attach_nodes(cfg, addr, conn.shared(), inbound);
                     (i, Some(n), k)
                 } else {
-                    (inbound, None, Vec::new())
+                    (inbound, None, Keepers::none())
                 };
                 let outcome = run_session(
                     cfg,
@@ -114,9 +114,7 @@ pub async fn component_loop(
                     saved.take(),
                 )
                 .await;
-                for k in keepers {
-                    k.abort();
-                }
+                keepers.close().await;
                 let node_gone = matches!(outcome, Outcome::NodeGone(_));
                 match outcome {
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
