@@ -77,6 +77,12 @@ pub enum EjabberdError {
     Startup(String),
     #[error("no ejabberd node {0} in this lab")]
     NoSuchNode(usize),
+    /// Reading or locking the SQL pubsub store failed.
+    #[error("{0}")]
+    Sql(String),
+    /// Looking at the nodes' sockets failed, or a connection stayed open.
+    #[error("{0}")]
+    Sockets(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EjabberdError {
@@ -450,36 +456,16 @@ impl Ejabberd {
     }
 
     /// Waits (at most `limit`) until no node holds an open connection on its
-    /// component listener: ejabberd unregisters a component's route as its
-    /// connection's process ends, and a new connection of the same JID made
-    /// before that shares the route with the old one, which then receives
-    /// some of the stanzas for the JID (by the sender's hash) and drops
-    /// them. Seen: a restart floor right after the component stopped lost
-    /// every probe answer from one node's users.
+    /// component listener. A new connection of the component's JID made
+    /// while a node still holds an old one shares that node's route with it,
+    /// and the node hands some stanzas for the JID to the old one, which
+    /// drops them (seen: a restart floor lost every probe answer from one
+    /// node's users). pubpresence and the floors end their streams as a
+    /// stream ends, after which ejabberd has dropped the route; this covers
+    /// a connection ended otherwise.
     pub fn wait_component_closed(&self, limit: Duration) -> Result<(), EjabberdError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let mut open = 0;
-            for node in &self.nodes {
-                // Connections still owned by the node: not yet closed by it.
-                let out = Command::new("ss")
-                    .args(["-Htn", "state", "established", "state", "close-wait"])
-                    .arg(format!("sport = :{}", node.component_port))
-                    .stdin(Stdio::null())
-                    .output()
-                    .map_err(io("running ss"))?;
-                open += String::from_utf8_lossy(&out.stdout).lines().count();
-            }
-            if open == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(EjabberdError::Startup(format!(
-                    "{open} connections to the component listeners still open after {limit:?}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.component_port).collect();
+        crate::sockets::wait_accepted_closed(&ports, limit).map_err(EjabberdError::Sockets)
     }
 
     /// A pubpresence config file for this server (node 0's listener), with

@@ -16,6 +16,7 @@ pub mod process;
 pub mod prosody;
 pub mod sim;
 pub mod soak;
+pub mod sockets;
 pub mod sse;
 
 pub use prosody::{

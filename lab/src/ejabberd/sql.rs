@@ -113,7 +113,7 @@ impl Ejabberd {
         let text = String::from_utf8_lossy(&out.stdout);
         match text.trim().parse() {
             Ok(n) if out.status.success() => Ok(Some(n)),
-            _ => Err(EjabberdError::Startup(format!(
+            _ => Err(EjabberdError::Sql(format!(
                 "counting the items in {} failed: {}",
                 db.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -131,7 +131,7 @@ impl Ejabberd {
     /// were gone.)
     pub fn lock_sql_store(&self) -> Result<SqlLock, EjabberdError> {
         if !self.options.pubsub_sql {
-            return Err(EjabberdError::Startup(
+            return Err(EjabberdError::Sql(
                 "lock_sql_store: mod_pubsub stores in Mnesia here (set pubsub_sql)".into(),
             ));
         }
@@ -148,7 +148,7 @@ impl Ejabberd {
             child,
         };
         let Some(stdin) = lock.stdin.as_mut() else {
-            return Err(EjabberdError::Startup(
+            return Err(EjabberdError::Sql(
                 "sqlite3 started without its stdin".into(),
             ));
         };
@@ -167,7 +167,7 @@ impl Ejabberd {
             if let Some(mut e) = lock.child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            return Err(EjabberdError::Startup(format!(
+            return Err(EjabberdError::Sql(format!(
                 "sqlite3 could not lock the SQL pubsub store: {}",
                 err.trim()
             )));

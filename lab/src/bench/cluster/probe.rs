@@ -5,7 +5,7 @@
 
 use crate::bench::error::{setup, BenchError};
 use crate::bench::measure::cpu_seconds;
-use std::process::{Command, Stdio};
+use crate::sockets::{self, End};
 use std::time::Instant;
 
 /// What is measured: the nodes' Erlang VMs, their component listeners.
@@ -28,30 +28,8 @@ pub(super) struct Sample {
 /// Payload bytes (sent, received) of the established TCP connections whose
 /// remote port is one of `ports`, summed, from `ss -tin` (TCP_INFO).
 fn wire_bytes(ports: &[u16]) -> Result<(u64, u64), BenchError> {
-    let mut args: Vec<String> = ["-H", "-t", "-i", "-n", "state", "established", "("]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for (i, p) in ports.iter().enumerate() {
-        if i > 0 {
-            args.push("or".into());
-        }
-        args.extend(["dport".into(), "=".into(), format!(":{p}")]);
-    }
-    args.push(")".into());
-    let out = Command::new("ss")
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| setup(format!("running ss (iproute2): {e}")))?;
-    if !out.status.success() {
-        return Err(setup(format!(
-            "ss {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(parse_ss(&String::from_utf8_lossy(&out.stdout)))
+    let out = sockets::ss(&["-i"], &["established"], End::Remote, ports).map_err(setup)?;
+    Ok(parse_ss(&out))
 }
 
 /// Sums `bytes_sent` (or `bytes_acked` - 1 where an old kernel has no
