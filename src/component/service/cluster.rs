@@ -5,7 +5,7 @@
 use super::backoff::Backoff;
 use super::session::Session;
 use super::ServiceConfig;
-use crate::xmpp::stream::Shared;
+use crate::xmpp::stream::{Secondary, Shared};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use xmpp_parsers::minidom::Element;
@@ -29,7 +29,8 @@ pub(super) async fn node_event(
 
 /// Keeps a receive-only connection to one more node of a cluster, with
 /// capped backoff, forwarding its stanzas into the session's inbound, until
-/// `closing` says the session ended.
+/// `closing` says the session ended; then ends the node's stream as a
+/// stream ends (see [`Keepers::close`]).
 async fn keep_node(
     cfg: ServiceConfig,
     addr: String,
@@ -38,96 +39,86 @@ async fn keep_node(
     events: mpsc::UnboundedSender<NodeEvent>,
     mut closing: watch::Receiver<bool>,
 ) {
+    let mut node = None;
+    tokio::select! {
+        _ = node_loop(&cfg, &addr, &shared, &inbound, &events, &mut node) => {}
+        _ = closing.changed() => {}
+    }
+    if let Some(node) = node {
+        node.close().await;
+        tracing::info!(node = %addr, "closed the connection to cluster node");
+    }
+}
+
+/// [`keep_node`]'s connect–forward–back-off loop. The connection lives in
+/// `node`, outside this future, so that the keeper can close it when the
+/// session ends. Returns only when the session's inbound has gone.
+async fn node_loop(
+    cfg: &ServiceConfig,
+    addr: &str,
+    shared: &Shared,
+    inbound: &mpsc::UnboundedSender<Element>,
+    events: &mpsc::UnboundedSender<NodeEvent>,
+    node: &mut Option<Secondary>,
+) {
     let mut backoff = Backoff::new();
     loop {
-        let connected = tokio::select! {
-            r = crate::xmpp::stream::connect_secondary(&addr, &cfg.jid, &cfg.secret, shared.clone()) => r,
-            _ = closing.changed() => return,
-        };
-        match connected {
-            Ok(mut node) => {
+        match crate::xmpp::stream::connect_secondary(addr, &cfg.jid, &cfg.secret, shared.clone())
+            .await
+        {
+            Ok(connected) => {
                 backoff.reset();
-                let _ = events.send(NodeEvent::Up(addr.clone()));
-                loop {
-                    tokio::select! {
-                        el = node.inbound.recv() => match el {
-                            Some(el) => {
-                                if inbound.send(el).is_err() {
-                                    node.close().await;
-                                    return;
-                                }
-                            }
-                            None => break,
-                        },
-                        _ = closing.changed() => {
-                            node.close().await;
-                            tracing::info!(node = %addr, "closed the connection to cluster node");
-                            return;
-                        }
+                let _ = events.send(NodeEvent::Up(addr.to_string()));
+                let conn = node.insert(connected);
+                while let Some(el) = conn.inbound.recv().await {
+                    if inbound.send(el).is_err() {
+                        return;
                     }
                 }
-                let reason = match (&mut node.task).await {
+                let reason = match (&mut conn.task).await {
                     Ok(r) => r.to_string(),
                     Err(e) => e.to_string(),
                 };
-                let _ = events.send(NodeEvent::Down(addr.clone(), reason));
+                *node = None;
+                let _ = events.send(NodeEvent::Down(addr.to_string(), reason));
             }
             Err(e) => {
                 let d = backoff.take();
                 tracing::warn!(node = %addr, "{e}; retrying in {d:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
-                    _ = closing.changed() => return,
-                }
+                tokio::time::sleep(d).await;
                 continue;
             }
         }
-        let d = backoff.take();
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = closing.changed() => return,
-        }
+        tokio::time::sleep(backoff.take()).await;
     }
 }
 
-/// How long the session's end waits for each other node's stream to close.
+/// How long the session's end waits, in all, for the other nodes' streams
+/// to close.
 const NODE_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// The connections to a cluster's other nodes, kept while a session runs.
 pub(super) struct Keepers {
-    forward: Option<tokio::task::JoinHandle<()>>,
+    forward: tokio::task::JoinHandle<()>,
     nodes: Vec<tokio::task::JoinHandle<()>>,
     closing: watch::Sender<bool>,
 }
 
 impl Keepers {
-    /// A single server: nothing to keep.
-    pub(super) fn none() -> Self {
-        Keepers {
-            forward: None,
-            nodes: Vec::new(),
-            closing: watch::channel(false).0,
-        }
-    }
-
     /// Ends every other node's stream as a stream ends (our footer, then
-    /// the node's) and waits for it, bounded. ejabberd removes the node's
-    /// route to a component connection before it sends its footer; a socket
-    /// merely dropped leaves that route standing a moment longer, and a
-    /// connection of the same JID made meanwhile (our reconnect, or the
-    /// next start) shares it, so the node hands some stanzas to the old
-    /// connection, which drops them. Seen: every probe answer from one
-    /// node's users lost after a quick restart.
+    /// the node's) and waits for them, all within one bound. ejabberd
+    /// removes the node's route to a component connection before it sends
+    /// its footer; a socket merely dropped leaves that route standing a
+    /// moment longer, and a connection of the same JID made meanwhile (our
+    /// reconnect, or the next start) shares it, so the node hands some
+    /// stanzas to the old connection, which drops them. Seen: every probe
+    /// answer from one node's users lost after a quick restart.
     pub(super) async fn close(self) {
         let _ = self.closing.send(true);
-        if let Some(f) = self.forward {
-            f.abort();
-        }
+        self.forward.abort();
+        let deadline = tokio::time::Instant::now() + NODE_CLOSE_WAIT;
         for mut node in self.nodes {
-            if tokio::time::timeout(NODE_CLOSE_WAIT, &mut node)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline, &mut node).await.is_err() {
                 node.abort();
             }
         }
@@ -179,7 +170,7 @@ pub(super) fn attach_nodes(
         rx,
         ev_rx,
         Keepers {
-            forward: Some(forward),
+            forward,
             nodes,
             closing,
         },

@@ -2,7 +2,7 @@
 //! backoff (or hand back to standby), and what a session's end means.
 
 use super::backoff::Backoff;
-use super::cluster::{attach_nodes, Keepers};
+use super::cluster::attach_nodes;
 use super::session::run_session;
 use super::{LoopEnd, RunError, ServiceConfig};
 use crate::component::metrics::ErrorKind;
@@ -98,9 +98,9 @@ pub async fn component_loop(
                 let since = Instant::now();
                 let (inbound, nodes, keepers) = if cfg.servers.len() > 1 {
                     let (i, n, k) = attach_nodes(cfg, addr, conn.shared(), inbound);
-                    (i, Some(n), k)
+                    (i, Some(n), Some(k))
                 } else {
-                    (inbound, None, Keepers::none())
+                    (inbound, None, None)
                 };
                 let outcome = run_session(
                     cfg,
@@ -114,7 +114,9 @@ pub async fn component_loop(
                     saved.take(),
                 )
                 .await;
-                keepers.close().await;
+                if let Some(keepers) = keepers {
+                    keepers.close().await;
+                }
                 let node_gone = matches!(outcome, Outcome::NodeGone(_));
                 match outcome {
                     Outcome::Shutdown => return Ok(LoopEnd::Shutdown),
