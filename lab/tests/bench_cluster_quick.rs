@@ -22,8 +22,9 @@ async fn cluster_bench_reports_every_figure() {
     assert_eq!(r.per_node, [25, 25]);
     assert!(r.register_s > 0.0 && r.login_s > 0.0);
 
-    // Both start-ups: online, every session (and the watcher's) on active.
-    for st in [&r.cold_startup, &r.warm_startup] {
+    // The three start-ups: online, every session (and the watcher's) on
+    // active; only the third from the copy the second's stop saved.
+    for st in [&r.cold_startup, &r.warm_startup, &r.saved_startup] {
         assert!(st.seconds > 0.0, "{st:?}");
         assert_eq!(st.tracked, n + 1, "{st:?}");
         assert_eq!(st.active_items, n + 1, "{st:?}");
@@ -35,6 +36,9 @@ async fn cluster_bench_reports_every_figure() {
             "{st:?}"
         );
     }
+
+    assert!(!r.warm_startup.active_from_copy, "{:?}", r.warm_startup);
+    assert!(r.saved_startup.active_from_copy, "{:?}", r.saved_startup);
 
     // One audit, nothing to fix, its figures and the background's.
     let a = &r.audit;
@@ -80,6 +84,7 @@ async fn cluster_bench_reports_every_figure() {
         "/restart_floor_with_addresses/addresses_s",
         "/cold_startup/seconds",
         "/warm_startup/seconds",
+        "/saved_startup/seconds",
         "/audit/window/component_cpu_s",
         "/audit/window/node_cpu_s/1",
         "/audit/window/read_bytes",
@@ -99,4 +104,12 @@ async fn cluster_bench_reports_every_figure() {
     assert!(table.contains("cold start-up / its floor: "), "{table}");
     assert!(table.contains("warm start-up / its floor: "), "{table}");
     assert!(table.contains("warm start-up / that floor: "), "{table}");
+    assert!(
+        table.contains("start-up from the saved copy / the restart floor: "),
+        "{table}"
+    );
+    assert!(
+        table.contains("active taken from the copy saved in state_dir"),
+        "{table}"
+    );
 }

@@ -19,7 +19,8 @@
 //!    and the component's bytes read and written, over that time;
 //! 4. warm start-up: the component stopped (SIGTERM) and started again with
 //!    active full and `audit_interval = T`, T chosen from the cold start-up
-//!    so that the first audit falls well after `online`;
+//!    so that the first audit falls well after `online`, and with a
+//!    `state_dir` (empty: active is fetched);
 //! 5. one audit: the window opens 1 s before the audit is due (T after the
 //!    spawn) and closes at the audit's log line (`audit checked=...`);
 //! 6. an equal window without an audit, a whole number of 5-s periods
@@ -29,7 +30,9 @@
 //! 7. the background: a window of `background` (30 s by default: six
 //!    session checks) with no audit, and the same scaled to the audit
 //!    window's length (a cross-check);
-//! 8. the component stopped, the same sessions: a window as long again, the
+//! 8. a third start-up, from the copy of active the warm one's clean stop
+//!    saved in `state_dir` (audits off), to `online`;
+//! 9. the component stopped, the same sessions: a window as long again, the
 //!    nodes' own background (the clients' keepalive pings, Mnesia); the
 //!    background less this is what the session checks cost the nodes.
 //!
@@ -523,12 +526,22 @@ async fn measured(
     let cold = cold.0;
     let sql_items = e.sql_items().map_err(setup)?;
 
-    // Warm: active full; the first audit comes T after the spawn.
+    // Warm: active full; the first audit comes T after the spawn. With
+    // `state_dir`, which the cold start-up had not: nothing saved yet, so
+    // this start fetches active, and its clean stop saves the copy the
+    // third start-up takes.
+    // The cold start-up bounds the warm one from above, loosely: at 100,000
+    // sessions 410 s against 12 s, so it is capped (a tick that comes before
+    // `online` is skipped and `measure_audit` takes the next one anyway).
     let t_audit = (cold.seconds * 1.5 + 15.0)
+        .min(120.0 + n as f64 / 1000.0)
         .max(opts.background.as_secs_f64() + 20.0)
         .ceil() as u64;
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).map_err(setup)?;
+    let with_state = |cfg: String| format!("state_dir = {:?}\n{cfg}", state.display().to_string());
     let warm_cfg = dir.join("bench-warm.toml");
-    std::fs::write(&warm_cfg, config_with(&format!("{t_audit}s"))).map_err(setup)?;
+    std::fs::write(&warm_cfg, with_state(config_with(&format!("{t_audit}s")))).map_err(setup)?;
     tracing::info!("warm start-up of the component (active full, audit_interval = {t_audit} s)");
     let warm_log = dir.join("component-warm.log");
     let ((warm, spawned, mut log, mut unplanned), mut comp) = start_up(
@@ -555,6 +568,31 @@ async fn measured(
     comp.stop().await;
     component_closed(e)?;
     let mut audit = audit?;
+
+    // From the saved copy: the same restart, active not fetched; audits off.
+    let copy = state.join(pubpresence::component::saved::FILE);
+    if !copy.exists() {
+        return Err(setup(format!(
+            "the warm start-up's clean stop saved no copy of active in {}",
+            copy.display()
+        )));
+    }
+    let saved_cfg = dir.join("bench-saved.toml");
+    std::fs::write(&saved_cfg, with_state(config_with("0s"))).map_err(setup)?;
+    tracing::info!("start-up of the component from the copy of active its last stop saved");
+    let ((saved, ..), mut comp) = start_up(
+        bin,
+        &saved_cfg,
+        &dir.join("component-saved.log"),
+        &probe,
+        &watcher,
+        &e.pubsub_jid,
+        startup_limit,
+    )
+    .await?;
+    tracing::info!("start-up from the saved copy: {:.2} s", saved.seconds);
+    comp.stop().await;
+    component_closed(e)?;
 
     // The restart's floors, with active full and the component stopped: its
     // JID connects to node 0, lists, probes and fetches active; then the
@@ -630,6 +668,7 @@ async fn measured(
         cold_startup: cold,
         sql_items,
         warm_startup: warm,
+        saved_startup: saved,
         publish_floor,
         restart_floor,
         restart_floor_with_addresses,

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 pub(super) const ONLINE_LINE: &str = "online: active is up to date";
 /// The first words of an audit's log line.
 pub(super) const AUDIT_LINE: &str = "audit checked=";
+/// The start-up's line when it takes active from the copy its last clean
+/// stop saved in `state_dir` (src/component/service/startup.rs).
+pub(super) const FROM_COPY_LINE: &str = "saved in state_dir): not fetching it";
 
 pub(super) use crate::log_fields::{field_usize, fields};
 

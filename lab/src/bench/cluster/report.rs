@@ -106,6 +106,9 @@ pub struct Startup {
     /// Sessions whose address was kept from active, not asked with
     /// user-stats (after a clean stop, presence unchanged since before it).
     pub addresses_kept: usize,
+    /// Active came from the copy the last clean stop saved in `state_dir`
+    /// (its log line), not fetched.
+    pub active_from_copy: bool,
 }
 
 /// One audit and the background next to it.
@@ -165,8 +168,11 @@ pub struct ClusterReport {
     /// With mod_pubsub in SQL: the items in its store after the cold
     /// start-up (active's, and status's one).
     pub sql_items: Option<usize>,
-    /// Restart with active full.
+    /// Restart with active full (fetched).
     pub warm_startup: Startup,
+    /// The next restart, with the copy of active the warm one's clean stop
+    /// saved in `state_dir` (README, "Fast restarts: `state_dir`").
+    pub saved_startup: Startup,
     /// The cold start-up's floor: the same items published by a plain
     /// client, as many in flight.
     pub publish_floor: PublishFloor,
@@ -245,6 +251,11 @@ impl ClusterReport {
             "warm start-up (active full)",
             &self.warm_startup.cost,
         );
+        row(
+            &mut s,
+            "start-up from the saved copy",
+            &self.saved_startup.cost,
+        );
         row(&mut s, "audit window", &a.window);
         row(&mut s, "equal window, no audit", &a.equal_window);
         row(&mut s, "audit, net of the equal window", &a.net);
@@ -264,9 +275,18 @@ impl ClusterReport {
             "per 5-s session check (difference)",
             &a.per_session_check,
         );
-        for (name, st) in [("cold", &self.cold_startup), ("warm", &self.warm_startup)] {
+        for (name, st) in [
+            ("cold", &self.cold_startup),
+            ("warm", &self.warm_startup),
+            ("saved-copy", &self.saved_startup),
+        ] {
+            let active = if st.active_from_copy {
+                "taken from the copy saved in state_dir"
+            } else {
+                "fetched"
+            };
             s.push_str(&format!(
-                "\n{name} start-up to online: {:.2} s; tracked {}; active holds {} items ({} with an IP, {} `unknown`); {} addresses kept from active (not asked); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
+                "\n{name} start-up to online: {:.2} s; tracked {}; active {active}, holds {} items ({} with an IP, {} `unknown`); {} addresses kept from active (not asked); component RSS {} KiB; {} warnings logged ({} publishes unanswered within iq_timeout)",
                 st.seconds, st.tracked, st.active_items, st.active_with_ip, st.active_unknown, st.addresses_kept, st.rss_kib, st.warnings, st.unanswered_publishes
             ));
         }
@@ -286,7 +306,8 @@ impl ClusterReport {
              restart floor: connect as the component (handshake {:.2} s), list ({:.2} s, {} sessions), probe {} users with a round trip behind{} ({:.2} s), fetch active beside them ({:.2} s, {} items): {:.2} s (node 0 CPU {:.2} s)\n\
              warm start-up / its floor: {:.2}x\n\
              restart floor with every user's addresses (user-stats, {} in flight, beside the probes: {:.2} s): {:.2} s (node 0 CPU {:.2} s)\n\
-             warm start-up / that floor: {:.2}x",
+             warm start-up / that floor: {:.2}x\n\
+             start-up from the saved copy / the restart floor: {:.2}x",
             pf.items,
             pf.in_flight,
             pf.pairs_s,
@@ -309,6 +330,7 @@ impl ClusterReport {
             ra.seconds,
             ra.server_cpu_s,
             ratio(self.warm_startup.seconds, ra.seconds),
+            ratio(self.saved_startup.seconds, rf.seconds),
         ));
         s.push_str(&format!(
             "\naudit (audit_interval = {} s): {:.2} s from due to its log line: {}\n",

@@ -3,7 +3,9 @@
 //! due after it with the windows measured next to it (the equal window, the
 //! background).
 
-use super::component::{field_usize, fields, tail, Component, LogWatch, AUDIT_LINE, ONLINE_LINE};
+use super::component::{
+    field_usize, fields, tail, Component, LogWatch, AUDIT_LINE, FROM_COPY_LINE, ONLINE_LINE,
+};
 use super::probe::{sample, Probe};
 use super::report::{Audit, Cost, Startup};
 use super::SESSION_CHECK_S;
@@ -61,6 +63,7 @@ pub(super) async fn start_up(
     let mut log = LogWatch::new(log_path);
     let mut audits = Vec::new();
     let (mut warnings, mut unanswered, mut kept) = (0, 0, 0);
+    let mut from_copy = false;
     let (_, line) = comp
         .wait_line(
             &mut log,
@@ -74,6 +77,7 @@ pub(super) async fn start_up(
                 if let Some(n) = addresses_kept(l) {
                     kept = n;
                 }
+                from_copy |= l.contains(FROM_COPY_LINE);
                 if l.contains(" WARN ") {
                     warnings += 1;
                     if l.contains("publishing") && l.contains("no answer within") {
@@ -114,6 +118,7 @@ pub(super) async fn start_up(
                 warnings,
                 unanswered_publishes: unanswered,
                 addresses_kept: kept,
+                active_from_copy: from_copy,
             },
             spawned,
             log,
