@@ -68,6 +68,7 @@ use super::error::{setup, BenchError};
 use super::floors::{self, AsComponent};
 use super::measure::Machine;
 use super::output;
+use super::state::{saved_copy, with_state_dir};
 use crate::ejabberd::{self, Ejabberd, EjabberdOptions};
 use crate::sim;
 use probe::{sample, Probe};
@@ -537,11 +538,9 @@ async fn measured(
         .min(120.0 + n as f64 / 1000.0)
         .max(opts.background.as_secs_f64() + 20.0)
         .ceil() as u64;
-    let state = dir.join("state");
-    std::fs::create_dir_all(&state).map_err(setup)?;
-    let with_state = |cfg: String| format!("state_dir = {:?}\n{cfg}", state.display().to_string());
     let warm_cfg = dir.join("bench-warm.toml");
-    std::fs::write(&warm_cfg, with_state(config_with(&format!("{t_audit}s")))).map_err(setup)?;
+    let text = with_state_dir(&dir, &config_with(&format!("{t_audit}s"))).map_err(setup)?;
+    std::fs::write(&warm_cfg, text).map_err(setup)?;
     tracing::info!("warm start-up of the component (active full, audit_interval = {t_audit} s)");
     let warm_log = dir.join("component-warm.log");
     let ((warm, spawned, mut log, mut unplanned), mut comp) = start_up(
@@ -570,7 +569,7 @@ async fn measured(
     let mut audit = audit?;
 
     // From the saved copy: the same restart, active not fetched; audits off.
-    let copy = state.join(pubpresence::component::saved::FILE);
+    let copy = saved_copy(&dir);
     if !copy.exists() {
         return Err(setup(format!(
             "the warm start-up's clean stop saved no copy of active in {}",
@@ -578,7 +577,8 @@ async fn measured(
         )));
     }
     let saved_cfg = dir.join("bench-saved.toml");
-    std::fs::write(&saved_cfg, with_state(config_with("0s"))).map_err(setup)?;
+    let text = with_state_dir(&dir, &config_with("0s")).map_err(setup)?;
+    std::fs::write(&saved_cfg, text).map_err(setup)?;
     tracing::info!("start-up of the component from the copy of active its last stop saved");
     let ((saved, ..), mut comp) = start_up(
         bin,

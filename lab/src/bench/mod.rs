@@ -26,6 +26,7 @@ mod rate;
 mod report;
 pub mod resume;
 mod server;
+mod state;
 pub mod web;
 
 pub use args::{parse_secs, BenchArgs};

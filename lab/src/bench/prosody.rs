@@ -28,6 +28,7 @@ use super::rate::{
     FLOOR, FLOOR_ACTIVE,
 };
 use super::server::{active_items, login, start_prosody, subscribe};
+use super::state::{saved_copy, with_state_dir};
 use crate::held::HeldSessions;
 use crate::lock;
 use crate::sim::{self, SimControl, SimOptions};
@@ -318,18 +319,16 @@ async fn bench(prosody: &Prosody, opts: &BenchOptions) -> Result<Report, BenchEr
     // With `state_dir`, as the README advises: the first restart uses the
     // copy of active its clean stop saved, the second one (copy removed)
     // fetches active.
-    let state = state_dir(prosody.dir.path());
-    std::fs::create_dir_all(&state).map_err(setup)?;
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n{}{}",
-            state.display().to_string(),
+    let text = with_state_dir(
+        prosody.dir.path(),
+        &format!(
+            "{}{}",
             audit_setting(opts.connections),
             prosody.config_toml(&[&watcher_jid])
         ),
     )
     .map_err(setup)?;
+    std::fs::write(&config, text).map_err(setup)?;
 
     // The watcher and the floor publisher (admin, who creates bench/floor).
     let (watcher, w_in) = login(prosody, WATCHER, "bench").await?;
@@ -635,16 +634,6 @@ fn simulated_base(
     let (btx, brx) = mpsc::unbounded_channel();
     spawn_sim_reader(brx, SimLog::default());
     (ctl, tokio::spawn(sim::run(base_opts, rx, Some(btx))))
-}
-
-/// The component's `state_dir` in the lab's directory.
-fn state_dir(lab: &Path) -> PathBuf {
-    lab.join("state")
-}
-
-/// The copy of active the component's clean stop saves in its `state_dir`.
-fn saved_copy(lab: &Path) -> PathBuf {
-    state_dir(lab).join(pubpresence::component::saved::FILE)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
